@@ -1,0 +1,32 @@
+"""Entry point of `coopagent`; each command family lives in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from agent import __version__
+from agent.cli.keys_cmds import keys
+
+
+@click.group()
+@click.version_option(__version__, prog_name="coopagent")
+def cli() -> None:
+    """Cooperative branch edge agent: run it, check it, test its devices."""
+
+
+cli.add_command(keys)
+
+
+def _register_optional() -> None:
+    """Device-family command modules register themselves here (serial, camera)."""
+    from agent.cli import camera_cmds, serial_cmds
+
+    serial_cmds.register(cli)
+    camera_cmds.register(cli)
+
+
+_register_optional()
+
+
+def main() -> None:
+    cli()

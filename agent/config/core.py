@@ -1,0 +1,158 @@
+"""Config of the agent's own core: identity, uplink, local API, buffer, media, supervisor, clock."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from agent.config.base import Section
+
+DEVICE_PART = r"[a-z0-9][a-z0-9-]{0,31}"
+DEVICE_RE = re.compile(rf"^{DEVICE_PART}/{DEVICE_PART}/{DEVICE_PART}$")
+SPEC_MAX_PAYLOAD = 256 * 1024
+
+
+class AgentSection(Section):
+    device: str = Field("demo-society/branch-1/agent-1",
+                        description="SOCIETY/BRANCH/DEVICE, each part [a-z0-9][a-z0-9-]{0,31}")
+    data_dir: Path = Field(Path("/var/lib/coopagent"), description="SQLite buffer, media and the device key")
+    key_file: Path | None = Field(None, description="device key; default data_dir/device_key.pem")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not DEVICE_RE.match(v):
+            raise ValueError("must be SOCIETY/BRANCH/DEVICE, each part matching [a-z0-9][a-z0-9-]{0,31} "
+                             "(lower case letters, digits and '-', at most 32 characters)")
+        return v
+
+    @property
+    def key_path(self) -> Path:
+        return self.key_file if self.key_file is not None else self.data_dir / "device_key.pem"
+
+
+class UplinkSection(Section):
+    broker: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port (TLS)")
+    topic_prefix: str = Field("coop/v1", description="topics are PREFIX/SOCIETY/BRANCH/DEVICE/...")
+    central_key: Path = Field(Path("/etc/coopagent/central.pub.pem"), description="central server's Ed25519 public key (PEM)")
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    client_id: str | None = Field(None, description="default: coopagent-SOCIETY-BRANCH-DEVICE")
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    session_expiry_s: Annotated[int, Field(ge=0, le=7 * 86400)] = 86400
+    inflight_window: Annotated[int, Field(ge=1, le=1000)] = 32
+    max_payload_bytes: Annotated[int, Field(ge=4096, le=SPEC_MAX_PAYLOAD)] = SPEC_MAX_PAYLOAD
+    backoff_min_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    status_interval_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    resend_after_s: Annotated[float, Field(ge=1, le=86400)] = 30.0
+    command_max_skew_s: Annotated[int, Field(ge=1, le=86400)] = 300
+
+    @field_validator("broker")
+    @classmethod
+    def _broker(cls, v: str) -> str:
+        u = urlsplit(v)
+        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+            raise ValueError("must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+        try:
+            _ = u.port
+        except ValueError as exc:
+            raise ValueError("port must be a number from 1 to 65535") from exc
+        if u.username or u.password:
+            raise ValueError("put no credentials in the URL; use username and password_file")
+        return v
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v or any(c in v for c in "+#\0") or v.startswith("/") or v.endswith("/"):
+            raise ValueError("must be a non-empty topic path without +, # or a leading/trailing '/'")
+        return v
+
+    @model_validator(mode="after")
+    def _tls(self) -> UplinkSection:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (client certificate authentication)")
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs username")
+        if self.backoff_min_s > self.backoff_max_s:
+            raise ValueError("backoff_min_s must not exceed backoff_max_s")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.broker).scheme == "mqtts"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.broker).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        u = urlsplit(self.broker)
+        return u.port or (8883 if u.scheme == "mqtts" else 1883)
+
+
+class ApiSection(Section):
+    listen: str = Field("127.0.0.1:8470", description="HOST:PORT; loopback unless you know why not")
+    token_file: Path = Field(Path("/etc/coopagent/api.token"), description="bearer token for the local API")
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 4 * 1024 * 1024
+    max_records_per_request: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    allow_non_loopback: bool = Field(False, description="must be true to listen on a non-loopback address")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8470")
+        return v
+
+    @model_validator(mode="after")
+    def _loopback(self) -> ApiSection:
+        host = self.host
+        if not self.allow_non_loopback and host not in ("localhost", "::1", "[::1]") and not host.startswith("127."):
+            raise ValueError(f"listen host {host!r} is not loopback; the ingest API is for the branch PC only "
+                             "(set allow_non_loopback = true to override)")
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class BufferSection(Section):
+    batch_max_records: Annotated[int, Field(ge=1, le=100_000)] = 500
+    batch_max_age_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    max_db_mb: Annotated[int, Field(ge=0)] = Field(0, description="cap on the SQLite file; 0 = until the disk is full")
+    retention_hours: Annotated[float, Field(ge=0)] = Field(168, description="keep centrally acked batches this long")
+
+
+class MediaSection(Section):
+    dir: Path | None = Field(None, description="default data_dir/media")
+    chunk_bytes: Annotated[int, Field(ge=1024, le=250 * 1024)] = 128 * 1024
+    bandwidth_kbps: Annotated[int, Field(ge=0)] = Field(0, description="cap on media upload; 0 = no cap")
+    quota_mb: Annotated[int, Field(ge=1)] = 2048
+
+
+class SupervisorSection(Section):
+    max_restarts: Annotated[int, Field(ge=1, le=1000)] = 5
+    restart_window_s: Annotated[float, Field(gt=0)] = 60.0
+    backoff_max_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+class ClockSection(Section):
+    jump_threshold_s: Annotated[float, Field(gt=0)] = 2.0
+    check_interval_s: Annotated[float, Field(gt=0)] = 5.0

@@ -1,0 +1,56 @@
+"""The whole agent config: core sections plus the device families' own models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from agent.config.base import Section
+from agent.config.core import (
+    AgentSection,
+    ApiSection,
+    BufferSection,
+    ClockSection,
+    MediaSection,
+    SupervisorSection,
+    UplinkSection,
+)
+from drivers.camera.config import CameraConfig, ClipRuleConfig, RecordingConfig
+from drivers.serial.config import ScaleConfig, ScannerConfig, WorkflowConfig
+
+DEFAULT_CONFIG_PATH = Path("/etc/coopagent/agent.toml")
+
+
+class AgentConfig(Section):
+    agent: AgentSection = Field(default_factory=AgentSection)
+    uplink: UplinkSection = Field(default_factory=UplinkSection)
+    api: ApiSection = Field(default_factory=ApiSection)
+    buffer: BufferSection = Field(default_factory=BufferSection)
+    media: MediaSection = Field(default_factory=MediaSection)
+    supervisor: SupervisorSection = Field(default_factory=SupervisorSection)
+    clock: ClockSection = Field(default_factory=ClockSection)
+    scanners: list[ScannerConfig] = Field(default_factory=list)
+    scales: list[ScaleConfig] = Field(default_factory=list)
+    workflow: WorkflowConfig = Field(default_factory=WorkflowConfig)
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    clip_rules: list[ClipRuleConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AgentConfig:
+        for key, items in (("scanners", self.scanners), ("scales", self.scales), ("cameras", self.cameras)):
+            seen: set[str] = set()
+            for item in items:
+                if item.name in seen:
+                    raise ValueError(f"[[{key}]] name {item.name!r} is used twice; names must be unique")
+                seen.add(item.name)
+        return self
+
+    @property
+    def media_dir(self) -> Path:
+        return self.media.dir if self.media.dir is not None else self.agent.data_dir / "media"
+
+    @property
+    def db_path(self) -> Path:
+        return self.agent.data_dir / "buffer.sqlite3"

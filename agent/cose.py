@@ -1,0 +1,120 @@
+"""COSE_Sign1 (RFC 9052) with EdDSA over Ed25519, as uplink-v1 fixes it.
+
+Written on cbor2 + cryptography rather than pycose because pycose 1.1 does not decode
+with cbor2 6.x, and the subset the spec needs (one signer, empty unprotected header,
+empty external AAD) is small enough to read in one sitting against RFC 9052 section 4.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+COSE_SIGN1_TAG = 18
+HDR_ALG = 1
+HDR_KID = 4
+ALG_EDDSA = -8
+ALG_ED25519 = -19  # RFC 9864 name for the same algorithm; accepted on verify, never sent
+
+
+class CoseError(ValueError):
+    """A message that is not a valid, correctly signed COSE_Sign1 for the expected key."""
+
+
+def kid_for(public_key: Ed25519PublicKey) -> bytes:
+    """The spec's kid: the first 16 bytes of SHA-256 over the raw 32-byte public key."""
+    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return hashlib.sha256(raw).digest()[:16]
+
+
+def dumps_deterministic(obj: Any) -> bytes:
+    """RFC 8949 section 4.2.1 core deterministic encoding (cbor2's canonical mode)."""
+    return cbor2.dumps(obj, canonical=True)
+
+
+def _sig_structure(protected: bytes, payload: bytes) -> bytes:
+    # RFC 9052 section 4.4: ["Signature1", body_protected, external_aad, payload]
+    return cbor2.dumps(["Signature1", protected, b"", payload], canonical=True)
+
+
+def protected_header(kid: bytes) -> bytes:
+    return dumps_deterministic({HDR_ALG: ALG_EDDSA, HDR_KID: kid})
+
+
+def sign1(payload: bytes, key: Ed25519PrivateKey, kid: bytes | None = None,
+          protected: bytes | None = None) -> bytes:
+    """Sign already-encoded payload bytes; returns the tagged COSE_Sign1 bytes.
+
+    `protected` lets a hot path reuse the encoded header; it must be protected_header(kid).
+    """
+    if protected is None:
+        protected = protected_header(kid if kid is not None else kid_for(key.public_key()))
+    signature = key.sign(_sig_structure(protected, payload))
+    # Array items are byte strings and an empty map: deterministic by construction.
+    return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, payload, signature]), canonical=True)
+
+
+@dataclass(frozen=True)
+class Verified:
+    kid: bytes
+    alg: int
+    payload_bytes: bytes
+    payload: Any
+
+
+def decode_unverified(message: bytes) -> tuple[bytes, dict[int, Any], bytes, bytes]:
+    """Split a COSE_Sign1 into (protected bytes, protected map, payload, signature)."""
+    try:
+        obj = cbor2.loads(message)
+    except Exception as exc:  # cbor2 raises several types for malformed input
+        raise CoseError(f"not CBOR: {exc}") from exc
+    if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
+        raise CoseError("not a tagged COSE_Sign1 (CBOR tag 18)")
+    arr = obj.value
+    if not isinstance(arr, list) or len(arr) != 4:
+        raise CoseError("COSE_Sign1 must be an array of 4 items")
+    protected, unprotected, payload, signature = arr
+    if not isinstance(protected, bytes) or not isinstance(payload, bytes) or not isinstance(signature, bytes):
+        raise CoseError("protected header, payload and signature must be byte strings")
+    if not isinstance(unprotected, dict):
+        raise CoseError("unprotected header must be a map")
+    try:
+        prot_map = cbor2.loads(protected) if protected else {}
+    except Exception as exc:
+        raise CoseError(f"protected header is not CBOR: {exc}") from exc
+    if not isinstance(prot_map, dict):
+        raise CoseError("protected header must be a map")
+    return protected, prot_map, payload, signature
+
+
+def verify1(message: bytes, keys: dict[bytes, Ed25519PublicKey]) -> Verified:
+    """Verify against the key whose kid the protected header names; decode the payload.
+
+    `keys` maps kid -> public key. The kid and alg are read from the protected header
+    only (an unprotected kid is not covered by the signature, so it is never trusted).
+    """
+    protected, prot_map, payload, signature = decode_unverified(message)
+    alg = prot_map.get(HDR_ALG)
+    if alg not in (ALG_EDDSA, ALG_ED25519):
+        raise CoseError(f"unsupported alg {alg!r}; expected EdDSA (-8) or Ed25519 (-19)")
+    kid = prot_map.get(HDR_KID)
+    if not isinstance(kid, bytes):
+        raise CoseError("protected header has no kid")
+    key = keys.get(kid)
+    if key is None:
+        raise CoseError(f"unknown kid {kid.hex()}")
+    try:
+        key.verify(signature, _sig_structure(protected, payload))
+    except InvalidSignature as exc:
+        raise CoseError("bad signature") from exc
+    try:
+        decoded = cbor2.loads(payload)
+    except Exception as exc:
+        raise CoseError(f"payload is not CBOR: {exc}") from exc
+    return Verified(kid=kid, alg=alg, payload_bytes=payload, payload=decoded)

@@ -1,0 +1,1 @@
+"""Cameras: ONVIF/RTSP ingest, recording, clips and snapshots (issue 4)."""

@@ -1,0 +1,1 @@
+"""Serial devices: barcode scanners and scales (issue 3)."""

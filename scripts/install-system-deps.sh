@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs every Debian package the agent, its tests and the demo need. Idempotent: a
+# package already present is not fetched again, and apt's lists are refreshed only when
+# something is missing. Run as root (CI and the demo machine are root; otherwise via sudo).
+set -euo pipefail
+PKGS=(
+  mosquitto mosquitto-clients          # the MQTT broker the tests and the demo start
+  ffmpeg                               # stream-copy recording and clip cutting, ffprobe
+  socat sqlite3 openssl wrk            # pty pairs, buffer inspection, test CA, HTTP load
+  python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp   # GStreamer RTSP test server
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-tools
+  systemd                              # systemd-analyze verify for the unit
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian mosquitto package starts a system broker on 1883 where systemd runs; the
+# tests start their own brokers on free ports, so nothing here depends on it.

@@ -1,0 +1,51 @@
+"""Packaging for the cooperative branch edge agent (coopagent) and its reference receiver.
+
+Dependency ranges are compatible-release pins: the lower bound is the oldest version we
+tested the API we use against, the upper bound the next major release, which may break it.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="coopagent",
+    version="0.1.0",
+    description="Branch edge agent: durable, signed, hash-chained uplink of stock, sales and camera evidence",
+    python_requires=">=3.11",
+    packages=find_packages(include=["agent*", "buffer*", "drivers*", "receiver*"]),
+    package_data={"agent": ["py.typed"], "": ["*.sql", "*.toml"]},
+    install_requires=[
+        "paho-mqtt>=2.1,<3",
+        "sqlite-utils>=3.36,<5",
+        "apscheduler>=3.10,<4",
+        "cryptography>=42,<51",
+        "cbor2>=5.6,<7",
+        "pydantic>=2.7,<3",
+        "click>=8.1,<9",
+        "fastapi>=0.110,<1",
+        "uvicorn[standard]>=0.29,<1",
+        "orjson>=3.9,<4",
+        "prometheus-client>=0.20,<1",
+        "pyserial>=3.5,<4",
+        "biip>=5,<6",
+        "opencv-python-headless>=4.9,<6",
+        "onvif-zeep-async>=3.1,<5",
+        "uuid6>=2024.1",
+        "reportlab>=4,<6",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8,<10",
+            "pytest-timeout>=2.3,<3",
+            "hypothesis>=6.100,<7",
+            "httpx>=0.27,<1",
+            "mypy>=1.10,<3",
+            "ruff>=0.5,<1",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "coopagent=agent.cli.main:main",
+            "coop-receiver=receiver.cli:main",
+        ],
+    },
+)
