@@ -9,6 +9,7 @@ sink calls block the calling thread until the records are durably committed.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,12 @@ class RecordSink(Protocol):
         Raises RecordInvalid, RecordConflict, BufferFull or BufferUnavailable. Returns only
         after the commit is on disk (synchronous=FULL), so a returned id is never lost.
         """
+        ...
+
+    def submit_nowait(self, records: Sequence[Mapping[str, Any]]) -> Future[list[str]]:
+        """The same, without blocking: the future resolves to the ids once the group commit is
+        on disk, or raises one of the RecordRejected errors. The API wraps it with
+        asyncio.wrap_future so one event loop can keep thousands of requests in flight."""
         ...
 
 
@@ -148,6 +155,7 @@ class Component(ABC):
 
 
 ComponentFactory = Callable[[AgentContext], list[Component]]
+StatusProvider = Callable[[], dict[str, Any]]  # the `coopagent status --json` document
 
 
 @dataclass
