@@ -8,6 +8,7 @@ empty external AAD) is small enough to read in one sitting against RFC 9052 sect
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +69,7 @@ class Verified:
     payload: Any
 
 
-def decode_unverified(message: bytes) -> tuple[bytes, dict[int, Any], bytes, bytes]:
+def decode_unverified(message: bytes) -> tuple[bytes, Mapping[int, Any], bytes, bytes]:
     """Split a COSE_Sign1 into (protected bytes, protected map, payload, signature)."""
     try:
         obj = cbor2.loads(message)
@@ -77,18 +78,18 @@ def decode_unverified(message: bytes) -> tuple[bytes, dict[int, Any], bytes, byt
     if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
         raise CoseError("not a tagged COSE_Sign1 (CBOR tag 18)")
     arr = obj.value
-    if not isinstance(arr, list) or len(arr) != 4:
+    if not isinstance(arr, (list, tuple)) or len(arr) != 4:  # cbor2 6 decodes tag content as a tuple
         raise CoseError("COSE_Sign1 must be an array of 4 items")
     protected, unprotected, payload, signature = arr
     if not isinstance(protected, bytes) or not isinstance(payload, bytes) or not isinstance(signature, bytes):
         raise CoseError("protected header, payload and signature must be byte strings")
-    if not isinstance(unprotected, dict):
+    if not isinstance(unprotected, Mapping):  # dict, or cbor2 6's frozendict
         raise CoseError("unprotected header must be a map")
     try:
         prot_map = cbor2.loads(protected) if protected else {}
     except Exception as exc:
         raise CoseError(f"protected header is not CBOR: {exc}") from exc
-    if not isinstance(prot_map, dict):
+    if not isinstance(prot_map, Mapping):
         raise CoseError("protected header must be a map")
     return protected, prot_map, payload, signature
 

@@ -1,0 +1,1 @@
+"""The durable SQLite buffer: records, sealed batches, acks, media bookkeeping."""
