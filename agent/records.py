@@ -1,31 +1,412 @@
-"""Validation of records against the spec's kinds (owned by the API work; placeholder).
+"""Validation of records against the spec's kinds (uplink-v1, "Kinds in version 1").
 
 normalize_records() is called by the buffer for every record from every source (API,
-serial drivers, cameras, the agent itself), so one set of rules guards the chain.
+serial drivers, cameras, the agent itself), so one set of rules guards the chain: what
+the central side receives was checked here, once, before it became durable.
+
+Why this shape:
+- One pydantic TypeAdapter per kind, built once, strict (no "5" -> 5 coercion: a POS that
+  sends money as a string has a bug we want it to see), validated from Python objects.
+  The adapter only *checks*; the stored `data` is the map the source gave, so keys a kind
+  does not know survive unchanged (the spec lets a `data` map carry more keys).
+- The envelope (kind, data, id, at, src) is checked by hand: five fields, and hand-written
+  messages are what a POS integrator acts on ("records[3].at: ...").
+- The fingerprint is SHA-256 over an orjson encoding with sorted keys (0.5 us for a sale,
+  against 14 us for cbor2's canonical mode), falling back to deterministic CBOR for values
+  JSON cannot carry (bytes). It is only ever compared with fingerprints made by this
+  function, so it need not be the wire encoding, only deterministic.
+- Ids are UUIDv7 (RFC 9562 section 5.7) made here: the uuid6 package takes 5.6 us per id
+  in pure Python, this layout ~1 us, and the layout is eight lines.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+import math
+import os
+import time
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Annotated, Any, Literal, NotRequired
+
+import cbor2
+import orjson
+from biip import ParseError
+from biip.gtin import Gtin
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from agent.interfaces import RecordInvalid
 
 KINDS = ("sale", "stock_move", "count", "count_session", "scan", "weight", "media", "device_event", "gap")
+ENVELOPE_KEYS = frozenset(("kind", "data", "id", "at", "src"))
+AT_MIN_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z: older is a broken clock or a unit error
+AT_MAX_AHEAD_MS = 86_400_000  # one day ahead of the agent's clock
+ID_MAX = 128
+SRC_MAX = 64
+# A record must fit in one batch with room for the envelope (the spec caps a batch payload at
+# 256 KiB); 64 KiB of JSON leaves that room and is far above any real receipt.
+MAX_RECORD_BYTES = 64 * 1024
+INT_MIN, INT_MAX = -(2**64), 2**64 - 1  # CBOR major types 0/1 without bignum tags
 
 
 @dataclass(frozen=True)
 class NormRecord:
-    id: str          # given by the source, or a new UUIDv7
+    id: str  # given by the source, or a new UUIDv7
     kind: str
-    at: int          # epoch ms UTC
+    at: int  # epoch ms UTC
     src: str
     data: dict[str, Any]
-    id_given: bool   # True when the source chose the id (idempotent re-post applies)
+    id_given: bool  # True when the source chose the id (idempotent re-post applies)
     fingerprint: bytes  # SHA-256 over the content the source gave; equal re-posts match
 
 
-def normalize_records(records: Sequence[Mapping[str, Any]], default_src: str = "agent") -> list[NormRecord]:
-    """Check each record's kind and data; fill id (UUIDv7), at (now) and src. Raises RecordInvalid(reason, index)."""
-    raise RecordInvalid("record validation not implemented yet")
+# ---------------------------------------------------------------- kinds (spec table)
+
+_STRICT = ConfigDict(strict=True, extra="allow", allow_inf_nan=False)
+Text = Annotated[str, Field(min_length=1, max_length=256)]
+Number = float  # strict float accepts int and float, never bool or str, never NaN/inf (config)
+
+
+@lru_cache(maxsize=65536)
+def _gtin(value: str) -> str:
+    """Check digit and length via biip (GS1's rules); cached because a shop sells the same items all day."""
+    try:
+        Gtin.parse(value)
+    except ParseError as exc:
+        raise ValueError(f"not a valid GTIN: {exc}") from None
+    if not value.isdigit():
+        raise ValueError("not a valid GTIN: digits only")
+    return value
+
+
+GtinText = Annotated[str, AfterValidator(_gtin)]
+
+
+def _qty_or_weight(d: Any) -> Any:
+    if "qty" not in d and "weight_g" not in d:
+        raise ValueError("needs qty or weight_g")
+    return d
+
+
+class _SaleLine(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    gtin: GtinText
+    qty: NotRequired[Number]
+    weight_g: NotRequired[int]
+    unit_price: int
+    amount: int
+
+
+class _Sale(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    receipt: Text
+    till: Text
+    lines: Annotated[list[Annotated[_SaleLine, AfterValidator(_qty_or_weight)]], Field(min_length=1)]
+    total: int
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    void: NotRequired[bool]
+    refund: NotRequired[bool]
+
+
+class _StockMove(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    type: Literal["receive", "issue", "transfer", "return", "waste", "adjust"]
+    gtin: GtinText
+    qty: NotRequired[Number]
+    weight_g: NotRequired[int]
+    # Present but possibly null: a receive has no inner "from", a waste no "to".
+    from_: Annotated[Text | None, Field(alias="from")]
+    to: Text | None
+    doc: Text
+
+
+class _Count(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    session: Text
+    location: Text
+    gtin: GtinText
+    qty: NotRequired[Number]
+    weight_g: NotRequired[int]
+
+
+def _totals_on_close(d: Any) -> Any:
+    if d["state"] == "closed" and "totals" not in d:
+        raise ValueError("a closed session needs totals")
+    return d
+
+
+class _CountSession(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    session: Text
+    state: Literal["open", "closed"]
+    locations: list[Text]
+    totals: NotRequired[dict[str, Any]]
+
+
+class _Scan(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    raw: Annotated[str, Field(min_length=1, max_length=4096)]
+    symbology: Text
+    gtin: NotRequired[GtinText]
+
+
+class _Weight(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    grams: int
+    scale: Text
+
+
+class _Media(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    media: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    camera: Text
+    type: Literal["video/mp4", "image/jpeg"]
+    start: int
+    end: int
+    size: Annotated[int, Field(ge=0)]
+    sha256: Annotated[bytes, Field(min_length=32, max_length=32)]
+    chunk: Annotated[int, Field(ge=1)]
+    chunks: Annotated[int, Field(ge=0)]
+    reason: dict[str, Any]
+
+
+class _DeviceEvent(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    device: Text
+    event: Text
+    detail: NotRequired[Any]
+
+
+class _Gap(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+    what: Text
+    reason: Text
+
+
+_MEASURED = AfterValidator(_qty_or_weight)
+ADAPTERS: dict[str, TypeAdapter[Any]] = {
+    "sale": TypeAdapter(_Sale),
+    "stock_move": TypeAdapter(Annotated[_StockMove, _MEASURED]),
+    "count": TypeAdapter(Annotated[_Count, _MEASURED]),
+    "count_session": TypeAdapter(Annotated[_CountSession, AfterValidator(_totals_on_close)]),
+    "scan": TypeAdapter(_Scan),
+    "weight": TypeAdapter(_Weight),
+    "media": TypeAdapter(_Media),
+    "device_event": TypeAdapter(_DeviceEvent),
+    "gap": TypeAdapter(_Gap),
+}
+assert tuple(ADAPTERS) == KINDS
+
+
+# ---------------------------------------------------------------- messages
+
+
+def _path(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_INT = "must be an integer (money in fils, weights in grams)"
+_MESSAGES = {
+    "int_type": _INT,
+    "int_from_float": _INT,
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "list_type": "must be a list",
+    "dict_type": "must be a map",
+    "typed_dict_type": "must be a map",
+    "bytes_type": "must be bytes",
+}
+
+
+def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
+    """(path inside data, message) for pydantic's first error, in words an integrator acts on."""
+    # Drop pydantic's internal branch tags (function-after[...], union members) from the location.
+    loc = [p for p in err["loc"] if isinstance(p, int) or "[" not in p]
+    kind, value = err["type"], err.get("input")
+    if kind == "missing":
+        return _path(loc[:-1]), f"missing {loc[-1]}"
+    if kind == "value_error":  # our own validators: the message already says what is wrong
+        return _path(loc), str(err["msg"]).removeprefix("Value error, ")
+    msg = _MESSAGES.get(kind) or str(err["msg"])
+    msg = msg[0].lower() + msg[1:]
+    return _path(loc), msg if isinstance(value, (dict, list)) else f"{msg} (got {_shown(value)})"
+
+
+def _fail(index: int, where: str, msg: str) -> RecordInvalid:
+    return RecordInvalid(f"records[{index}]{where}: {msg}", index)
+
+
+# ---------------------------------------------------------------- values, ids, fingerprint
+
+
+def _check_value(value: Any, where: str, index: int, depth: int = 0) -> None:
+    """CBOR-friendly plain data only: what the receiver can decode with any CBOR library.
+
+    Needed for sources that hand over Python objects (drivers, the agent); JSON parsed by
+    orjson cannot hold NaN, infinities, bytes or non-text keys, so the API skips this walk.
+    """
+    if depth > 32:
+        raise _fail(index, where, "nested deeper than 32 levels")
+    if value is None or isinstance(value, (str, bool, bytes)):
+        return
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise _fail(index, where, "integer outside the 64-bit range")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _fail(index, where, f"must be a finite number (got {value!r})")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_value(item, f"{where}[{i}]", index, depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _fail(index, where, f"map keys must be text (got {_shown(key)})")
+            _check_value(item, f"{where}.{key}", index, depth + 1)
+        return
+    raise _fail(
+        index,
+        where,
+        f"{type(value).__name__} values cannot be sent; use text, numbers, true/false, null, lists or maps",
+    )
+
+
+def new_id(now_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562 section 5.7): 48-bit ms timestamp, version 7, variant 10, 74 random bits.
+
+    Built from hex text rather than a 128-bit int because that is 2x faster in CPython.
+    """
+    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    head = (ms & 0xFFFF_FFFF_FFFF).to_bytes(6, "big").hex()
+    rnd = os.urandom(10)
+    h = rnd.hex()
+    # h[0] and the top 2 bits of h[4] are replaced by the version (7) and the variant (0b10).
+    return f"{head[:8]}-{head[8:]}-7{h[1:4]}-{0x8 | rnd[2] >> 4 & 0x3:x}{h[5:8]}-{h[8:20]}"
+
+
+def _encode(kind: str, src: str, at: int | None, data: dict[str, Any]) -> bytes:
+    """Deterministic bytes for the fingerprint; 'J'/'C' prefixes keep the two encodings apart."""
+    try:
+        return b"J" + orjson.dumps([kind, src, at, data], option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # bytes, or ints outside orjson's 64-bit range: CBOR carries both
+        return b"C" + cbor2.dumps([kind, src, at, data], canonical=True)
+
+
+def fingerprint(kind: str, src: str, at: int | None, data: dict[str, Any]) -> bytes:
+    """SHA-256 of what the source gave: (kind, data, src, and `at` only if the source set it),
+    so a re-post that lets the agent fill `at` again still matches."""
+    return hashlib.sha256(_encode(kind, src, at, data)).digest()
+
+
+# ---------------------------------------------------------------- the entry point
+
+
+def normalize_records(
+    records: Sequence[Mapping[str, Any]],
+    default_src: str = "agent",
+    *,
+    kinds: Collection[str] = KINDS,
+    json_safe: bool = False,
+    now_ms: int | None = None,
+) -> list[NormRecord]:
+    """Check each record's kind and data; fill id (UUIDv7), at (now) and src.
+
+    Raises RecordInvalid(reason, index); the reason starts with the path, "records[3].data...".
+    All or nothing: the first bad record raises and nothing is returned. `kinds` narrows what a
+    source may send (the API refuses `media`, whose bytes cannot come that way); `json_safe` says
+    the values came from a JSON parser, so the CBOR-friendliness walk can be skipped.
+    """
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    at_max = now + AT_MAX_AHEAD_MS
+    out: list[NormRecord] = []
+    seen: dict[str, int] = {}
+    for index, rec in enumerate(records):
+        if type(rec) is not dict and not isinstance(rec, Mapping):
+            raise _fail(index, "", "must be a map with kind and data")
+        if not ENVELOPE_KEYS.issuperset(rec):
+            extra = sorted(str(k) for k in rec if k not in ENVELOPE_KEYS)
+            raise _fail(
+                index,
+                "",
+                f"unknown key {extra[0]!r}; a record has kind, data, id, at, src "
+                "(put anything else inside data)",
+            )
+        kind = rec.get("kind")
+        if kind not in ADAPTERS or kind not in kinds:
+            allowed = ", ".join(k for k in KINDS if k in kinds)
+            what = "missing kind" if kind is None else f"unknown kind {_shown(kind)}"
+            raise _fail(index, ".kind", f"{what}; allowed: {allowed}")
+        data = rec.get("data")
+        if not isinstance(data, dict):
+            raise _fail(index, ".data", "missing data" if data is None else "must be a map")
+        try:
+            ADAPTERS[kind].validate_python(data)
+        except ValidationError as exc:
+            where, msg = _describe(exc.errors(include_url=False)[0])
+            raise _fail(index, ".data" + where, msg) from None
+        if not json_safe:
+            _check_value(data, ".data", index)
+
+        rid = rec.get("id")
+        if rid is None:
+            rid, id_given = new_id(now), False
+        elif not isinstance(rid, str) or not 1 <= len(rid) <= ID_MAX or not rid.isprintable():
+            raise _fail(
+                index,
+                ".id",
+                f"must be text of 1 to {ID_MAX} printable characters, "
+                f"e.g. a UUIDv7 or ULID (got {_shown(rid)})",
+            )
+        else:
+            id_given = True
+            if rid in seen:
+                raise _fail(index, ".id", f"{rid!r} is also records[{seen[rid]}].id; ids are unique")
+            seen[rid] = index
+
+        at = rec.get("at")
+        if at is not None and (type(at) is not int or not AT_MIN_MS <= at <= at_max):
+            if type(at) is not int:
+                msg = f"must be an integer, epoch milliseconds UTC (got {_shown(at)})"
+            elif at < AT_MIN_MS:
+                msg = (
+                    f"{at} is before 2020-01-01 ({AT_MIN_MS}); epoch milliseconds UTC expected "
+                    "(seconds or a wrong clock?)"
+                )
+            else:
+                msg = f"{at} is more than a day ahead of the agent's clock ({now})"
+            raise _fail(index, ".at", msg)
+
+        src = rec.get("src", default_src)
+        if not isinstance(src, str) or not 1 <= len(src) <= SRC_MAX or not src.isprintable():
+            raise _fail(
+                index, ".src", f"must be text of 1 to {SRC_MAX} printable characters (got {_shown(src)})"
+            )
+
+        encoded = _encode(kind, src, at, data)
+        if len(encoded) > MAX_RECORD_BYTES:
+            raise _fail(
+                index,
+                "",
+                f"record is {len(encoded)} bytes encoded; at most {MAX_RECORD_BYTES} fit in a batch",
+            )
+        out.append(
+            NormRecord(
+                rid, kind, now if at is None else at, src, data, id_given, hashlib.sha256(encoded).digest()
+            )
+        )
+    return out

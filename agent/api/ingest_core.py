@@ -1,0 +1,180 @@
+"""POST /v1/records, independent of the HTTP framework: headers in, (status, JSON bytes) out.
+
+Both the raw ASGI fast path (agent.api.ingest) and the FastAPI route use this, so the
+contract lives in one place. Order of checks: token (401), content type (415), size (413),
+JSON and shape (400), then the sink validates and commits (422, 409, 507, 503) and we answer
+201 only once the sink's future says the group commit is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from agent.api import metrics
+from agent.api.auth import bearer_ok
+from agent.interfaces import RecordRejected, RecordSink
+
+log = logging.getLogger(__name__)
+
+SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,59}$")
+DEFAULT_SRC = "api"
+# A commit normally takes milliseconds; past this the buffer is wedged. The records may still
+# land later, so the answer says to re-post with the same ids (idempotent) rather than new ones.
+COMMIT_TIMEOUT_S = 30.0
+API_REFUSED_KINDS = {
+    "media": "media records are made by the agent's cameras with their file; they cannot be posted"
+}
+
+ERROR_WORDS = {
+    400: "bad_request",
+    401: "unauthorized",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_record",
+    500: "internal_error",
+    503: "unavailable",
+    507: "buffer_full",
+}
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+
+
+def error(status: int, reason: str, index: int | None = None) -> Reply:
+    doc: dict[str, Any] = {"error": ERROR_WORDS[status], "reason": reason}
+    if index is not None:
+        doc["index"] = index
+    metrics.count(status, 0)
+    return Reply(status, orjson.dumps(doc))
+
+
+def content_type_ok(value: bytes | None) -> bool:
+    """application/json, with or without parameters; JSON is UTF-8 (RFC 8259), so no other charset."""
+    if value is None:
+        return False
+    media, _, params = value.partition(b";")
+    if media.strip().lower() != b"application/json":
+        return False
+    charset = params.strip().lower()
+    return not charset or charset.replace(b" ", b"") in (b"charset=utf-8", b'charset="utf-8"')
+
+
+class IngestCore:
+    def __init__(self, sink: RecordSink, token: bytes, max_body_bytes: int, max_records: int):
+        self.sink = sink
+        self.token = token
+        self.max_body_bytes = max_body_bytes
+        self.max_records = max_records
+
+    def precheck(
+        self,
+        authorization: bytes | None,
+        content_type: bytes | None,
+        content_length: bytes | None,
+        source: bytes | None,
+    ) -> Reply | str:
+        """Everything decidable from the headers; returns the record's default src, or the refusal."""
+        if not bearer_ok(authorization, self.token):
+            return error(
+                401, "missing or wrong bearer token (Authorization: Bearer <token from [api] token_file>)"
+            )
+        if not content_type_ok(content_type):
+            shown = content_type.decode("latin-1")[:60] if content_type else "none"
+            return error(415, f"Content-Type must be application/json (got {shown})")
+        if content_length is not None:
+            if not content_length.isdigit():
+                return error(400, "Content-Length is not a number")
+            if int(content_length) > self.max_body_bytes:
+                return self.too_large()
+        if source is None:
+            return DEFAULT_SRC
+        name = source.decode("latin-1")
+        if not SOURCE_RE.match(name):
+            return error(
+                400,
+                "X-Coop-Source must be 1 to 60 characters of letters, digits, '.', '_', ':' "
+                f"or '-', starting with a letter or digit (got {name[:64]!r})",
+            )
+        return f"{DEFAULT_SRC}:{name}"
+
+    def too_large(self) -> Reply:
+        return error(
+            413,
+            f"body over {self.max_body_bytes} bytes ([api] max_body_bytes); split the records "
+            "into several requests",
+        )
+
+    def parse(self, body: bytes, src: str) -> Reply | list[Any]:
+        """JSON and the envelope's shape; fills the default src into records that have none."""
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return error(400, f"body is not valid JSON: {exc}")
+        if type(doc) is not dict or "records" not in doc:
+            return error(400, 'body must be a JSON object {"records": [...]}')
+        if len(doc) > 1:
+            extra = sorted(k for k in doc if k != "records")
+            return error(400, f'unknown key {extra[0]!r} at top level; the body is {{"records": [...]}}')
+        records = doc["records"]
+        if type(records) is not list:
+            return error(400, "records must be a list")
+        if not records:
+            return error(400, "records is empty; send at least one record")
+        if len(records) > self.max_records:
+            return error(
+                413,
+                f"{len(records)} records in one request; at most {self.max_records} "
+                "([api] max_records_per_request)",
+            )
+        for i, rec in enumerate(records):
+            if type(rec) is dict:
+                if "src" not in rec:
+                    rec["src"] = src
+                refused = API_REFUSED_KINDS.get(rec.get("kind"))  # type: ignore[arg-type]
+                if refused is not None:
+                    return error(422, f"records[{i}].kind: {refused}", i)
+        return records
+
+    async def submit(self, records: list[Any]) -> Reply:
+        """Hand the records to the sink and wait, without blocking the loop, for the durable commit."""
+        try:
+            future = self.sink.submit_nowait(records)
+            # shield: a cancelled request (client gone, shutdown) must not cancel the sink's
+            # future, which the writer thread resolves after COMMIT whatever happens here.
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                ids = await asyncio.shield(asyncio.wrap_future(future))
+        except RecordRejected as exc:
+            reason = exc.reason
+            if exc.index is not None and not reason.startswith("records["):
+                reason = f"records[{exc.index}]: {reason}"
+            return error(exc.status, reason, exc.index)
+        except TimeoutError:
+            log.error("buffer did not confirm a commit within %.0f s", COMMIT_TIMEOUT_S)
+            return error(
+                503,
+                f"the buffer did not confirm the commit within {COMMIT_TIMEOUT_S:.0f} s; the "
+                "records may or may not be stored: re-post them with the same ids",
+            )
+        except Exception:
+            log.exception("ingest failed")
+            return error(500, "internal error; see the agent's log")
+        metrics.count(201, len(ids))
+        return Reply(201, orjson.dumps({"ids": ids}))
+
+    async def handle(self, body: bytes, src: str) -> Reply:
+        if len(body) > self.max_body_bytes:
+            return self.too_large()
+        parsed = self.parse(body, src)
+        if isinstance(parsed, Reply):
+            return parsed
+        return await self.submit(parsed)

@@ -1,0 +1,166 @@
+"""ApiComponent: uvicorn serving the local API in a supervised thread with its own event loop.
+
+We bind the socket ourselves and hand it to uvicorn: a busy port then raises OSError here,
+with the address in the message, instead of uvicorn's sys.exit() inside our thread. uvicorn
+installs no signal handlers outside the main thread, so the agent's own SIGTERM handling
+stays in charge; `stop` makes the server finish the requests in flight (their records are
+committed or refused, never left half way) and close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import threading
+from collections.abc import Callable, Sequence
+
+import uvicorn
+import uvloop
+from fastapi import APIRouter
+from starlette.types import ASGIApp
+
+from agent.api.app import build_app
+from agent.api.auth import load_token
+from agent.api.ingest import FastIngest
+from agent.api.ingest_core import IngestCore
+from agent.config.core import ApiSection
+from agent.config.model import AgentConfig
+from agent.interfaces import Component, Health, RecordSink, StatusProvider
+
+log = logging.getLogger(__name__)
+
+STOP_POLL_S = 0.1
+GRACEFUL_S = 10
+
+
+def check_listen(api: ApiSection) -> list[tuple[int, str]]:
+    """Resolve [api] listen to (family, address) pairs; refuse non-loopback unless allowed.
+
+    The config validator already refuses such a value, but a config built in code can skip
+    validation, and a host *name* such as "127.example.net" passes a textual check while
+    resolving anywhere: the component checks the addresses it will really bind.
+    """
+    try:
+        infos = socket.getaddrinfo(api.host, api.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ValueError(
+            f"[api] listen = {api.listen!r}: cannot resolve {api.host!r}: {exc.strerror}"
+        ) from None
+    out: list[tuple[int, str]] = []
+    for family, _, _, _, addr in infos:
+        ip = ipaddress.ip_address(str(addr[0]).split("%")[0])
+        if not ip.is_loopback and not api.allow_non_loopback:
+            raise ValueError(
+                f"[api] listen = {api.listen!r} resolves to {ip}, which is not loopback; the ingest "
+                "API is for the branch PC only (set [api] allow_non_loopback = true to override)"
+            )
+        if (family, str(addr[0])) not in out:
+            out.append((family, str(addr[0])))
+    return out
+
+
+def bind(api: ApiSection) -> list[socket.socket]:
+    socks: list[socket.socket] = []
+    try:
+        for family, host in check_listen(api):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind((host, api.port))
+            except OSError as exc:
+                raise OSError(
+                    exc.errno, f"[api] listen: cannot bind {host} port {api.port}: {exc.strerror}"
+                ) from None
+            sock.listen(1024)
+            sock.setblocking(False)
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+class ApiComponent(Component):
+    name = "api"
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        sink: RecordSink,
+        status: StatusProvider,
+        metrics_text: Callable[[], bytes],
+        routers: Sequence[APIRouter] = (),
+        *,
+        fast_path: bool = True,
+    ):
+        """`fast_path=False` serves POST /v1/records through FastAPI (for the overhead benchmark)."""
+        self.api = config.api
+        check_listen(self.api)  # fail at construction, before the supervisor starts threads
+        self.sink = sink
+        self.status = status
+        self.metrics_text = metrics_text
+        self.routers = list(routers)
+        self.fast_path = fast_path
+        self._server: uvicorn.Server | None = None
+        self.started = threading.Event()
+
+    def health(self) -> Health:
+        server = self._server
+        return "ok" if server is not None and server.started and not server.should_exit else "down"
+
+    def build(self, token: bytes) -> ASGIApp:
+        core = IngestCore(self.sink, token, self.api.max_body_bytes, self.api.max_records_per_request)
+        app: ASGIApp = build_app(core, self.status, self.metrics_text, self.routers)
+        return FastIngest(app, core) if self.fast_path else app
+
+    def run(self, stop: threading.Event) -> None:
+        token = load_token(self.api.token_file)
+        socks = bind(self.api)
+        config = uvicorn.Config(
+            self.build(token),
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            http="httptools",
+            server_header=False,
+            date_header=False,
+            timeout_graceful_shutdown=GRACEFUL_S,
+            limit_concurrency=None,
+            backlog=1024,
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        try:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(self._serve(server, socks, stop))
+        finally:
+            self._server = None
+            self.started.clear()
+            for s in socks:
+                s.close()
+            log.info("api stopped")
+
+    async def _serve(self, server: uvicorn.Server, socks: list[socket.socket], stop: threading.Event) -> None:
+        async def watch() -> None:
+            # The stop Event belongs to another thread; uvicorn itself polls should_exit every
+            # 0.1 s, so polling here at the same pace costs nothing extra.
+            while not stop.is_set() and not server.should_exit:
+                if server.started and not self.started.is_set():
+                    self.started.set()
+                    log.info("api listening on %s", self.api.listen)
+                await asyncio.sleep(STOP_POLL_S)
+            server.should_exit = True
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await server.serve(sockets=socks)
+        finally:
+            server.should_exit = True
+            await watcher
+        if not stop.is_set():
+            raise RuntimeError("the API server stopped on its own (see the log above)")

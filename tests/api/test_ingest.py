@@ -1,0 +1,192 @@
+"""POST /v1/records over real HTTP into a real SQLite file: every status code, with its reason."""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.api.conftest import TOKEN, Api
+from tests.api.sink import SqliteSink
+from tests.api.test_records import VALID
+
+Serve = Callable[..., Api]
+
+
+def rec(kind: str = "weight", **env: Any) -> dict[str, Any]:
+    return {"kind": kind, "data": copy.deepcopy(VALID[kind]), **env}
+
+
+def check(r: httpx.Response, status: int, reason: str, index: int | None = None) -> None:
+    assert r.status_code == status, r.text
+    doc = r.json()
+    assert reason in doc["reason"], doc
+    assert doc.get("index") == index
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["raw-asgi", "fastapi"])
+def test_201_only_after_commit_and_ids_in_order(serve: Serve, fast_path: bool) -> None:
+    api = serve(fast_path=fast_path)
+    r = api.post({"records": [rec("sale", id="pos-3:R-1"), rec("weight"), rec("stock_move", src="erp")]})
+    assert r.status_code == 201, r.text
+    ids = r.json()["ids"]
+    assert ids[0] == "pos-3:R-1" and len(set(ids)) == 3
+    import sqlite3
+
+    with sqlite3.connect(api.sink.path) as c:  # a second connection sees it: committed
+        rows = dict(c.execute("SELECT id, src FROM records"))
+    assert rows == {ids[0]: "api", ids[1]: "api", ids[2]: "erp"}
+
+
+def test_x_coop_source_names_the_default_src(serve: Serve) -> None:
+    api = serve()
+    r = api.post({"records": [rec(id="a")]}, x_coop_source="pos-3")
+    assert r.status_code == 201
+    import sqlite3
+
+    with sqlite3.connect(api.sink.path) as c:
+        assert c.execute("SELECT src FROM records WHERE id='a'").fetchone()[0] == "api:pos-3"
+    check(api.post({"records": [rec()]}, x_coop_source="pos 3/../x"), 400, "X-Coop-Source must be")
+
+
+def test_all_or_nothing_one_bad_record_in_100(serve: Serve) -> None:
+    api = serve()
+    rng = random.Random(7)
+    records = [rec(rng.choice(["sale", "weight", "count", "scan"])) for _ in range(100)]
+    del records[63]["data"][next(iter(records[63]["data"]))]
+    missing = next(iter(VALID[records[63]["kind"]]))
+    check(api.post({"records": records}), 422, f"records[63].data: missing {missing}", 63)
+    assert api.sink.count() == 0
+    del records[63]
+    assert api.post({"records": records}).status_code == 201
+    assert api.sink.count() == 99
+
+
+def test_idempotent_repost_and_409_on_different_content(serve: Serve) -> None:
+    api = serve()
+    body = {"records": [rec("sale", id="R-1"), rec("weight", id="W-1")]}
+    first = api.post(body)
+    again = api.post(body)
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json() == {"ids": ["R-1", "W-1"]}
+    assert api.sink.count() == 2
+    changed = copy.deepcopy(body)
+    changed["records"][1]["data"]["grams"] += 1
+    check(api.post(changed), 409, "records[1].id: 'W-1' was stored before with different content", 1)
+    assert api.sink.count() == 2
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["raw-asgi", "fastapi"])
+def test_401_missing_or_wrong_token_stores_nothing(serve: Serve, fast_path: bool) -> None:
+    api = serve(fast_path=fast_path)
+    for token in (None, "wrong", TOKEN + "x", TOKEN[:-1]):
+        r = api.post({"records": [rec()]}, token=token)
+        check(r, 401, "missing or wrong bearer token")
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert TOKEN not in r.text
+    r = api.client.post(
+        f"{api.url}/v1/records", json={"records": [rec()]}, headers={"authorization": f"Basic {TOKEN}"}
+    )
+    assert r.status_code == 401
+    assert api.sink.count() == 0
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["raw-asgi", "fastapi"])
+def test_400_bad_json_and_bad_shape(serve: Serve, fast_path: bool) -> None:
+    api = serve(fast_path=fast_path)
+    check(api.post(b'{"records": [}'), 400, "body is not valid JSON")
+    check(api.post(b'{"records": [{"kind": "weight", "data": {"grams": NaN}}]}'), 400, "not valid JSON")
+    check(api.post(b"\xff\xfe"), 400, "not valid JSON")
+    check(api.post([rec()]), 400, 'body must be a JSON object {"records": [...]}')
+    check(api.post({"records": rec()}), 400, "records must be a list")
+    check(api.post({"records": []}), 400, "records is empty")
+    check(api.post({"records": [rec()], "extra": 1}), 400, "unknown key 'extra' at top level")
+    assert api.sink.count() == 0
+
+
+def test_415_wrong_content_type(serve: Serve) -> None:
+    api = serve()
+    body = orjson.dumps({"records": [rec()]})
+    check(
+        api.post(body, content_type="text/plain"),
+        415,
+        "Content-Type must be application/json (got text/plain)",
+    )
+    check(api.post(body, content_type="application/json; charset=latin-1"), 415, "must be application/json")
+    r = api.client.post(f"{api.url}/v1/records", content=body, headers={"authorization": f"Bearer {TOKEN}"})
+    check(r, 415, "(got none)")
+    assert api.post(body, content_type="application/json; charset=UTF-8").status_code == 201
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["raw-asgi", "fastapi"])
+def test_413_oversize_body_and_too_many_records(serve: Serve, fast_path: bool) -> None:
+    api = serve(fast_path=fast_path, max_body_bytes=2048, max_records_per_request=3)
+    big = {"records": [rec("weight", **{"data": {"grams": 1, "scale": "s", "pad": "x" * 3000}})]}
+    check(api.post(big), 413, "body over 2048 bytes ([api] max_body_bytes)")
+
+    def chunks() -> Any:  # no Content-Length: the limit is enforced while reading
+        yield b'{"records": ['
+        for _ in range(100):
+            yield b'{"kind": "weight", "data": {"grams": 1, "scale": "s"}},'
+        yield b"]}"
+
+    r = api.client.post(
+        f"{api.url}/v1/records",
+        content=chunks(),
+        headers={"authorization": f"Bearer {TOKEN}", "content-type": "application/json"},
+    )
+    check(r, 413, "body over 2048 bytes")
+    check(api.post({"records": [rec()] * 4}), 413, "4 records in one request; at most 3")
+    assert api.sink.count() == 0
+
+
+def test_422_unknown_kind_missing_fields_and_media(serve: Serve) -> None:
+    api = serve()
+    check(
+        api.post({"records": [rec(), {"kind": "refund", "data": {}}]}),
+        422,
+        "records[1].kind: unknown kind 'refund'; allowed: sale, stock_move",
+        1,
+    )
+    bad = rec("sale")
+    del bad["data"]["lines"][0]["gtin"]
+    check(api.post({"records": [bad]}), 422, "records[0].data.lines[0]: missing gtin", 0)
+    media = {"kind": "media", "data": {"media": "m"}}
+    check(
+        api.post({"records": [rec(), media]}), 422, "records[1].kind: media records are made by the agent", 1
+    )
+    check(api.post({"records": [rec(at=1_700_000_000)]}), 422, "records[0].at: 1700000000 is before 2020", 0)
+    assert api.sink.count() == 0
+
+
+def test_507_when_the_sqlite_file_is_full_then_resumes(serve: Serve, tmp_path: Path) -> None:
+    """SQLite's max_page_count makes a real SQLITE_FULL, as a full disk would."""
+    sink = SqliteSink(tmp_path / "small.sqlite3", max_pages=8)
+    api = serve(sink=sink)
+    pad = "y" * 3000
+    answers = [
+        api.post({"records": [rec(data={"grams": i, "scale": "s", "pad": pad})]}).status_code
+        for i in range(40)
+    ]
+    assert answers[0] == 201 and 507 in answers
+    r = api.post({"records": [rec(data={"grams": 1, "scale": "s", "pad": pad})]})
+    check(r, 507, "buffer full: database or disk is full")
+    stored = sink.count()
+    assert stored == answers.count(201)
+    sink.conn.execute("PRAGMA max_page_count = 100000")  # space returns
+    assert api.post({"records": [rec()]}).status_code == 201
+    assert sink.count() == stored + 1
+
+
+def test_503_when_the_buffer_is_not_running(serve: Serve, tmp_path: Path) -> None:
+    sink = SqliteSink(tmp_path / "stopped.sqlite3")
+    api = serve(sink=sink)
+    sink.q.put(None)
+    sink.thread.join(5)
+    check(api.post({"records": [rec()]}), 503, "the buffer is not running")

@@ -1,0 +1,156 @@
+"""ApiComponent: listen rules, lifecycle, status/metrics/openapi routes, requests in flight together."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent.api.server import ApiComponent
+from agent.config.core import ApiSection
+from tests.api.conftest import TOKEN, Api, make_config, status_doc
+from tests.api.sink import SqliteSink
+from tests.api.test_ingest import rec
+from tests.peers.net import port_open, wait_for
+
+Serve = Callable[..., Api]
+
+
+def component(tmp_path: Path, api: ApiSection) -> ApiComponent:
+    cfg = make_config(tmp_path)
+    cfg.__dict__["api"] = api  # bypass validate_assignment: a config built in code, unchecked
+    return ApiComponent(cfg, SqliteSink(tmp_path / "s.sqlite3"), status_doc, lambda: b"")
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:8470", "[::]:8470", "192.0.2.7:8470"])
+def test_refuses_non_loopback_listen_without_allow(tmp_path: Path, listen: str) -> None:
+    # model_construct skips the config validator, as code that builds a config by hand could.
+    api = ApiSection.model_construct(
+        listen=listen,
+        allow_non_loopback=False,
+        token_file=tmp_path / "t",
+        max_body_bytes=4096,
+        max_records_per_request=10,
+    )
+    with pytest.raises(ValueError, match=r"is not loopback; the ingest API is for the branch PC only"):
+        component(tmp_path, api)
+    allowed = ApiSection.model_construct(
+        listen="0.0.0.0:8470",
+        allow_non_loopback=True,
+        token_file=tmp_path / "t",
+        max_body_bytes=4096,
+        max_records_per_request=10,
+    )
+    component(tmp_path, allowed).sink.stop()  # type: ignore[attr-defined]
+
+
+def test_localhost_name_is_loopback(tmp_path: Path) -> None:
+    api = ApiSection.model_construct(
+        listen="localhost:8470",
+        allow_non_loopback=False,
+        token_file=tmp_path / "t",
+        max_body_bytes=4096,
+        max_records_per_request=10,
+    )
+    component(tmp_path, api).sink.stop()  # type: ignore[attr-defined]
+
+
+def test_busy_port_and_missing_token_fail_run_with_clear_errors(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    sink = SqliteSink(tmp_path / "s.sqlite3")
+    comp = ApiComponent(cfg, sink, status_doc, lambda: b"")
+    try:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", cfg.api.port))
+            taken.listen(1)
+            with pytest.raises(OSError, match=rf"cannot bind 127.0.0.1 port {cfg.api.port}"):
+                comp.run(threading.Event())
+        cfg.api.token_file.unlink()
+        with pytest.raises(ValueError, match="cannot read secret file"):
+            comp.run(threading.Event())
+        cfg.api.token_file.write_text("short")
+        with pytest.raises(ValueError, match="use at least 16"):
+            comp.run(threading.Event())
+    finally:
+        sink.stop()
+
+
+def test_restart_after_stop_serves_again(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    sink = SqliteSink(tmp_path / "s.sqlite3")
+    comp = ApiComponent(cfg, sink, status_doc, lambda: b"")
+    try:
+        for _ in range(2):
+            stop = threading.Event()
+            t = threading.Thread(target=comp.run, args=(stop,))
+            t.start()
+            wait_for(comp.started.is_set, what="listening")
+            r = httpx.post(
+                f"http://{cfg.api.listen}/v1/records",
+                json={"records": [rec()]},
+                headers={"authorization": f"Bearer {TOKEN}"},
+            )
+            assert r.status_code == 201
+            stop.set()
+            t.join(10)
+            assert not t.is_alive() and comp.health() == "down"
+            assert not port_open(cfg.api.port)
+    finally:
+        sink.stop()
+    assert sink.count() == 2
+
+
+def test_status_needs_the_token_metrics_does_not(serve: Serve) -> None:
+    api = serve()
+    r = api.client.get(f"{api.url}/v1/status")
+    assert r.status_code == 401 and "bearer token" in r.json()["reason"]
+    r = api.client.get(f"{api.url}/v1/status", headers={"authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200 and r.json() == status_doc()
+    m = api.client.get(f"{api.url}/metrics")
+    assert m.status_code == 200 and m.text == "# HELP coop_test 1\ncoop_test 1\n"
+    assert m.headers["content-type"].startswith("text/plain")
+
+
+def test_openapi_lists_the_routes_and_the_kinds(serve: Serve) -> None:
+    api = serve()
+    doc = api.client.get(f"{api.url}/openapi.json").json()
+    post = doc["paths"]["/v1/records"]["post"]
+    assert set(post["responses"]) >= {"201", "400", "401", "409", "413", "415", "422", "503", "507"}
+    assert (
+        post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        == "#/components/schemas/RecordsIn"
+    )
+    assert {"/v1/status", "/metrics"} <= set(doc["paths"])
+    schemas = doc["components"]["schemas"]
+    assert {"RecordsIn", "RecordIn", "SaleData", "StockMoveData", "GapData", "ApiError", "IdsOut"} <= set(
+        schemas
+    )
+    assert set(schemas["SaleData"]["required"]) == {"receipt", "till", "lines", "total", "currency"}
+    assert "HTTPBearer" in doc["components"]["securitySchemes"]
+
+
+def test_concurrent_requests_share_group_commits(serve: Serve) -> None:
+    """200 one-record POSTs from 20 connections at once: all stored, in fewer commits than requests."""
+    api = serve()
+
+    async def main() -> list[int]:
+        limits = httpx.Limits(max_connections=20)
+        async with httpx.AsyncClient(
+            limits=limits, timeout=20, headers={"authorization": f"Bearer {TOKEN}"}
+        ) as client:
+            replies = await asyncio.gather(
+                *(
+                    client.post(f"{api.url}/v1/records", json={"records": [rec(id=f"c{i}")]})
+                    for i in range(200)
+                )
+            )
+        return [r.status_code for r in replies]
+
+    assert asyncio.run(main()) == [201] * 200
+    assert api.sink.count() == 200
+    assert api.sink.groups < 200
