@@ -1,0 +1,15 @@
+"""The reference central side of uplink-v1: verifies, stores and acks what branch agents send.
+
+Map of the package (one job per module):
+  config   typed TOML config (`[receiver]`, `[[devices]]`)
+  keys     the central signing key and the registry of device public keys
+  batches  checks one batch message against the spec (signature, kid, dev, fields, encoding)
+  db       SQLite connection and schema (WAL, synchronous=FULL, one writer)
+  writer   the write side: chain state per device, idempotent record storage, rejections
+  store    the read side (ReceiverStore) used by the CLI, the tests and the demo
+  media    chunk spool and reassembly of clips and snapshots
+  messages signed acks and commands (central -> agent)
+  mqtt     the paho-mqtt 2.x link: persistent MQTT 5 session, SUBACK/PUBACK checks, manual acks
+  server   Receiver: wires the above into one worker thread
+  cli      `coop-receiver`
+"""

@@ -1,0 +1,210 @@
+"""`coop-receiver`: keys, run, status, commands. Known errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from agent.cose import kid_for
+from agent.keys import KeyError_, generate_key_file, public_pem, public_raw
+from receiver.config import DEFAULT_CONFIG_PATH, DEVICE_RE, DEVICE_RULE, ConfigError, ReceiverConfig, \
+    load_receiver_config
+from receiver.keys import load_central_key
+from receiver.messages import Signer, command, device_topic
+from receiver.mqtt import MqttError, publish_once
+from receiver.status import render_status
+from receiver.store import ReceiverStore, StoreMissing
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+    help=f"receiver config (TOML); default {DEFAULT_CONFIG_PATH} if it exists, else the embedded defaults")
+
+
+def resolve(config_path: Path | None) -> ReceiverConfig:
+    if config_path is None and DEFAULT_CONFIG_PATH.exists():
+        config_path = DEFAULT_CONFIG_PATH
+    return load_receiver_config(config_path)
+
+
+def handle_errors(func: F) -> F:
+    """Operator-fixable errors: one clear message on stderr, exit 2, no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            click.echo(str(exc), err=True)
+        except (KeyError_, StoreMissing, MqttError, ValueError) as exc:
+            click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_time(value: str, name: str) -> int:
+    """Epoch milliseconds, or ISO-8601 (a time without a zone is taken as UTC)."""
+    if value.isdigit():
+        return int(value)
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"--{name} = {value!r}: give epoch milliseconds or ISO-8601 "
+                         "(e.g. 2026-11-29T14:00:00Z)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def check_device(dev: str) -> str:
+    if not DEVICE_RE.match(dev):
+        raise ValueError(f"DEVICE = {dev!r}: {DEVICE_RULE}")
+    return dev
+
+
+@click.group()
+def cli() -> None:
+    """Reference central receiver for uplink-v1: verifies, stores and acks branch agents' batches."""
+
+
+@cli.group("keys")
+def keys() -> None:
+    """Make and show the central signing key."""
+
+
+@keys.command("init")
+@config_option
+@click.option("--force", is_flag=True, help="replace an existing key (every agent must get the new public key)")
+@handle_errors
+def keys_init(config_path: Path | None, force: bool) -> None:
+    """Create the central key (Ed25519, PKCS#8 PEM, mode 0600)."""
+    path = resolve(config_path).receiver.key_file
+    key = generate_key_file(path, force=force)
+    click.echo(f"created {path} (mode 0600)")
+    click.echo(f"kid {kid_for(key.public_key()).hex()}")
+
+
+@keys.command("show")
+@config_option
+@click.option("--pem", is_flag=True, help="print only the public key PEM, for the agents' central_key")
+@handle_errors
+def keys_show(config_path: Path | None, pem: bool) -> None:
+    """Print the central kid and public key (never the private key)."""
+    pub = load_central_key(resolve(config_path).receiver.key_file).public_key()
+    if pem:
+        click.echo(public_pem(pub), nl=False)
+        return
+    click.echo(f"kid     {kid_for(pub).hex()}")
+    click.echo(f"public  {public_raw(pub).hex()}")
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Check the configuration."""
+
+
+@config_group.command("check")
+@config_option
+@handle_errors
+def config_check(config_path: Path | None) -> None:
+    """Validate the config and print the effective values (secrets are files; only their names show)."""
+    cfg = resolve(config_path)
+    click.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
+
+
+@cli.command("run")
+@config_option
+@handle_errors
+def run(config_path: Path | None) -> None:
+    """Run the receiver until SIGTERM or SIGINT."""
+    from receiver.server import Receiver
+
+    cfg = resolve(config_path)
+    logging.basicConfig(level=cfg.receiver.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    rx = Receiver(cfg).start()
+    click.echo(f"coop-receiver running; database {cfg.receiver.db}", err=True)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        rx.stop()
+
+
+@cli.command("status")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.argument("devices", nargs=-1)
+@handle_errors
+def status(config_path: Path | None, as_json: bool, devices: tuple[str, ...]) -> None:
+    """Per device: acked seq, highest seen, records, gaps, chain breaks, rejections, status, media."""
+    cfg = resolve(config_path)
+    with ReceiverStore(cfg.receiver.db) as store:
+        devs = list(devices) or store.devices()
+        states = [store.device_state(d) for d in devs]
+        unknown = store.rejections_without_device()
+    if as_json:
+        click.echo(json.dumps({"devices": states, "unknown_senders": unknown}, indent=2, sort_keys=True))
+    else:
+        click.echo(render_status(states, unknown), nl=False)
+
+
+def _send(cfg: ReceiverConfig, dev: str, cmd: str, args: dict[str, Any]) -> str:
+    signer = Signer(load_central_key(cfg.receiver.key_file))
+    cid, cose = command(signer, dev, cmd, args)
+    r = cfg.receiver
+    publish_once(r, device_topic(r.topic_prefix, dev, "cmd"), cose, f"{r.client_id}-cmd-{os.getpid()}",
+                 r.command_timeout_s)
+    return cid
+
+
+@cli.command("send-command")
+@config_option
+@click.argument("device")
+@click.argument("cmd", type=click.Choice(["resend", "ping", "snapshot", "clip"]))
+@click.option("--args", "args_json", default="{}", help='command arguments as JSON, e.g. \'{"from_seq": 5}\'')
+@handle_errors
+def send_command(config_path: Path | None, device: str, cmd: str, args_json: str) -> None:
+    """Sign and publish a command to DEVICE; prints the command id the agent's answer will name."""
+    cfg = resolve(config_path)
+    try:
+        args = json.loads(args_json)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--args is not JSON: {exc}") from None
+    if not isinstance(args, dict):
+        raise ValueError("--args must be a JSON object")
+    click.echo(_send(cfg, check_device(device), cmd, args))
+
+
+@cli.command("request-clip")
+@config_option
+@click.argument("device")
+@click.argument("camera")
+@click.option("--start", required=True, help="epoch ms or ISO-8601")
+@click.option("--end", required=True, help="epoch ms or ISO-8601")
+@handle_errors
+def request_clip(config_path: Path | None, device: str, camera: str, start: str, end: str) -> None:
+    """Ask DEVICE for a clip of CAMERA between --start and --end; prints the command id."""
+    cfg = resolve(config_path)
+    args = {"camera": camera, "start": parse_time(start, "start"), "end": parse_time(end, "end")}
+    click.echo(_send(cfg, check_device(device), "clip", args))
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,220 @@
+"""The receiver's config: TOML read into typed models; every error names key, value and what is allowed.
+
+Relative paths resolve against the config file's folder (not the working directory), so a
+config and the keys beside it can be moved together; see docs/receiver.md for every key.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from agent.config.base import Section
+
+DEVICE_PART = r"[a-z0-9][a-z0-9-]{0,31}"
+DEVICE_RE = re.compile(rf"^{DEVICE_PART}/{DEVICE_PART}/{DEVICE_PART}$")
+DEVICE_RULE = ("must be SOCIETY/BRANCH/DEVICE, each part matching [a-z0-9][a-z0-9-]{0,31} "
+               "(lower case letters, digits and '-', at most 32 characters)")
+DEFAULT_CONFIG_PATH = Path("/etc/coop-receiver/receiver.toml")
+SPEC_MAX_PAYLOAD = 256 * 1024
+
+
+class ConfigError(Exception):
+    """Config that cannot be used; str() is the message for the operator (one line per problem)."""
+
+    def __init__(self, path: Path | None, problems: list[str]):
+        self.problems = problems
+        where = str(path) if path else "config"
+        super().__init__("\n".join(f"{where}: {p}" for p in problems))
+
+
+class ReceiverSection(Section):
+    db: Path = Field(Path("/var/lib/coop-receiver/receiver.sqlite3"), description="SQLite database file")
+    broker: str = Field("mqtt://127.0.0.1:1883", description="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    topic_prefix: str = Field("coop/v1", description="topics are PREFIX/SOCIETY/BRANCH/DEVICE/...")
+    client_id: str = Field("coop-receiver", min_length=1, max_length=128,
+                           description="MQTT client id; fixed so the broker keeps the session across restarts")
+    key_file: Path = Field(Path("/etc/coop-receiver/central_key.pem"),
+                           description="the central Ed25519 private key (PKCS#8 PEM, mode 0600)")
+    media_dir: Path = Field(Path("/var/lib/coop-receiver/media"), description="verified clips and snapshots")
+    devices_dir: Path | None = Field(None, description="folder of SOCIETY.BRANCH.DEVICE[.anything].pem public keys")
+    ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate (mqtts)")
+    cert_file: Path | None = Field(None, description="client certificate for the broker (mqtts)")
+    client_key_file: Path | None = Field(None, description="private key of cert_file (not the central key)")
+    username: str | None = Field(None, description="broker user name")
+    password_file: Path | None = Field(None, description="file holding the broker password (first line)")
+    keepalive_s: Annotated[int, Field(ge=5, le=3600, description="MQTT keepalive")] = 30
+    session_expiry_s: Annotated[int, Field(ge=60, le=30 * 86400,
+                                           description="how long the broker keeps our session while we are down")] = 7 * 86400
+    receive_maximum: Annotated[int, Field(ge=1, le=65535,
+                                          description="QoS 1 messages the broker may have in flight to us")] = 200
+    max_payload_bytes: Annotated[int, Field(ge=4096, le=16 * 1024 * 1024,
+                                            description="larger MQTT payloads are rejected")] = SPEC_MAX_PAYLOAD
+    resend_interval_s: Annotated[float, Field(gt=0, le=3600,
+                                              description="at most one resend command per device this often")] = 5.0
+    max_pending_batches: Annotated[int, Field(ge=1, le=1_000_000,
+                                              description="batches held per device while a gap is open")] = 10_000
+    media_idle_s: Annotated[float, Field(gt=0, le=3600,
+                                         description="ask for missing chunks after this long without one")] = 5.0
+    media_retry_max_s: Annotated[float, Field(gt=0, le=86400,
+                                              description="cap of the backoff between missing-chunk asks")] = 300.0
+    max_early_media_mb: Annotated[int, Field(ge=1, le=1_000_000,
+                                             description="per device: chunks kept on disk before their manifest")] = 256
+    command_timeout_s: Annotated[float, Field(gt=0, le=600,
+                                              description="wait this long for the broker to accept a command")] = 10.0
+    max_rejections_per_device: Annotated[int, Field(ge=100, le=10_000_000,
+                                                    description="older rejections are pruned past this")] = 100_000
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("broker")
+    @classmethod
+    def _broker(cls, v: str) -> str:
+        u = urlsplit(v)
+        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+            raise ValueError("must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+        try:
+            _ = u.port
+        except ValueError as exc:
+            raise ValueError("port must be a number from 1 to 65535") from exc
+        if u.username or u.password:
+            raise ValueError("put no credentials in the URL; use username and password_file")
+        return v
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v or any(c in v for c in "+#\0") or v.startswith("/") or v.endswith("/"):
+            raise ValueError("must be a non-empty topic path without +, # or a leading/trailing '/'")
+        return v
+
+    @model_validator(mode="after")
+    def _pairs(self) -> ReceiverSection:
+        if (self.cert_file is None) != (self.client_key_file is None):
+            raise ValueError("cert_file and client_key_file go together (client certificate authentication)")
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs username")
+        if (self.ca_file or self.cert_file) and not self.tls:
+            raise ValueError("ca_file/cert_file need an mqtts:// broker URL")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.broker).scheme == "mqtts"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.broker).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        u = urlsplit(self.broker)
+        return u.port or (8883 if u.scheme == "mqtts" else 1883)
+
+
+class DeviceEntry(Section):
+    id: str = Field(description="SOCIETY/BRANCH/DEVICE")
+    public_key: list[Path] = Field(description="the device's Ed25519 public key PEM (or a list, while keys rotate)")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not DEVICE_RE.match(v):
+            raise ValueError(DEVICE_RULE)
+        return v
+
+    @field_validator("public_key", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        if isinstance(v, (str, Path)):
+            return [v]
+        if isinstance(v, list) and not v:
+            raise ValueError("needs at least one key file")
+        return v
+
+
+class ReceiverConfig(Section):
+    receiver: ReceiverSection = Field(default_factory=ReceiverSection)  # type: ignore[arg-type]
+    devices: list[DeviceEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ReceiverConfig:
+        seen: set[str] = set()
+        for d in self.devices:
+            if d.id in seen:
+                raise ValueError(f"[[devices]] id {d.id!r} is listed twice; list each device once "
+                                 "(several keys go in one public_key list)")
+            seen.add(d.id)
+        return self
+
+    def resolved(self, base: Path) -> ReceiverConfig:
+        """A copy whose relative paths are taken relative to `base` (the config file's folder)."""
+        def fix(p: Path | None) -> Path | None:
+            return p if p is None or p.is_absolute() else base / p
+
+        r = self.receiver.model_copy(update={
+            name: fix(getattr(self.receiver, name))
+            for name in ("db", "key_file", "media_dir", "devices_dir", "ca_file", "cert_file",
+                         "client_key_file", "password_file")
+        })
+        devs = [d.model_copy(update={"public_key": [fix(p) for p in d.public_key]}) for d in self.devices]
+        return self.model_copy(update={"receiver": r, "devices": devs})
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = ReceiverConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", None)
+        model = args[0] if args else ann
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return sorted(model.model_fields)
+    return []
+
+
+def _format(err: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(top level)"
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc)
+        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+        return f"{key}: unknown key{hint}"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" = {value!r}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{key}{shown}: {msg}"
+
+
+def parse_receiver_config(data: dict[str, Any], path: Path | None = None) -> ReceiverConfig:
+    try:
+        cfg = ReceiverConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, [_format(dict(e)) for e in exc.errors()]) from None
+    return cfg.resolved(path.parent.resolve()) if path is not None else cfg
+
+
+def load_receiver_config(path: Path | str | None) -> ReceiverConfig:
+    """Load the file; None gives the embedded defaults (paths under /var/lib and /etc)."""
+    if path is None:
+        return ReceiverConfig()
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found (use --config FILE)"]) from None
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
+    return parse_receiver_config(data, path)

@@ -1,0 +1,132 @@
+"""The receiver's SQLite file: schema, migrations and connection settings.
+
+WAL so `coop-receiver status` and the tests can read while `run` writes; synchronous=FULL
+because an ack promises the agent it may forget a batch, so the commit it follows must
+survive a power cut (NORMAL can roll back the last transactions in WAL mode). Exactly one
+writer connection exists (the server's worker), which also sidesteps the WAL-reset bug of
+the SQLite 3.40 that Debian 12 ships, which needs two writers to corrupt a database.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+_V1 = """
+CREATE TABLE devices (
+    did INTEGER PRIMARY KEY,
+    dev TEXT NOT NULL UNIQUE,
+    contiguous INTEGER NOT NULL DEFAULT 0,     -- highest seq with every batch up to it stored
+    last_hash BLOB NOT NULL DEFAULT x'0000000000000000000000000000000000000000000000000000000000000000',
+    highest_seen INTEGER NOT NULL DEFAULT 0,   -- highest verified seq received (stored or held)
+    records INTEGER NOT NULL DEFAULT 0,
+    duplicate_ids INTEGER NOT NULL DEFAULT 0,  -- record ids that arrived again in a later batch
+    last_batch_at INTEGER,
+    status_cose BLOB,
+    status_json TEXT,
+    status_at INTEGER
+);
+CREATE TABLE batches (
+    did INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    sealed INTEGER NOT NULL,
+    n_records INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    cose BLOB NOT NULL,                        -- the exact bytes, so the chain can be re-proved later
+    PRIMARY KEY (did, seq)
+);
+CREATE TABLE records (
+    did INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    src TEXT NOT NULL,
+    data BLOB NOT NULL,                        -- the record's data map as CBOR (may hold byte strings)
+    UNIQUE (did, id)
+);
+CREATE TABLE pending (
+    did INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    cose BLOB NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (did, seq)
+);
+CREATE TABLE chain_breaks (
+    did INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    first_at INTEGER NOT NULL,
+    times INTEGER NOT NULL DEFAULT 1,
+    cose BLOB NOT NULL,                        -- evidence: the signed batch that did not fit the chain
+    UNIQUE (did, seq, hash)
+);
+CREATE TABLE rejections (
+    rid INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    dev TEXT NOT NULL,                          -- from the topic: the device may not be registered
+    topic TEXT NOT NULL,
+    code TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    seq INTEGER
+);
+CREATE INDEX rejections_dev ON rejections (dev, rid);
+CREATE TABLE media (
+    did INTEGER NOT NULL,
+    media_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    record_id TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    type TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 BLOB NOT NULL,
+    chunk INTEGER NOT NULL,
+    chunks INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',      -- pending | complete
+    path TEXT,
+    completed_at INTEGER,
+    PRIMARY KEY (did, media_id)
+);
+"""
+
+MIGRATIONS = {1: _V1}
+
+
+def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit BEGIN IMMEDIATE ... COMMIT)."""
+    if writer:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    uri = f"file:{path}" + ("" if writer else "?mode=ro")
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=10)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    if writer:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        migrate(conn)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(f"database schema {version} is newer than this receiver ({SCHEMA_VERSION}); "
+                           "upgrade coop-receiver")
+    for v in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # executescript() would COMMIT on its own; statements one by one keep it all-or-nothing
+            for stmt in MIGRATIONS[v].split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {v}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise

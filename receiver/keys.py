@@ -1,0 +1,89 @@
+"""The central signing key and the registry of device public keys (registered out of band).
+
+Device keys come from `[[devices]]` entries and from `devices_dir`, a folder of
+`SOCIETY.BRANCH.DEVICE[.anything].pem` files: a dot cannot occur in a device id part, so
+the first three dot-separated fields of the name are the id, and a technician registers a
+new branch by dropping one file there (the registry rescans it, rate-limited, when an
+unknown device speaks). A device may have several keys while it rotates; every key's kid is
+accepted for that device only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from agent.cose import kid_for
+from agent.keys import KeyError_, load_private_key, load_public_key
+from receiver.config import DEVICE_RE, ReceiverConfig
+
+log = logging.getLogger(__name__)
+
+RESCAN_MIN_S = 10.0
+
+
+def load_central_key(path: Path) -> Ed25519PrivateKey:
+    """The central key; refused when group- or world-accessible, like the agent's own key."""
+    return load_private_key(path, check_mode=True)
+
+
+def device_id_from_filename(path: Path) -> str | None:
+    parts = path.name.split(".")
+    if len(parts) < 4 or parts[-1] != "pem":
+        return None
+    dev = "/".join(parts[:3])
+    return dev if DEVICE_RE.match(dev) else None
+
+
+class DeviceRegistry:
+    """device id -> {kid: public key}; thread-safe, reloadable from the devices folder."""
+
+    def __init__(self, config: ReceiverConfig):
+        self._cfg = config
+        self._lock = threading.Lock()
+        self._keys: dict[str, dict[bytes, Ed25519PublicKey]] = {}
+        self._last_scan = 0.0
+        self.reload()
+
+    def reload(self) -> None:
+        keys: dict[str, dict[bytes, Ed25519PublicKey]] = {}
+        for entry in self._cfg.devices:
+            for path in entry.public_key:
+                pub = load_public_key(path)  # a listed key that cannot be read is a config error
+                keys.setdefault(entry.id, {})[kid_for(pub)] = pub
+        folder = self._cfg.receiver.devices_dir
+        if folder is not None and folder.is_dir():
+            for path in sorted(folder.glob("*.pem")):
+                dev = device_id_from_filename(path)
+                if dev is None:
+                    log.warning("devices_dir: %s is not named SOCIETY.BRANCH.DEVICE[.x].pem; ignored", path.name)
+                    continue
+                try:
+                    pub = load_public_key(path)
+                except KeyError_ as exc:
+                    log.warning("devices_dir: %s", exc)
+                    continue
+                keys.setdefault(dev, {})[kid_for(pub)] = pub
+        with self._lock:
+            self._keys = keys
+            self._last_scan = time.monotonic()
+        log.info("device registry: %d devices", len(keys))
+
+    def keys_for(self, dev: str) -> dict[bytes, Ed25519PublicKey] | None:
+        """The device's keys, rescanning the folder (at most every 10 s) for a device not yet known."""
+        with self._lock:
+            found = self._keys.get(dev)
+            stale = time.monotonic() - self._last_scan >= RESCAN_MIN_S
+        if found is None and stale and self._cfg.receiver.devices_dir is not None:
+            self.reload()
+            with self._lock:
+                found = self._keys.get(dev)
+        return found
+
+    def devices(self) -> list[str]:
+        with self._lock:
+            return sorted(self._keys)

@@ -1,0 +1,239 @@
+"""Receiver: the reference central server, one MQTT link and one worker thread.
+
+paho's network thread only queues inbound messages. The worker takes whatever has queued
+(up to a group cap), judges each message inside one SQLite transaction, commits once
+(synchronous=FULL), and only then publishes the signed acks and PUBACKs the broker: an
+ack never promises more than is on disk, and the fsync is shared by the whole group. The
+queue is bounded by the broker itself: it sends at most `receive_maximum` unacked QoS 1
+messages, and we PUBACK only after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agent.interfaces import Component
+from receiver.batches import MEDIA_ID_RE
+from receiver.config import ReceiverConfig
+from receiver.db import connect
+from receiver.keys import DeviceRegistry, load_central_key
+from receiver.media import MediaAssembler
+from receiver.messages import Signer, command, device_topic, media_ack, parse_topic, seq_ack
+from receiver.mqtt import MqttLink
+from receiver.writer import Writer
+
+log = logging.getLogger(__name__)
+
+GROUP_MAX = 500          # messages per transaction
+TICK_S = 0.25            # housekeeping when idle: media asks, resends, refused publishes
+PRUNE_EVERY_S = 60.0
+
+
+@dataclass
+class Inbound:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    gen: int
+
+
+class Worker(Component):
+    name = "receiver-worker"
+
+    def __init__(self, rx: Receiver):
+        self.rx = rx
+
+    def run(self, stop: threading.Event) -> None:
+        rx = self.rx
+        last_prune = time.monotonic()
+        try:
+            while not stop.is_set():
+                group = self._take(stop)
+                if group:
+                    rx.process(group)
+                rx.housekeeping()
+                if time.monotonic() - last_prune >= PRUNE_EVERY_S:
+                    rx.prune()
+                    last_prune = time.monotonic()
+        finally:
+            rx.writer.conn.close()
+
+    def _take(self, stop: threading.Event) -> list[Inbound]:
+        q = self.rx.inbox
+        try:
+            first = q.get(timeout=TICK_S)
+        except queue.Empty:
+            return []
+        group = [first]
+        while len(group) < GROUP_MAX:
+            try:
+                group.append(q.get_nowait())
+            except queue.Empty:
+                break
+        return group
+
+
+class Receiver:
+    """start() returns once subscribed; stop() stops the worker and disconnects."""
+
+    def __init__(self, config: ReceiverConfig):
+        self.config = config
+        cfg = config.receiver
+        self.prefix = cfg.topic_prefix
+        self.signer = Signer(load_central_key(cfg.key_file))
+        self.registry = DeviceRegistry(config)
+        self.inbox: queue.Queue[Inbound] = queue.Queue()
+        self.writer = Writer(connect(cfg.db, writer=True), self.registry, cfg.max_pending_batches)
+        self.media = MediaAssembler(self.writer.conn, cfg.media_dir, idle_s=cfg.media_idle_s,
+                                    retry_max_s=cfg.media_retry_max_s,
+                                    early_cap_bytes=cfg.max_early_media_mb * 1024 * 1024)
+        self.media.load()
+        self.link = MqttLink(cfg, self._on_message)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_resend: dict[str, tuple[float, int]] = {}
+        self._cmd_lock = threading.Lock()
+        self.commits = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> Receiver:
+        self._thread = threading.Thread(target=Worker(self).run, args=(self._stop,), name="receiver-worker",
+                                        daemon=True)
+        self._thread.start()
+        p = self.prefix
+        try:
+            self.link.start([f"{p}/+/+/+/batch", f"{p}/+/+/+/status", f"{p}/+/+/+/media/+/+"])
+        except Exception:
+            self.stop()
+            raise
+        log.info("receiver up: %d registered devices, prefix %s", len(self.registry.devices()), p)
+        return self
+
+    def stop(self) -> None:
+        """Disconnect first (nothing new comes in), then let the worker finish its group and close the DB."""
+        try:
+            self.link.stop()
+        finally:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join(timeout=30)
+                self._thread = None
+
+    def __enter__(self) -> Receiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- inbound ------------------------------------------------------------------------
+
+    def _on_message(self, topic: str, payload: bytes, mid: int, qos: int, gen: int) -> None:
+        self.inbox.put(Inbound(topic, payload, mid, qos, gen))
+
+    def process(self, group: list[Inbound]) -> None:
+        w = self.writer
+        w.begin()
+        try:
+            for msg in group:
+                self._dispatch(msg)
+            for dev, seq, man in w.result.manifests:
+                self.media.on_manifest(dev, w.state(dev).did, seq, man, device_topic(self.prefix, dev, "batch"), w.reject)
+            result = w.commit()
+        except BaseException:
+            w.rollback()
+            raise
+        self.commits += 1
+        # Durable now: tell the agents, then release the broker's copies.
+        for dev in sorted(result.ack_devs):
+            self.link.publish(device_topic(self.prefix, dev, "ack"), seq_ack(self.signer, dev, w.state(dev).contiguous))
+        self._publish_media_acks()
+        for msg in group:
+            self.link.ack(msg.mid, msg.qos, msg.gen)
+        self._ask_resends()
+
+    def _dispatch(self, msg: Inbound) -> None:
+        w = self.writer
+        t = parse_topic(self.prefix, msg.topic)
+        dev = t.dev if t else "?"
+        if t is None:
+            w.reject(dev, msg.topic, "bad_topic", "topic is not PREFIX/SOCIETY/BRANCH/DEVICE/batch|status|media/ID/N")
+            return
+        if len(msg.payload) > self.config.receiver.max_payload_bytes:
+            w.reject(dev, msg.topic, "too_large", f"{len(msg.payload)} bytes; the cap is "
+                                                  f"{self.config.receiver.max_payload_bytes}")
+            return
+        w.conn.execute("SAVEPOINT msg")
+        try:
+            if t.kind == "batch":
+                w.on_batch(t.dev, msg.topic, msg.payload)
+            elif t.kind == "status":
+                if msg.payload:  # an empty retained message only clears the broker's copy
+                    w.on_status(t.dev, msg.topic, msg.payload)
+            elif self.registry.keys_for(t.dev) is None:
+                w.reject(dev, msg.topic, "unknown_device", "media chunk from a device with no registered key")
+            elif t.index < 0 or not t.media_id or not _media_id_ok(t.media_id):
+                w.reject(dev, msg.topic, "bad_topic", "MEDIA_ID must match [A-Za-z0-9_-]{1,64}, INDEX be decimal")
+            else:
+                self.media.on_chunk(t.dev, msg.topic, t.media_id, t.index, msg.payload, w.reject)
+            w.conn.execute("RELEASE msg")
+        except Exception as exc:  # one poison message must not block everything queued behind it
+            w.conn.execute("ROLLBACK TO msg")
+            w.conn.execute("RELEASE msg")
+            log.exception("internal error on %s", msg.topic)
+            w.reject(dev, msg.topic, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    # -- outbound -----------------------------------------------------------------------
+
+    def _publish_media_acks(self) -> None:
+        for dev, media_id, missing in self.media.take_outbox().acks:
+            self.link.publish(device_topic(self.prefix, dev, "ack"), media_ack(self.signer, dev, media_id, missing))
+
+    def _ask_resends(self) -> None:
+        """One signed resend per device with a gap, at most every resend_interval_s."""
+        now = time.monotonic()
+        interval = self.config.receiver.resend_interval_s
+        for dev, from_seq in self.writer.gaps():
+            last = self._last_resend.get(dev)
+            if last is not None and last[1] == from_seq and now - last[0] < interval:
+                continue
+            self._last_resend[dev] = (now, from_seq)
+            log.info("gap at %s: asking for resend from seq %d", dev, from_seq)
+            self.send_command(dev, "resend", {"from_seq": from_seq})
+
+    def housekeeping(self) -> None:
+        self.media.tick()
+        self._publish_media_acks()
+        self._ask_resends()
+        for refused in self.link.take_refused():
+            # Acks and commands are idempotent for the agent; later ones supersede. Retry once per tick.
+            self.link.publish(refused.topic, refused.payload)
+
+    def prune(self) -> None:
+        w = self.writer
+        w.conn.execute("BEGIN IMMEDIATE")
+        try:
+            w.prune_rejections(self.config.receiver.max_rejections_per_device)
+            w.conn.execute("COMMIT")
+        except BaseException:
+            w.conn.execute("ROLLBACK")
+            raise
+
+    def send_command(self, dev: str, cmd: str, args: Mapping[str, Any]) -> str:
+        """Publish a signed command to the device (QoS 1); returns its id."""
+        with self._cmd_lock:
+            cid, cose = command(self.signer, dev, cmd, args)
+        self.link.publish(device_topic(self.prefix, dev, "cmd"), cose)
+        log.info("command %s %s sent to %s", cid, cmd, dev)
+        return cid
+
+
+def _media_id_ok(media_id: str) -> bool:
+    return bool(MEDIA_ID_RE.match(media_id))

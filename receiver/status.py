@@ -1,0 +1,45 @@
+"""Plain-text rendering of `coop-receiver status` for a technician at a terminal."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return "never"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _gaps(gaps: list[list[int]]) -> str:
+    if not gaps:
+        return "none"
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in gaps)
+
+
+def render_status(states: list[dict[str, Any]], unknown: dict[str, int]) -> str:
+    lines: list[str] = []
+    if not states:
+        lines.append("no devices have sent anything yet")
+    for s in states:
+        lines.append(s["dev"])
+        if not s.get("known"):
+            lines.append("  nothing received")
+            continue
+        st = s["last_status"]
+        status = "none" if st is None else (f"{st.get('state')} (version {st.get('version', '?')}, "
+                                            f"acked_seq {st.get('acked_seq', '?')}, backlog {st.get('backlog', {})})")
+        lines += [
+            f"  acked seq        {s['acked_seq']} (highest seen {s['highest_seq_seen']}, held {s['held_batches']})",
+            f"  records          {s['records']} (duplicate ids {s['duplicate_record_ids']})",
+            f"  gaps             {_gaps(s['gaps'])}",
+            f"  chain breaks     {s['chain_breaks']}",
+            f"  rejections       {s['rejections']}",
+            f"  last batch       {_when(s['last_batch_at'])}",
+            f"  status           {status}, received {_when(s['last_status_received_at'])}",
+            f"  media            {s['media_complete']} complete, {s['media_pending']} pending",
+        ]
+    for dev, n in sorted(unknown.items()):
+        lines.append(f"{dev}: {n} rejections (unregistered sender)")
+    return "\n".join(lines) + "\n"
