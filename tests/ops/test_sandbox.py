@@ -1,0 +1,90 @@
+"""The unit's SystemCallFilter and MemoryDenyWriteExecute let the agent and ffmpeg work.
+
+systemd cannot start the unit here (no PID 1), so tests.ops.sandbox loads the same seccomp
+filters systemd 252 would, built from the unit file itself, and runs the real workload
+under them: Python with SQLite, the device key, adjtimex, a serial line on a real pty,
+TCP, and ffmpeg encoding, cutting with stream copy and taking a snapshot.
+
+Two modes. "unit" is exactly what the service gets: a forbidden call fails with EPERM.
+"strict" turns any forbidden call into SIGSYS, so a call that is refused but tolerated
+still shows up. Strict mode allows three calls the unit refuses, each known and harmless:
+mbind and set_mempolicy (NUMA placement hints from OpenBLAS and ffmpeg, which carry on
+without them) and fchown, which SQLite calls on its WAL only when running as root, as
+this test does and the service (User=coopagent) never does.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+UNIT = ROOT / "systemd" / "coopagent.service"
+TOLERATED = ["mbind", "set_mempolicy", "fchown"]
+MODES = {"unit": [], "strict": ["--trap", *(a for c in TOLERATED for a in ("--allow", c))]}
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze"),
+    pytest.mark.skipif(sys.platform != "linux", reason="seccomp is Linux only"),
+]
+
+
+def sandboxed(args: list[str], *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tests.ops.sandbox", str(UNIT), *args, "--", *cmd],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+def test_agent_workload_runs_under_the_unit_filter(tmp_path: Path, mode: str) -> None:
+    r = sandboxed(MODES[mode], sys.executable, "tests/ops/sandbox_workload.py", str(tmp_path))
+    assert r.returncode == 0, f"rc {r.returncode}\n{r.stdout}\n{r.stderr[-3000:]}"
+    steps = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("ok ")]
+    assert steps == ["sqlite", "key", "clock", "serial", "tcp", "ffi", "imports"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+def test_ffmpeg_encodes_cuts_and_snapshots_under_the_unit_filter(tmp_path: Path, mode: str) -> None:
+    src, clip, jpg = tmp_path / "src.mp4", tmp_path / "clip.mp4", tmp_path / "snap.jpg"
+    ff = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y"]
+    steps = [
+        [*ff, "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10", "-t", "3", "-c:v", "libx264",
+         "-pix_fmt", "yuv420p", "-g", "10", str(src)],
+        [*ff, "-ss", "1", "-i", str(src), "-t", "1", "-c", "copy", "-movflags", "+faststart", str(clip)],
+        [*ff, "-i", str(src), "-frames:v", "1", str(jpg)],
+    ]
+    for cmd in steps:
+        r = sandboxed(MODES[mode], *cmd)
+        assert r.returncode == 0, f"{cmd}: rc {r.returncode}\n{r.stderr[-3000:]}"
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
+                            str(clip)], capture_output=True, text=True, timeout=30, check=True)
+    assert 0.5 < float(probe.stdout) < 2.5
+    assert jpg.read_bytes()[:2] == b"\xff\xd8"
+
+
+def test_filter_is_really_applied() -> None:
+    """Guards against a sandbox that silently does nothing: a call outside the unit's list
+    (sched_setaffinity, in @resources) and W+X memory are refused with EPERM."""
+    code = (
+        "import errno, mmap, os\n"
+        "try:\n    os.sched_setaffinity(0, {0})\nexcept PermissionError:\n    print('affinity refused')\n"
+        "try:\n    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+        "except PermissionError:\n    print('wx refused')\n"
+    )
+    r = sandboxed([], sys.executable, "-c", code)
+    assert r.stdout.split("\n")[:2] == ["affinity refused", "wx refused"], r.stderr
+
+
+def test_clock_sync_needs_the_adjtimex_line() -> None:
+    """Why the unit adds adjtimex and clock_adjtime back after removing @privileged: glibc's
+    adjtimex() is the clock_adjtime syscall, and without it the sync state is unknown."""
+    code = "from agent.clock import read_sync; s = read_sync(); print(s.synced, s.reason)"
+    with_line = sandboxed([], sys.executable, "-c", code)
+    assert with_line.stdout.split()[0] in ("True", "False"), with_line.stderr
+    without = sandboxed(["--drop", "adjtimex", "--drop", "clock_adjtime"], sys.executable, "-c", code)
+    assert without.stdout.startswith("None adjtimex failed: errno 1"), without.stderr
