@@ -9,6 +9,8 @@ import pytest
 
 from tests.peers.mosquitto import Mosquitto
 
+pytest_plugins = ["tests.peers.agent"]  # the `branch` fixture: receiver + agent on the broker
+
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:

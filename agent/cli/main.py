@@ -6,6 +6,7 @@ import click
 
 from agent import __version__
 from agent.cli.keys_cmds import keys
+from agent.cli.run_cmds import config_group, run, status
 
 
 @click.group()
@@ -15,6 +16,9 @@ def cli() -> None:
 
 
 cli.add_command(keys)
+cli.add_command(run)
+cli.add_command(status)
+cli.add_command(config_group)
 
 
 def _register_optional() -> None:

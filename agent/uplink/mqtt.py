@@ -1,0 +1,47 @@
+"""Making a paho client for one connection attempt: MQTT 5, TLS or password, session expiry, will.
+
+A new Client per attempt keeps paho's own out-queue from resending a previous connection's
+messages behind our back: after a reconnect the uplink resends from the lowest unacked seq
+itself, in order, the same bytes.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.config.base import read_secret
+from agent.config.core import UplinkSection
+
+
+def make_client(cfg: UplinkSection, client_id: str, will_topic: str, will_payload: bytes) -> mqtt.Client:
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         protocol=mqtt.MQTTv5, reconnect_on_failure=False)
+    client.enable_logger()  # paho logs at DEBUG through the 'paho.mqtt.client' logger; no payloads
+    if cfg.tls:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=_s(cfg.ca_file))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if cfg.cert_file is not None and cfg.key_file is not None:
+            ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file))
+        client.tls_set_context(ctx)
+    if cfg.username is not None:
+        password = read_secret(cfg.password_file) if cfg.password_file is not None else None
+        client.username_pw_set(cfg.username, password)
+    client.max_inflight_messages_set(max(cfg.inflight_window, 20))
+    client.max_queued_messages_set(0)
+    client.will_set(will_topic, will_payload, qos=1, retain=True)
+    return client
+
+
+def connect_properties(cfg: UplinkSection) -> Properties:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = cfg.session_expiry_s
+    return props
+
+
+def _s(p: Path | None) -> str | None:
+    return str(p) if p is not None else None

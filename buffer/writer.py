@@ -1,0 +1,344 @@
+"""The buffer's one writer thread: group commit of ingests, sealing, acks and bookkeeping.
+
+Exactly one connection ever writes (SQLite 3.40, as shipped with Debian 12, has a WAL-reset
+corruption bug that needs two writers). Every caller hands an operation to this thread and
+waits on a Future; the thread drains whatever is queued, applies it in ONE transaction and
+resolves the futures after COMMIT, so 8 concurrent single-record requests cost one fsync,
+not eight. Sealing happens inside the same transaction that made it due, so a batch and
+the records it covers are committed together, and a crash before COMMIT leaves no batch
+at all: the same records are sealed again, under the same seq, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.interfaces import BufferFull, BufferUnavailable, RecordConflict, RecordInvalid, RecordRejected
+from agent.records import NormRecord
+from buffer.schema import migrate
+from buffer.sealing import COSE_OVERHEAD, Signer, batch_header_size, seal
+
+log = logging.getLogger(__name__)
+
+MAX_OPS_PER_GROUP = 2000
+SOFT_FULL_RATIO = 0.9  # ingest stops at 90% of max_db_mb so sealing and acks still have room
+
+
+@dataclass
+class Encoded:
+    """A normalized record with its deterministic CBOR body, encoded by the caller's thread."""
+
+    rec: NormRecord
+    body: bytes
+
+
+@dataclass
+class IngestOp:
+    records: list[Encoded]
+    future: Future[list[str]] = field(default_factory=Future)
+
+
+@dataclass
+class CallOp:
+    """Any other write, run in the group's transaction under a savepoint of its own."""
+
+    fn: Callable[[WriterTxn], Any]
+    future: Future[Any] = field(default_factory=Future)
+
+
+@dataclass
+class SealOptions:
+    device: str
+    batch_max_records: int
+    batch_max_age_s: float
+    max_payload_bytes: int
+    max_db_bytes: int  # 0 = no cap
+
+
+def open_connection(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL, not NORMAL: in WAL mode NORMAL may roll back a committed transaction on power
+    # loss, and the API has already answered 201 for it.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class WriterTxn:
+    """What a CallOp may do inside the writer's transaction."""
+
+    def __init__(self, writer: Writer):
+        self.writer = writer
+        self.conn = writer.conn
+
+    def insert_records(self, records: list[Encoded]) -> list[str]:
+        return self.writer._insert_checked(records)
+
+    def meta(self, key: str) -> Any:
+        return self.writer._meta(key)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.conn.execute("UPDATE meta SET value=? WHERE key=?", (value, key))
+
+
+class Writer(threading.Thread):
+    def __init__(self, path: Path, signer: Signer, opts: SealOptions,
+                 on_committed: Callable[[list[NormRecord]], None] | None = None):
+        super().__init__(name="buffer-writer", daemon=True)
+        self.path = path
+        self.signer = signer
+        self.opts = opts
+        self.on_committed = on_committed
+        self.q: queue.SimpleQueue[IngestOp | CallOp | None] = queue.SimpleQueue()
+        self.conn = open_connection(path)
+        migrate(self.conn)
+        self.page_size = int(self.conn.execute("PRAGMA page_size").fetchone()[0])
+        if opts.max_db_bytes:
+            self.conn.execute(f"PRAGMA max_page_count = {max(1, opts.max_db_bytes // self.page_size)}")
+        self.unsealed = int(self.conn.execute(
+            "SELECT count(*) FROM records WHERE rowid > (SELECT value FROM meta WHERE key='sealed_upto_rowid')"
+        ).fetchone()[0])
+        self.oldest_unsealed = time.monotonic() if self.unsealed else None
+        self.body_budget = opts.max_payload_bytes - COSE_OVERHEAD - batch_header_size(opts.device)
+        self.last_error: str | None = None
+        self.on_sealed: Callable[[], None] | None = None  # the uplink's wake-up
+        self._sealed_in_group = 0
+        self.full = False
+        self._stopping = False
+        self._pending_committed: list[NormRecord] = []
+
+    # -- lifecycle ---------------------------------------------------------------
+    def stop(self) -> None:
+        """Seal what is left (a clean stop leaves no unsealed records), then close."""
+        self._stopping = True
+        self.q.put(None)
+        self.join(timeout=30)
+
+    def run(self) -> None:
+        try:
+            while True:
+                timeout = None
+                if self.oldest_unsealed is not None:
+                    timeout = max(0.0, self.oldest_unsealed + self.opts.batch_max_age_s - time.monotonic())
+                try:
+                    first = self.q.get(timeout=timeout)
+                except queue.Empty:
+                    first = None
+                    if self._stopping:
+                        break
+                    self._group([], seal_due=True)
+                    continue
+                if first is None:
+                    self._drain_and_stop()
+                    break
+                ops = [first]
+                stop_after = False
+                while len(ops) < MAX_OPS_PER_GROUP:
+                    try:
+                        nxt = self.q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop_after = True
+                        break
+                    ops.append(nxt)
+                self._group(ops, seal_due=False)
+                if stop_after:
+                    self._drain_and_stop()
+                    break
+        finally:
+            self.conn.close()
+
+    def _drain_and_stop(self) -> None:
+        ops: list[IngestOp | CallOp] = []
+        while True:
+            try:
+                op = self.q.get_nowait()
+            except queue.Empty:
+                break
+            if op is not None:
+                ops.append(op)
+        self._group(ops, seal_due=True)
+
+    # -- one group ---------------------------------------------------------------
+    def _group(self, ops: list[IngestOp | CallOp], seal_due: bool) -> None:
+        results: list[tuple[Future[Any], Any]] = []
+        failures: list[tuple[Future[Any], BaseException]] = []
+        self._pending_committed = []
+        self._sealed_in_group = 0
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            for op in ops:
+                if isinstance(op, IngestOp):
+                    # All checks run before the one executemany, so a refused request
+                    # has written nothing and needs no savepoint.
+                    try:
+                        self._check_soft_full(sum(len(e.body) for e in op.records))
+                        results.append((op.future, self._insert_checked(op.records)))
+                    except RecordRejected as exc:
+                        failures.append((op.future, exc))
+                else:
+                    self.conn.execute("SAVEPOINT op")
+                    try:
+                        results.append((op.future, op.fn(WriterTxn(self))))
+                        self.conn.execute("RELEASE op")
+                    except sqlite3.OperationalError:
+                        raise
+                    except Exception as exc:  # the op's own failure: undo only its writes
+                        self.conn.execute("ROLLBACK TO op")
+                        self.conn.execute("RELEASE op")
+                        failures.append((op.future, exc))
+            if seal_due or self.unsealed >= self.opts.batch_max_records or self._age_due():
+                self._seal_all(force=seal_due or self._age_due())
+            self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            self._rollback()
+            err: RecordRejected
+            if _is_full(exc):
+                self.full = True
+                err = BufferFull(f"the buffer's disk is full ({exc}); nothing of this request was stored; "
+                                 "retry when space returns")
+            else:
+                err = BufferUnavailable(f"buffer write failed: {exc}")
+            self.last_error = err.reason
+            log.error("buffer group of %d operations rolled back: %s", len(ops), exc)
+            self._reload_counters()
+            for op in ops:
+                if not op.future.done():
+                    op.future.set_exception(err)
+            return
+        self.full = False
+        for fut, res in results:
+            fut.set_result(res)
+        for fut, exc in failures:
+            fut.set_exception(exc)
+        if self.on_committed is not None and self._pending_committed:
+            self.on_committed(self._pending_committed)
+        if self._sealed_in_group and self.on_sealed is not None:
+            self.on_sealed()
+
+    def _rollback(self) -> None:
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # pragma: no cover - SQLite rolls back by itself on some errors
+            log.warning("rollback: %s", exc)
+
+    def _reload_counters(self) -> None:
+        self.unsealed = int(self.conn.execute(
+            "SELECT count(*) FROM records WHERE rowid > (SELECT value FROM meta WHERE key='sealed_upto_rowid')"
+        ).fetchone()[0])
+        if self.unsealed and self.oldest_unsealed is None:
+            self.oldest_unsealed = time.monotonic()
+
+    def _age_due(self) -> bool:
+        return self.oldest_unsealed is not None and \
+            time.monotonic() - self.oldest_unsealed >= self.opts.batch_max_age_s
+
+    def _check_soft_full(self, incoming_bytes: int) -> None:
+        if not self.opts.max_db_bytes:
+            return
+        pages = self.conn.execute("PRAGMA page_count").fetchone()[0] - \
+            self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+        used = pages * self.page_size + incoming_bytes * 2
+        if used > self.opts.max_db_bytes * SOFT_FULL_RATIO:
+            raise BufferFull(f"the buffer holds {used // 1024} KiB, at the {int(SOFT_FULL_RATIO * 100)}% mark of "
+                             f"[buffer] max_db_mb; records are refused until the centre acks older batches")
+
+    # -- records -----------------------------------------------------------------
+    def _meta(self, key: str) -> Any:
+        return self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0]
+
+    def _insert_checked(self, records: list[Encoded]) -> list[str]:
+        """Insert new records; an id already stored with the same fingerprint is accepted, not
+        stored again; with another fingerprint the whole request is refused (409)."""
+        ids = [e.rec.id for e in records]
+        given = [e.rec.id for e in records if e.rec.id_given]
+        existing: dict[str, bytes] = {}
+        for i in range(0, len(given), 500):
+            chunk = given[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            existing.update(self.conn.execute(  # noqa: S608 - only placeholders are interpolated
+                f"SELECT id, fp FROM records WHERE id IN ({marks})", chunk).fetchall())
+        rows = []
+        fresh: list[NormRecord] = []
+        seen: dict[str, bytes] = {}
+        for idx, e in enumerate(records):
+            r = e.rec
+            prior = existing.get(r.id, seen.get(r.id))
+            if prior is not None:
+                if prior != r.fingerprint:
+                    raise RecordConflict(f"id {r.id!r} already exists with different content", idx)
+                continue
+            if len(e.body) > self.body_budget:
+                raise RecordInvalid(f"record is {len(e.body)} bytes encoded; at most {self.body_budget} fit "
+                                     "in one batch under [uplink] max_payload_bytes", idx)
+            seen[r.id] = r.fingerprint
+            rows.append((r.id, r.fingerprint, r.kind, r.at, e.body))
+            fresh.append(r)
+        if rows:
+            self._pending_committed.extend(fresh)
+            self.conn.executemany("INSERT INTO records(id, fp, kind, at, body) VALUES (?,?,?,?,?)", rows)
+            if self.unsealed == 0:
+                self.oldest_unsealed = time.monotonic()
+            self.unsealed += len(rows)
+        return ids
+
+    # -- sealing -----------------------------------------------------------------
+    def _seal_all(self, force: bool) -> None:
+        while self.unsealed >= self.opts.batch_max_records or (force and self.unsealed > 0):
+            if not self._seal_one():
+                break
+        if self.unsealed == 0:
+            self.oldest_unsealed = None
+        elif force:
+            self.oldest_unsealed = time.monotonic()
+
+    def _seal_one(self) -> bool:
+        upto = int(self._meta("sealed_upto_rowid"))
+        rows = self.conn.execute(
+            "SELECT rowid, body FROM records WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (upto, self.opts.batch_max_records)).fetchall()
+        if not rows:
+            self.unsealed = 0
+            return False
+        bodies: list[bytes] = []
+        size = 0
+        last_rowid = upto
+        for rowid, body in rows:
+            if bodies and size + len(body) > self.body_budget:
+                break  # close the batch early rather than exceed the payload cap (spec: Size)
+            bodies.append(body)
+            size += len(body)
+            last_rowid = rowid
+        seq = int(self._meta("last_seq")) + 1
+        prev = bytes(self._meta("last_hash"))
+        sealed_ms = time.time_ns() // 1_000_000
+        cose, digest = seal(self.signer, self.opts.device, seq, prev, sealed_ms, bodies)
+        first_rowid = rows[0][0]
+        self.conn.execute(
+            "INSERT INTO batches(seq, prev, sealed_ms, first_rowid, last_rowid, n_records, cose) "
+            "VALUES (?,?,?,?,?,?,?)", (seq, prev, sealed_ms, first_rowid, last_rowid, len(bodies), cose))
+        # The batch now holds the bodies; keep id and fingerprint for idempotent re-posts.
+        self.conn.execute("UPDATE records SET body=NULL, seq=? WHERE rowid BETWEEN ? AND ?",
+                          (seq, first_rowid, last_rowid))
+        self.conn.executemany("UPDATE meta SET value=? WHERE key=?", [
+            (seq, "last_seq"), (digest, "last_hash"), (last_rowid, "sealed_upto_rowid")])
+        self.unsealed -= len(bodies)
+        self._sealed_in_group += 1
+        return True
+
+
+def _is_full(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "full" in str(exc).lower()
