@@ -20,9 +20,10 @@ class FrameStats:
 class DelimitedFramer:
     """Frames that end with `suffix` (CR, LF, CR LF, ETX, ...) and may start with `prefix`.
 
-    With a prefix, the frame starts after the prefix's last occurrence (a scanner that glitches
-    mid-read re-sends it); a frame without its prefix is garbage. An overlong frame is dropped up
-    to the next suffix, so the frame after it is read intact.
+    With a prefix, a frame is what follows the prefix's last occurrence before the suffix (a
+    scanner that glitches mid-read starts again with a new prefix), and a frame without its
+    prefix is garbage. A frame longer than max_len is dropped; without a prefix nothing marks
+    where the next frame starts, so an overlong frame is dropped up to the next suffix.
     """
 
     def __init__(self, suffix: bytes, prefix: bytes = b"", max_len: int = 4096) -> None:
@@ -33,7 +34,8 @@ class DelimitedFramer:
         self.max_len = max_len
         self.stats = FrameStats()
         self._buf = bytearray()
-        self._discarding = False
+        self._overlong = False  # the frame in progress already exceeded max_len
+        self._limit = max_len + len(prefix) + len(suffix)
 
     def feed(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []
@@ -45,14 +47,7 @@ class DelimitedFramer:
                 break
             frame = bytes(self._buf[:idx])
             del self._buf[: idx + slen]
-            if self._discarding:
-                self._discarding = False
-                self.stats.garbage_bytes += len(frame)
-                continue
-            if len(frame) > self.max_len:
-                self.stats.overruns += 1
-                self.stats.garbage_bytes += len(frame)
-                continue
+            overlong, self._overlong = self._overlong, False
             if self.prefix:
                 p = frame.rfind(self.prefix)
                 if p < 0:
@@ -60,17 +55,35 @@ class DelimitedFramer:
                     continue
                 self.stats.garbage_bytes += p
                 frame = frame[p + len(self.prefix):]
+            elif overlong:
+                self.stats.garbage_bytes += len(frame)
+                continue
+            if len(frame) > self.max_len:
+                self.stats.overruns += 1
+                self.stats.garbage_bytes += len(frame)
+                continue
             self.stats.frames += 1
             out.append(frame)
-        # Keep only what could still end in a suffix; the rest of an overlong frame is dropped.
-        if len(self._buf) > self.max_len + len(self.prefix) + slen:
-            keep = slen - 1
-            self.stats.garbage_bytes += len(self._buf) - keep
-            if not self._discarding:
-                self.stats.overruns += 1
-            self._discarding = True
-            del self._buf[: len(self._buf) - keep]
+        if len(self._buf) > self._limit:
+            self._trim()
         return out
+
+    def _trim(self) -> None:
+        """Bound memory: keep only bytes that can still belong to a frame of at most max_len."""
+        if self.prefix:
+            p = self._buf.rfind(self.prefix)
+            if p > 0:
+                self.stats.garbage_bytes += p
+                del self._buf[:p]
+            if len(self._buf) <= self._limit:
+                return
+        # The frame in progress is overlong: keep a tail that may begin a prefix or the suffix.
+        keep = len(self.prefix) + len(self.suffix) - 1
+        if not self._overlong:
+            self.stats.overruns += 1
+        self._overlong = True
+        self.stats.garbage_bytes += len(self._buf) - keep
+        del self._buf[: len(self._buf) - keep]
 
     @property
     def buffered(self) -> int:

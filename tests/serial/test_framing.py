@@ -49,18 +49,18 @@ def test_stx_trailer_keeps_checksum_even_if_it_is_stx() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(st.binary(max_size=40), st.sampled_from([b"\r", b"\n", b"\r\n", b"@"])), max_size=60),
-       st.integers(0, 2**32 - 1))
-def test_delimited_any_chunking_same_frames_and_bounded(parts: list[bytes], seed: int) -> None:
+       st.integers(0, 2**32 - 1), st.sampled_from([b"", b"@", b"@@"]))
+def test_delimited_any_chunking_same_frames_and_bounded(parts: list[bytes], seed: int, prefix: bytes) -> None:
     data = b"".join(parts)
-    whole = DelimitedFramer(b"\r\n", prefix=b"@", max_len=24)
+    whole = DelimitedFramer(b"\r\n", prefix=prefix, max_len=24)
     expected = whole.feed(data)
-    chunked = DelimitedFramer(b"\r\n", prefix=b"@", max_len=24)
+    chunked = DelimitedFramer(b"\r\n", prefix=prefix, max_len=24)
     assert feed_chunks(chunked, data, random.Random(seed)) == expected
-    bytewise = DelimitedFramer(b"\r\n", prefix=b"@", max_len=24)
+    bytewise = DelimitedFramer(b"\r\n", prefix=prefix, max_len=24)
     got = []
     for b in data:
         got += bytewise.feed(bytes([b]))
-        assert bytewise.buffered <= 24 + 1 + 2
+        assert bytewise.buffered <= 24 + len(prefix) + 2
     assert got == expected
     assert all(len(fr) <= 24 for fr in got)
 

@@ -18,7 +18,8 @@ from drivers.serial.scales.base import UNIT_GRAMS, Reading, ScaleConfigBase, Sca
 
 class Config(ScaleConfigBase):
     protocol: Literal["line-regex"]
-    pattern: str = Field(r"^\s*(?P<motion>[?M])?\s*(?P<weight>[-+]?\d+(?:\.\d+)?)\s*(?P<unit>kg|g|lb)?\s*$",
+    pattern: str = Field(r"^\s*(?:(?P<overload>OL)|(?P<motion>[?M])?\s*(?P<weight>[-+]?\d+(?:\.\d+)?)\s*"
+                         r"(?P<unit>kg|g|lb)?)\s*$",
                          description="regex with named groups weight, and optionally unit, motion, overload")
     unit: Literal["g", "kg", "lb", "oz", "t"] = Field("kg", description="unit when the line has none")
     terminator: str = Field("\n", description="line end, e.g. \"\\r\\n\" or \"<CR>\" (CR is stripped anyway)")

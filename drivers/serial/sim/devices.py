@@ -190,7 +190,9 @@ class CasSim(StreamingScaleSim):
 
 
 class LineSim(StreamingScaleSim):
-    """A generic scale printing `  1.234 kg` (or `? 1.234 kg` in motion) per line."""
+    """A generic scale printing `  1.234 kg` (`? 1.234 kg` in motion, `OL` when overloaded) per line."""
 
     def frame(self) -> bytes:
+        if self.over:
+            return b"OL\r\n"
         return f"{'?' if self.motion else ' '} {self.net / 1000:.3f} kg\r\n".encode()
