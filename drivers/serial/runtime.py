@@ -4,7 +4,9 @@ and the workflow engine (shared by all of them and by the local API's /v1/count 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+from agent.api.auth import load_token
 from agent.interfaces import AgentContext, Component
 from agent.workflows.component import WorkflowTicker
 from agent.workflows.engine import WorkflowEngine
@@ -14,6 +16,7 @@ from drivers.serial.devices import ScaleDevice, ScannerDevice
 log = logging.getLogger(__name__)
 
 _engine: WorkflowEngine | None = None
+_token: bytes | None = None
 
 
 def workflow_engine() -> WorkflowEngine | None:
@@ -21,8 +24,21 @@ def workflow_engine() -> WorkflowEngine | None:
     return _engine
 
 
+def api_token() -> bytes | None:
+    """The local API token, read when the subsystem was built (None: the count routes refuse all)."""
+    return _token
+
+
+def _load_token(path: Path) -> bytes | None:
+    try:
+        return load_token(path)
+    except ValueError as exc:
+        log.warning("count API disabled: %s", exc)
+        return None
+
+
 def build_components(ctx: AgentContext) -> list[Component]:
-    global _engine
+    global _engine, _token
     cfg = ctx.config
     problems = cross_check(cfg.scanners, cfg.scales)
     if problems:
@@ -34,6 +50,7 @@ def build_components(ctx: AgentContext) -> list[Component]:
         _engine.close()
     engine = WorkflowEngine(cfg.workflow, cfg.scanners, cfg.agent.data_dir, ctx.records)
     _engine = engine
+    _token = _load_token(cfg.api.token_file)
     components: list[Component] = [WorkflowTicker(engine)]
     components += [ScannerDevice(s, ctx, cfg.workflow, engine) for s in cfg.scanners]
     components += [ScaleDevice(s, ctx, engine) for s in cfg.scales]
