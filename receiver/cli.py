@@ -20,7 +20,7 @@ from agent.cose import kid_for
 from agent.keys import KeyError_, generate_key_file, public_pem, public_raw
 from receiver.config import DEFAULT_CONFIG_PATH, DEVICE_RE, DEVICE_RULE, ConfigError, ReceiverConfig, \
     load_receiver_config
-from receiver.keys import load_central_key
+from receiver.keys import DeviceRegistry, load_central_key
 from receiver.messages import Signer, command, device_topic
 from receiver.mqtt import MqttError, publish_once
 from receiver.status import render_status
@@ -155,14 +155,14 @@ def run(config_path: Path | None) -> None:
 def status(config_path: Path | None, as_json: bool, devices: tuple[str, ...]) -> None:
     """Per device: acked seq, highest seen, records, gaps, chain breaks, rejections, status, media."""
     cfg = resolve(config_path)
+    registered = set(DeviceRegistry(cfg).devices())
     with ReceiverStore(cfg.receiver.db) as store:
-        devs = list(devices) or store.devices()
-        states = [store.device_state(d) for d in devs]
-        unknown = store.rejections_without_device()
+        devs = list(devices) or sorted(set(store.devices()) | registered | set(store.rejecting_senders()))
+        states = [store.device_state(d) | {"registered": d in registered} for d in devs]
     if as_json:
-        click.echo(json.dumps({"devices": states, "unknown_senders": unknown}, indent=2, sort_keys=True))
+        click.echo(json.dumps({"devices": states}, indent=2, sort_keys=True))
     else:
-        click.echo(render_status(states, unknown), nl=False)
+        click.echo(render_status(states), nl=False)
 
 
 def _send(cfg: ReceiverConfig, dev: str, cmd: str, args: dict[str, Any]) -> str:

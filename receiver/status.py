@@ -18,14 +18,14 @@ def _gaps(gaps: list[list[int]]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in gaps)
 
 
-def render_status(states: list[dict[str, Any]], unknown: dict[str, int]) -> str:
+def render_status(states: list[dict[str, Any]]) -> str:
     lines: list[str] = []
     if not states:
         lines.append("no devices have sent anything yet")
     for s in states:
-        lines.append(s["dev"])
+        lines.append(s["dev"] + ("" if s.get("registered", True) else "  (NOT REGISTERED: no public key)"))
         if not s.get("known"):
-            lines.append("  nothing received")
+            lines.append(f"  nothing accepted yet; {s.get('rejections', 0)} rejections")
             continue
         st = s["last_status"]
         status = "none" if st is None else (f"{st.get('state')} (version {st.get('version', '?')}, "
@@ -40,6 +40,4 @@ def render_status(states: list[dict[str, Any]], unknown: dict[str, int]) -> str:
             f"  status           {status}, received {_when(s['last_status_received_at'])}",
             f"  media            {s['media_complete']} complete, {s['media_pending']} pending",
         ]
-    for dev, n in sorted(unknown.items()):
-        lines.append(f"{dev}: {n} rejections (unregistered sender)")
     return "\n".join(lines) + "\n"

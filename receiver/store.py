@@ -105,7 +105,8 @@ class ReceiverStore:
             "SELECT did, contiguous, highest_seen, records, duplicate_ids, last_batch_at, status_json, status_at "
             "FROM devices WHERE dev = ?", (dev,)).fetchone()
         if row is None:
-            return {"dev": dev, "known": False}
+            return {"dev": dev, "known": False, "rejections": int(self.conn.execute(
+                "SELECT count(*) FROM rejections WHERE dev = ?", (dev,)).fetchone()[0])}
         did = row[0]
 
         def count(sql: str) -> int:
@@ -132,7 +133,6 @@ class ReceiverStore:
             "media_pending": int(media.get("pending", 0)),
         }
 
-    def rejections_without_device(self) -> dict[str, int]:
-        """Rejections from topics of devices that never had a valid message (unknown devices)."""
-        return dict(self.conn.execute(
-            "SELECT dev, count(*) FROM rejections WHERE dev NOT IN (SELECT dev FROM devices) GROUP BY dev"))
+    def rejecting_senders(self) -> list[str]:
+        """Every topic device that has a rejection, whether or not anything of it was ever accepted."""
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT dev FROM rejections ORDER BY dev")]

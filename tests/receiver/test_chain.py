@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from receiver.server import Receiver
 from receiver.store import ReceiverStore
@@ -12,6 +13,11 @@ from tests.receiver.helpers import AgentSide, DeviceSim
 
 def store_of(rx: Receiver) -> ReceiverStore:
     return ReceiverStore(rx.config.receiver.db)
+
+
+def state(rx: Receiver, dev: str) -> dict[str, Any]:
+    with store_of(rx) as s:
+        return s.device_state(dev)
 
 
 def test_valid_chain_is_stored_and_acked_with_a_verifiable_signature(
@@ -84,9 +90,9 @@ def test_resend_is_rate_limited_not_per_message(
     batches = [dev.next_batch(1) for _ in range(30)]
     for cose in batches[1:]:  # seq 1 never comes: 29 held batches
         agent.publish("batch", dev.dev, cose)
-    wait_for(lambda: store_of(receiver).device_state(dev.dev).get("held_batches") == 29, what="29 held batches")
-    resends = [c for c in agent.decoded(central, "cmd") if c["cmd"] == "resend"]
-    assert 1 <= len(resends) <= 3  # interval 0.5 s; 29 messages must not give 29 commands
+    wait_for(lambda: state(receiver, dev.dev).get("held_batches") == 29, what="29 held batches")
+    resends = wait_for(lambda: [c for c in agent.decoded(central, "cmd") if c["cmd"] == "resend"], what="resend")
+    assert len(resends) <= 3  # interval 0.5 s; 29 messages must not give 29 commands
     assert all(c["args"] == {"from_seq": 1} for c in resends)
 
 
@@ -99,7 +105,7 @@ def test_changed_batch_with_used_seq_is_a_chain_break(
     # The same seq 1 again, validly signed but with other records: a rewritten history.
     forged = dev.sign(dev.payload([dev.record()], 1, b"\x00" * 32))
     agent.publish("batch", dev.dev, forged)
-    wait_for(lambda: store_of(receiver).device_state(dev.dev)["chain_breaks"] == 1, what="the chain break")
+    wait_for(lambda: state(receiver, dev.dev)["chain_breaks"] == 1, what="the chain break")
     with store_of(receiver) as s:
         assert s.record_count(dev.dev) == 2  # the forged batch's record is not stored
         brk = s.chain_breaks(dev.dev)[0]
@@ -115,7 +121,7 @@ def test_prev_that_does_not_match_is_a_chain_break(
     agent.wait_ack(central, dev.dev, 1)
     bad = dev.sign(dev.payload([dev.record()], 2, hashlib.sha256(b"another history").digest()))
     agent.publish("batch", dev.dev, bad)
-    wait_for(lambda: store_of(receiver).device_state(dev.dev)["chain_breaks"] == 1, what="the chain break")
+    wait_for(lambda: state(receiver, dev.dev)["chain_breaks"] == 1, what="the chain break")
     with store_of(receiver) as s:
         st = s.device_state(dev.dev)
         assert st["acked_seq"] == 1 and s.record_count(dev.dev) == 1

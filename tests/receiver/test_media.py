@@ -14,6 +14,11 @@ from tests.receiver.helpers import AgentSide, DeviceSim
 CHUNK = 1000
 
 
+def rejections(db: Any, dev: str) -> list[dict[str, Any]]:
+    with ReceiverStore(db) as s:
+        return s.rejections(dev)
+
+
 def clip(seed: int, size: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
@@ -118,7 +123,7 @@ def test_chunk_of_wrong_size_is_rejected(receiver: Receiver, agent: AgentSide, d
     agent.wait_ack(receiver.signer.key.public_key(), dev.dev, 1)
     agent.publish("media/clip-4/0", dev.dev, content[:CHUNK - 1])
     agent.publish("media/clip-4/7", dev.dev, content[:CHUNK])
-    wait_for(lambda: len(ReceiverStore(receiver.config.receiver.db).rejections(dev.dev)) == 2, what="2 rejections")
+    wait_for(lambda: len(rejections(receiver.config.receiver.db, dev.dev)) == 2, what="2 rejections")
     with ReceiverStore(receiver.config.receiver.db) as s:
         assert [r["code"] for r in s.rejections(dev.dev)] == ["bad_chunk", "bad_chunk"]
 
@@ -133,7 +138,7 @@ def test_early_chunks_are_capped_per_device_on_disk(tmp_path: Any, mosquitto: An
     with Receiver(cfg) as rx:
         for i in range(6):  # 1.17 MiB of chunks with no manifest: the sixth is over the 1 MiB cap
             agent.publish(f"media/orphan/{i}", dev.dev, clip(10 + i, big))
-        r = wait_for(lambda: ReceiverStore(cfg.receiver.db).rejections(dev.dev), what="the cap rejection")
+        r = wait_for(lambda: rejections(cfg.receiver.db, dev.dev), what="the cap rejection")
         assert [x["code"] for x in r] == ["early_media_full"]
         spooled = cfg.receiver.media_dir / ".spool" / dev.dev / "orphan"
         assert sorted(p.name for p in spooled.iterdir()) == ["0", "1", "2", "3", "4"]

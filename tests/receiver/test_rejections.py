@@ -111,7 +111,8 @@ def test_unregistered_device_is_rejected(receiver: Receiver, agent: AgentSide) -
     assert rejected(receiver, stranger.dev)[0]["code"] == "unknown_device"
     with ReceiverStore(receiver.config.receiver.db) as s:
         assert stranger.dev not in s.devices()
-        assert s.rejections_without_device() == {stranger.dev: 1}
+        assert s.rejecting_senders() == [stranger.dev]
+        assert s.device_state(stranger.dev) == {"dev": stranger.dev, "known": False, "rejections": 1}
 
 
 def test_not_cose_is_rejected_and_does_not_block_the_next(receiver: Receiver, agent: AgentSide,
