@@ -177,7 +177,7 @@ class Store:
         def op(tx: WriterTxn) -> int:
             cutoff = time.time_ns() // 1_000_000 - int(retention_s * 1000)
             row = tx.conn.execute("SELECT max(seq), max(last_rowid) FROM batches WHERE acked_ms IS NOT NULL "
-                                  "AND acked_ms < ?", (cutoff,)).fetchone()
+                                  "AND acked_ms <= ?", (cutoff,)).fetchone()
             if row[0] is None:
                 return 0
             max_seq, max_rowid = row

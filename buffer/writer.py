@@ -110,6 +110,10 @@ class Writer(threading.Thread):
         ).fetchone()[0])
         self.oldest_unsealed = time.monotonic() if self.unsealed else None
         self.body_budget = opts.max_payload_bytes - COSE_OVERHEAD - batch_header_size(opts.device)
+        # Sealing writes a whole batch before the bodies it copies are freed: keep room for
+        # two, or the buffer could fill up with records it can no longer seal, send or prune.
+        self.reserve = max(int(opts.max_db_bytes * (1 - SOFT_FULL_RATIO)), 3 * opts.max_payload_bytes)
+        self.soft_limit = opts.max_db_bytes - self.reserve
         self.last_error: str | None = None
         self.on_sealed: Callable[[], None] | None = None  # the uplink's wake-up
         self._sealed_in_group = 0
@@ -251,9 +255,10 @@ class Writer(threading.Thread):
         pages = self.conn.execute("PRAGMA page_count").fetchone()[0] - \
             self.conn.execute("PRAGMA freelist_count").fetchone()[0]
         used = pages * self.page_size + incoming_bytes * 2
-        if used > self.opts.max_db_bytes * SOFT_FULL_RATIO:
-            raise BufferFull(f"the buffer holds {used // 1024} KiB, at the {int(SOFT_FULL_RATIO * 100)}% mark of "
-                             f"[buffer] max_db_mb; records are refused until the centre acks older batches")
+        if used > self.soft_limit:
+            raise BufferFull(f"the buffer holds {used // 1024} KiB of its [buffer] max_db_mb "
+                             f"({self.opts.max_db_bytes // 2**20} MiB, less {self.reserve // 1024} KiB kept for "
+                             "sealing); records are refused until the centre acks older batches")
 
     # -- records -----------------------------------------------------------------
     def _meta(self, key: str) -> Any:

@@ -139,6 +139,13 @@ class BufferSection(Section):
     max_db_mb: Annotated[int, Field(ge=0)] = Field(0, description="cap on the SQLite file; 0 = until the disk is full")
     retention_hours: Annotated[float, Field(ge=0)] = Field(168, description="keep centrally acked batches this long")
 
+    @field_validator("max_db_mb")
+    @classmethod
+    def _min_db(cls, v: int) -> int:
+        if 0 < v < 8:
+            raise ValueError("must be 0 (no cap) or at least 8 MiB: a few batches must always fit for sealing")
+        return v
+
 
 class MediaSection(Section):
     dir: Path | None = Field(None, description="default data_dir/media")

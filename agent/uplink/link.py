@@ -189,8 +189,14 @@ class Uplink(Component):
         self.last_error = message
         log.warning("%s", message)
         try:
-            client.disconnect()
-            client.loop(timeout=0.01)
+            if client.is_connected():
+                client.disconnect()
+                client.loop(timeout=0.01)
+            # paho has no public call that releases the socket of a failed attempt (a refused
+            # TLS handshake leaves it open); without it, every retry leaks a descriptor.
+            close = getattr(client, "_sock_close", None)
+            if close is not None:
+                close()
         except Exception:  # noqa: S110 - the socket may be half open; nothing to save
             pass
         return 0.0
@@ -203,7 +209,8 @@ class Uplink(Component):
         self.last_error = reason
         if self._client is not None:
             try:
-                self._client.disconnect()
+                if self._client.is_connected():
+                    self._client.disconnect()
             except Exception:  # noqa: S110
                 pass
         self._client = None
