@@ -1,0 +1,95 @@
+"""The technicians' commands: serial list, barcodes, scanner test, scale test, count open/status/close."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from agent.cli.main import cli
+from drivers.serial.sim.devices import MtSicsSim, ScannerSim
+from drivers.serial.sim.pty import PtyLink
+from tests.serial.conftest import CountApi
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_serial_list_runs() -> None:
+    r = invoke("serial", "list")
+    assert r.exit_code == 0 and r.output.strip()
+
+
+def test_barcode_sheet_pdf_and_png(tmp_path: Path) -> None:
+    r = invoke("serial", "barcodes", "--out", str(tmp_path / "s.pdf"), "--location", "A-12")
+    assert r.exit_code == 0, r.output
+    pdf = (tmp_path / "s.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") >= 2
+    r = invoke("serial", "barcodes", "--out", str(tmp_path / "s.png"))
+    assert r.exit_code == 0 and (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert invoke("serial", "barcodes", "--out", str(tmp_path / "s.svg")).exit_code == 2
+    bad = invoke("serial", "barcodes", "--out", str(tmp_path / "x.pdf"), "--location", "no spaces")
+    assert bad.exit_code == 2 and "--location 'no spaces'" in bad.output
+
+
+def _run_cli_while(args: list[str], keep_doing: Callable[[], None]) -> Result:
+    """Run a blocking CLI command in a thread, repeating keep_doing until it returns (bounded by
+    the command's own --seconds); the reads are resent because the CLI may open its port late."""
+    out: list[Result] = []
+    t = threading.Thread(target=lambda: out.append(CliRunner().invoke(cli, args, catch_exceptions=False)))
+    t.start()
+    while t.is_alive():
+        keep_doing()
+        t.join(timeout=0.1)
+    return out[0]
+
+
+def test_scanner_test_prints_parsed_reads(pty_pair: Callable[[str], PtyLink]) -> None:
+    link = pty_pair("cli-scan")
+    sim = ScannerSim(link.device_side).start()
+    try:
+        r = _run_cli_while(["scanner", "test", str(link.agent_side), "--count", "2", "--seconds", "20"],
+                           lambda: sim.scan("]E05901234123457"))
+    finally:
+        sim.stop()
+    assert r.exit_code == 0, r.output
+    assert '"gtin": "05901234123457"' in r.output and '"symbology": "ean-13"' in r.output
+
+
+def test_scale_test_zeroes_and_marks_recorded_weights(pty_pair: Callable[[str], PtyLink]) -> None:
+    link = pty_pair("cli-scale")
+    sim = MtSicsSim(link.device_side).start()
+    sim.place(1200)
+    try:
+        r = invoke("scale", "test", str(link.agent_side), "--protocol", "mt-sics", "--tare", "--count", "4",
+                   "--seconds", "20")
+    finally:
+        sim.stop()
+    assert r.exit_code == 0, r.output
+    assert "T" in sim.commands
+    assert '"status": "info"' in r.output  # the tare acknowledgement
+
+
+def test_target_errors() -> None:
+    r = invoke("scanner", "test", "frontdoor")
+    assert r.exit_code == 2 and "neither a configured scanner" in r.output
+    r = invoke("scale", "test", "/dev/ttyNOPE0")
+    assert r.exit_code == 2 and "--protocol is needed" in r.output
+    r = invoke("scale", "test", "/dev/ttyNOPE0", "--protocol", "cas", "--seconds", "1")
+    assert r.exit_code == 2 and "/dev/ttyNOPE0" in r.output
+
+
+def test_count_commands_through_the_agent_api(count_api: CountApi) -> None:
+    cfg = str(count_api.config_path)
+    r = invoke("count", "open", "A-12", "--config", cfg)
+    assert r.exit_code == 0 and "open at A-12 on room (blind)" in r.output, r.output
+    r = invoke("count", "status", "--config", cfg)
+    assert "A-12" in r.output and "0 lines (blind)" in r.output
+    r = invoke("count", "open", "B-1", "--config", cfg)
+    assert r.exit_code == 2 and "already has session" in r.output and "HTTP 409" in r.output
+    r = invoke("count", "close", "--device", "room", "--config", cfg)
+    assert r.exit_code == 0 and "closed: 0 lines" in r.output
+    assert invoke("count", "status", "--config", cfg).output.strip() == "no open sessions"
