@@ -158,6 +158,9 @@ class Uplink(Component):
             while self._connack is None and time.monotonic() < deadline:
                 if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
                     break
+        except ssl.SSLCertVerificationError as exc:
+            return self._connect_failed(client, f"TLS: the broker {self.ucfg.host}:{self.ucfg.port} is not trusted: "
+                                        f"certificate verify failed ({exc.verify_message}); check [uplink] ca_file")
         except ssl.SSLError as exc:
             return self._connect_failed(client, f"TLS handshake with {self.ucfg.host}:{self.ucfg.port} failed: "
                                         f"{exc.reason or exc}; check [uplink] ca_file, cert_file and key_file")
@@ -192,11 +195,6 @@ class Uplink(Component):
             if client.is_connected():
                 client.disconnect()
                 client.loop(timeout=0.01)
-            # paho has no public call that releases the socket of a failed attempt (a refused
-            # TLS handshake leaves it open); without it, every retry leaks a descriptor.
-            close = getattr(client, "_sock_close", None)
-            if close is not None:
-                close()
         except Exception:  # noqa: S110 - the socket may be half open; nothing to save
             pass
         return 0.0

@@ -18,6 +18,19 @@ from agent.config.base import read_secret
 from agent.config.core import UplinkSection
 
 
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when its handshake fails: paho 2.2 wraps the socket, calls
+    do_handshake() and lets the exception escape without closing it, so every refused
+    attempt would leak a descriptor until the garbage collector found it."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 def make_client(cfg: UplinkSection, client_id: str, will_topic: str, will_payload: bytes) -> mqtt.Client:
     client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                          protocol=mqtt.MQTTv5, reconnect_on_failure=False)
@@ -25,6 +38,7 @@ def make_client(cfg: UplinkSection, client_id: str, will_topic: str, will_payloa
     if cfg.tls:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=_s(cfg.ca_file))
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.sslsocket_class = _ClosingSSLSocket
         if cfg.cert_file is not None and cfg.key_file is not None:
             ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file))
         client.tls_set_context(ctx)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -45,6 +46,10 @@ class Mosquitto:
             "log_type warning",
             "log_type notice",
         ]
+        if os.geteuid() == 0:
+            # Started as root, mosquitto drops to user 'mosquitto', which cannot read pytest's
+            # 0700 tmp dirs (certificates, persistence): keep the test runner's user.
+            lines.append("user root")
         if self.tls:
             lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.cert}", f"keyfile {self.tls.key}",
                       f"require_certificate {'true' if self.tls.require_certificate else 'false'}"]
