@@ -15,7 +15,8 @@ ctypes because python3-seccomp is not in the venv):
   seccomp implementation: mmap with PROT_WRITE|PROT_EXEC, mprotect/pkey_mprotect adding
   PROT_EXEC and shmat with SHM_EXEC fail with EPERM;
 * only native-architecture calls are allowed (SystemCallArchitectures=native), as
-  libseccomp's default "bad architecture" action kills.
+  libseccomp's default "bad architecture" action kills;
+* the unit's UMask= is set, so files are created with the modes the service gets.
 
 Usage: python -m tests.ops.sandbox UNIT_FILE [--trap] [--drop CALL] [--allow CALL] -- COMMAND ARGS...
 """
@@ -145,6 +146,9 @@ def main(argv: list[str]) -> None:
     allowed = (unit_allow_list(a.unit) | set(a.allow)) - set(a.drop)
     action = SCMP_ACT_TRAP if a.trap else scmp_act_errno(unit_error_number(a.unit))
     mdwe = re.search(r"^MemoryDenyWriteExecute=yes$", unit_text, flags=re.MULTILINE) is not None
+    umask = re.search(r"^UMask=([0-7]+)$", unit_text, flags=re.MULTILINE)
+    if umask:
+        os.umask(int(umask.group(1), 8))
     apply_filters(allowed, action, mdwe)
     os.execvp(command[0], command)
 
