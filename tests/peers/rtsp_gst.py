@@ -33,7 +33,7 @@ def launch(width: int, height: int, fps: int, gop: int, kbps: int, tag: str) -> 
     # The blur runs only on the sub stream (where tamper is judged): on 1080p it would cost a core.
     blur = f"! videoconvert ! gaussianblur name=blur{tag} sigma=0 ! videoconvert " if tag == "sub" else ""
     return (
-        f"( videotestsrc name=src{tag} is-live=true pattern=smpte horizontal-speed=2 "
+        f"( videotestsrc name=src{tag} is-live=true pattern=smpte "
         f"! video/x-raw,width={width},height={height},framerate={fps}/1 {blur}"
         f"! clockoverlay halignment=right valignment=bottom "
         f"! x264enc tune=zerolatency speed-preset=ultrafast bitrate={kbps} key-int-max={gop} "
