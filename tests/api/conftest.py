@@ -1,29 +1,56 @@
-"""Fixtures: a real ApiComponent on a free loopback port, over a real SQLite sink, under tmp_path."""
+"""Fixtures: a real ApiComponent on a free loopback port over the real buffer (buffer.store.Store)."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.api.server import ApiComponent
 from agent.config.model import AgentConfig
-from tests.api.sink import SqliteSink
+from buffer.sealing import Signer
+from buffer.store import Store
+from buffer.writer import SealOptions
 from tests.peers.net import free_port, wait_for
 
 TOKEN = "t0ken-for-tests-0123456789abcdef"
+DEV = "coop-a/branch-1/agent-1"
+
+
+def make_store(path: Path, **opts: Any) -> Store:
+    o: dict[str, Any] = {
+        "device": DEV,
+        "batch_max_records": 500,
+        "batch_max_age_s": 2.0,
+        "max_payload_bytes": 262144,
+        "max_db_bytes": 0,
+        **opts,
+    }
+    return Store(path, Signer(Ed25519PrivateKey.generate()), SealOptions(**o)).start()
+
+
+def stored(store: Store) -> dict[str, str | None]:
+    """id -> src of every record in the file, through a connection of our own (so: committed).
+
+    src is None for a record already sealed (the buffer then keeps its body only in the batch)."""
+    with sqlite3.connect(store.path) as c:
+        rows = c.execute("SELECT id, body FROM records").fetchall()
+    return {i: None if body is None else cbor2.loads(body)["src"] for i, body in rows}
 
 
 @dataclass
 class Api:
     url: str
     component: ApiComponent
-    sink: SqliteSink
+    sink: Store
     client: httpx.Client
 
     def post(self, body: Any, token: str | None = TOKEN, **headers: str) -> httpx.Response:
@@ -34,6 +61,9 @@ class Api:
         return self.client.post(
             f"{self.url}/v1/records", content=content, json=None if content is not None else body, headers=h
         )
+
+    def count(self) -> int:
+        return len(stored(self.sink))
 
 
 def make_config(tmp_path: Path, **api: Any) -> AgentConfig:
@@ -53,12 +83,18 @@ def status_doc() -> dict[str, Any]:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Api]]:
-    """serve(**api_config) starts the component; everything started is stopped at the end."""
-    started: list[tuple[threading.Event, threading.Thread, SqliteSink, httpx.Client]] = []
+    """serve(store_opts, wrap, fast_path, **api_config) starts the component; all is stopped at the end."""
+    started: list[tuple[threading.Event, threading.Thread, Store, httpx.Client]] = []
 
-    def start(sink: SqliteSink | None = None, fast_path: bool = True, **api: Any) -> Api:
+    def start(
+        store_opts: dict[str, Any] | None = None,
+        wrap: Callable[[Store], Any] | None = None,
+        fast_path: bool = True,
+        **api: Any,
+    ) -> Api:
         cfg = make_config(tmp_path, **api)
-        sink = sink or SqliteSink(tmp_path / f"sink{len(started)}.sqlite3")
+        store = make_store(tmp_path / f"buffer{len(started)}.sqlite3", **(store_opts or {}))
+        sink = wrap(store) if wrap else store
         comp = ApiComponent(
             cfg, sink, status_doc, lambda: b"# HELP coop_test 1\ncoop_test 1\n", fast_path=fast_path
         )
@@ -66,14 +102,14 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Api]]:
         t = threading.Thread(target=comp.run, args=(stop,), name="api-under-test")
         t.start()
         client = httpx.Client(timeout=10)
-        started.append((stop, t, sink, client))
+        started.append((stop, t, store, client))
         wait_for(comp.started.is_set, what="api listening")
-        return Api(f"http://{cfg.api.listen}", comp, sink, client)
+        return Api(f"http://{cfg.api.listen}", comp, store, client)
 
     yield start
-    for stop, t, sink, client in started:
+    for stop, t, store, client in started:
         client.close()
         stop.set()
         t.join(15)
         assert not t.is_alive(), "api thread did not stop"
-        sink.stop()
+        store.close()

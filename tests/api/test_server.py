@@ -6,15 +6,17 @@ import asyncio
 import socket
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from agent.api.server import ApiComponent
 from agent.config.core import ApiSection
-from tests.api.conftest import TOKEN, Api, make_config, status_doc
-from tests.api.sink import SqliteSink
+from buffer.store import Store
+from tests.api.conftest import TOKEN, Api, make_config, make_store, status_doc, stored
 from tests.api.test_ingest import rec
 from tests.peers.net import port_open, wait_for
 
@@ -24,7 +26,8 @@ Serve = Callable[..., Api]
 def component(tmp_path: Path, api: ApiSection) -> ApiComponent:
     cfg = make_config(tmp_path)
     cfg.__dict__["api"] = api  # bypass validate_assignment: a config built in code, unchecked
-    return ApiComponent(cfg, SqliteSink(tmp_path / "s.sqlite3"), status_doc, lambda: b"")
+    # Construction only checks the listen address; nothing is written to this path.
+    return ApiComponent(cfg, None, status_doc, lambda: b"")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:8470", "[::]:8470", "192.0.2.7:8470"])
@@ -46,7 +49,7 @@ def test_refuses_non_loopback_listen_without_allow(tmp_path: Path, listen: str) 
         max_body_bytes=4096,
         max_records_per_request=10,
     )
-    component(tmp_path, allowed).sink.stop()  # type: ignore[attr-defined]
+    component(tmp_path, allowed)
 
 
 def test_localhost_name_is_loopback(tmp_path: Path) -> None:
@@ -57,12 +60,12 @@ def test_localhost_name_is_loopback(tmp_path: Path) -> None:
         max_body_bytes=4096,
         max_records_per_request=10,
     )
-    component(tmp_path, api).sink.stop()  # type: ignore[attr-defined]
+    component(tmp_path, api)
 
 
 def test_busy_port_and_missing_token_fail_run_with_clear_errors(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
-    sink = SqliteSink(tmp_path / "s.sqlite3")
+    sink = make_store(tmp_path / "s.sqlite3")
     comp = ApiComponent(cfg, sink, status_doc, lambda: b"")
     try:
         with socket.socket() as taken:
@@ -77,12 +80,12 @@ def test_busy_port_and_missing_token_fail_run_with_clear_errors(tmp_path: Path) 
         with pytest.raises(ValueError, match="use at least 16"):
             comp.run(threading.Event())
     finally:
-        sink.stop()
+        sink.close()
 
 
 def test_restart_after_stop_serves_again(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
-    sink = SqliteSink(tmp_path / "s.sqlite3")
+    sink = make_store(tmp_path / "s.sqlite3")
     comp = ApiComponent(cfg, sink, status_doc, lambda: b"")
     try:
         for _ in range(2):
@@ -101,8 +104,8 @@ def test_restart_after_stop_serves_again(tmp_path: Path) -> None:
             assert not t.is_alive() and comp.health() == "down"
             assert not port_open(cfg.api.port)
     finally:
-        sink.stop()
-    assert sink.count() == 2
+        sink.close()
+    assert len(stored(sink)) == 2
 
 
 def test_status_needs_the_token_metrics_does_not(serve: Serve) -> None:
@@ -134,23 +137,42 @@ def test_openapi_lists_the_routes_and_the_kinds(serve: Serve) -> None:
     assert "HTTPBearer" in doc["components"]["securitySchemes"]
 
 
-def test_concurrent_requests_share_group_commits(serve: Serve) -> None:
-    """200 one-record POSTs from 20 connections at once: all stored, in fewer commits than requests."""
-    api = serve()
+class Watched:
+    """The real Store, with a count of submissions waiting for their commit at the same moment."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.pending = 0
+        self.max_pending = 0
+        self.lock = threading.Lock()
+
+    def submit_nowait(self, records: Any) -> Future[list[str]]:
+        fut = self.store.submit_nowait(records)
+        with self.lock:
+            self.pending += 1
+            self.max_pending = max(self.max_pending, self.pending)
+        fut.add_done_callback(self._done)
+        return fut
+
+    def _done(self, _: Future[list[str]]) -> None:
+        with self.lock:
+            self.pending -= 1
+
+
+def test_concurrent_requests_are_in_flight_together(serve: Serve) -> None:
+    """200 one-record POSTs from 20 connections at once: all stored, several waiting on one commit."""
+    watched: list[Watched] = []
+    api = serve(wrap=lambda s: watched.append(Watched(s)) or watched[0])
 
     async def main() -> list[int]:
         limits = httpx.Limits(max_connections=20)
-        async with httpx.AsyncClient(
-            limits=limits, timeout=20, headers={"authorization": f"Bearer {TOKEN}"}
-        ) as client:
-            replies = await asyncio.gather(
-                *(
-                    client.post(f"{api.url}/v1/records", json={"records": [rec(id=f"c{i}")]})
-                    for i in range(200)
-                )
-            )
+        headers = {"authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(limits=limits, timeout=20, headers=headers) as client:
+            url = f"{api.url}/v1/records"
+            posts = (client.post(url, json={"records": [rec(id=f"c{i}")]}) for i in range(200))
+            replies = await asyncio.gather(*posts)
         return [r.status_code for r in replies]
 
     assert asyncio.run(main()) == [201] * 200
-    assert api.sink.count() == 200
-    assert api.sink.groups < 200
+    assert api.count() == 200
+    assert watched[0].max_pending > 1

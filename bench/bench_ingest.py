@@ -1,0 +1,268 @@
+"""Ingest benchmark: the local API against raw SQLite, measured side by side in one run.
+
+    .venv/bin/python -m bench.bench_ingest [--seconds 10] [--compare-fastapi]
+
+(a) records/s through POST /v1/records with 100 records a request, against executemany of
+    the same rows into a WAL file with synchronous=FULL (goal: >= 25% of raw);
+(b) records/s with one record per POST over 8 keep-alive connections (goal: >= 6,300/s,
+    3x the ThingsBoard gateway's 1,600-2,100/s on this machine).
+The load comes from wrk (a separate process, Lua script for the body); the server is the
+real ApiComponent in this process over the real buffer (buffer.store.Store), as in the
+agent. Every run checks afterwards that the buffer holds at least every record the API
+answered 201 for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from biip.checksums import gs1_standard_check_digit
+
+from agent.api.server import ApiComponent
+from agent.config.model import AgentConfig
+from agent.records import normalize_records
+from tests.peers.net import free_port, wait_for
+
+TOKEN = "bench-token-0123456789abcdef"
+RNG = random.Random(20261129)
+
+
+def catalogue(n: int = 500) -> list[str]:
+    """Valid GTIN-13s under a Kuwaiti-looking prefix: a shop's products repeat all day."""
+    out = []
+    for _ in range(n):
+        payload = "628" + "".join(RNG.choice("0123456789") for _ in range(9))
+        out.append(payload + str(gs1_standard_check_digit(payload)))
+    return out
+
+
+def sale(gtins: list[str], i: int) -> dict[str, Any]:
+    lines = []
+    for _ in range(RNG.randint(1, 4)):
+        price = RNG.randint(50, 5000)
+        if RNG.random() < 0.2:
+            grams = RNG.randint(100, 3000)
+            lines.append(
+                {
+                    "gtin": RNG.choice(gtins),
+                    "weight_g": grams,
+                    "unit_price": price,
+                    "amount": price * grams // 1000,
+                }
+            )
+        else:
+            qty = RNG.randint(1, 5)
+            lines.append({"gtin": RNG.choice(gtins), "qty": qty, "unit_price": price, "amount": price * qty})
+    return {
+        "kind": "sale",
+        "data": {
+            "receipt": f"R-{i:08d}",
+            "till": f"till-{i % 6}",
+            "lines": lines,
+            "total": sum(x["amount"] for x in lines),
+            "currency": "KWD",
+        },
+    }
+
+
+# ---------------------------------------------------------------- raw SQLite baseline
+
+
+def raw_sqlite(tmp: Path, records: list[dict[str, Any]], seconds: float) -> float:
+    """executemany of the very rows the buffer stores (id, fp, kind, at, CBOR body), 5,000 a commit."""
+    from agent.cose import dumps_deterministic
+
+    norm = normalize_records(records, "api")
+    rows = [
+        (
+            r.id,
+            r.fingerprint,
+            r.kind,
+            r.at,
+            dumps_deterministic({"id": r.id, "kind": r.kind, "at": r.at, "src": r.src, "data": r.data}),
+        )
+        for r in norm
+    ]
+    conn = sqlite3.connect(tmp / "raw.sqlite3", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(
+        "CREATE TABLE records (rowid INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
+        "fp BLOB NOT NULL, kind TEXT NOT NULL, at INTEGER NOT NULL, body BLOB, seq INTEGER)"
+    )
+    done, rnd, sql_s = 0, 0, 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        batch = [(f"{rnd}-{r[0]}", *r[1:]) for r in rows]  # fresh ids, made outside the timed part
+        t0 = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO records(id, fp, kind, at, body) VALUES (?,?,?,?,?)", batch)
+        conn.execute("COMMIT")
+        sql_s += time.perf_counter() - t0  # only the SQL is the limit we compare against
+        done += len(batch)
+        rnd += 1
+    conn.close()
+    return done / sql_s
+
+
+# ---------------------------------------------------------------- sinks
+
+
+class Sink:
+    """The real buffer (buffer.store.Store) with a fresh device key, in its own folder."""
+
+    def __init__(self, tmp: Path):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        from buffer.sealing import Signer
+        from buffer.store import Store
+        from buffer.writer import SealOptions
+
+        opts = SealOptions(
+            device="bench/branch-1/agent-1",
+            batch_max_records=500,
+            batch_max_age_s=2.0,
+            max_payload_bytes=256 * 1024,
+            max_db_bytes=0,
+        )
+        self.sink = Store(tmp / "buffer.sqlite3", Signer(Ed25519PrivateKey.generate()), opts).start()
+        self.stop = self.sink.close
+        self.path = self.sink.path
+
+    def count(self) -> int:
+        with sqlite3.connect(self.path) as c:
+            return int(c.execute("SELECT count(*) FROM records").fetchone()[0])
+
+
+# ---------------------------------------------------------------- API under wrk
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+wrk.body = io.open("%s", "rb"):read("*a")
+"""
+
+
+def wrk(url: str, body: bytes, tmp: Path, conns: int, seconds: float, threads: int) -> dict[str, float]:
+    body_file = tmp / f"body-{len(body)}.json"
+    body_file.write_bytes(body)
+    script = tmp / "post.lua"
+    script.write_text(LUA % (TOKEN, body_file))
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds:.0f}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    return {
+        "requests": requests,
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50": lat.get("50", "?"),
+        "p99": lat.get("99", "?"),
+        "socket_errors": errors.group(1) if errors else "",
+    }
+
+
+def run_api(
+    tmp: Path, fast_path: bool, body: bytes, per_request: int, conns: int, seconds: float, threads: int
+) -> dict[str, Any]:
+    sub = tmp / f"api-{fast_path}-{per_request}"
+    sub.mkdir()
+    (sub / "api.token").write_text(TOKEN)
+    cfg = AgentConfig.model_validate(
+        {
+            "agent": {"data_dir": str(sub)},
+            "api": {"listen": f"127.0.0.1:{free_port()}", "token_file": str(sub / "api.token")},
+        }
+    )
+    sink = Sink(sub)
+    comp = ApiComponent(cfg, sink.sink, lambda: {}, lambda: b"", fast_path=fast_path)
+    stop = threading.Event()
+    thread = threading.Thread(target=comp.run, args=(stop,), name="api")
+    thread.start()
+    try:
+        wait_for(comp.started.is_set, what="api listening")
+        cpu0 = time.process_time()
+        result: dict[str, Any] = wrk(
+            f"http://{cfg.api.listen}/v1/records", body, sub, conns, seconds, threads
+        )
+        result["server_cpu_pct"] = round(100 * (time.process_time() - cpu0) / seconds)
+    finally:
+        stop.set()
+        thread.join(30)
+        sink.stop()
+    ok = result["requests"] - result["non2xx"]
+    stored = sink.count()
+    # wrk counts only the replies it read before its deadline; requests still in flight then
+    # were committed too, so the sink may hold a few more than ok * per_request, never fewer.
+    assert stored >= ok * per_request, f"lost records: {stored} stored < {ok * per_request} acknowledged"
+    result["records_per_s"] = round(result["rps"] * per_request)
+    result["stored"] = stored
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--compare-fastapi", action="store_true", help="also run (b) through FastAPI's routing")
+    ap.add_argument("--wrk-threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    gtins = catalogue()
+    records = [sale(gtins, i) for i in range(100)]
+    print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f} seconds={args.seconds}", flush=True)
+    report: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as d:
+        tmp = Path(d)
+        raw = raw_sqlite(tmp, [sale(gtins, i) for i in range(5000)], args.seconds)
+        report["raw_sqlite_rows_per_s"] = round(raw)
+        print(f"raw SQLite executemany, synchronous=FULL: {raw:,.0f} rows/s", flush=True)
+        body100 = orjson.dumps({"records": records})
+        a = run_api(tmp, True, body100, 100, 8, args.seconds, args.wrk_threads)
+        report["a_100_per_request"] = a
+        print(
+            f"(a) 100 records/request, 8 connections: {a['records_per_s']:,} records/s = "
+            f"{100 * a['records_per_s'] / raw:.1f}% of raw (goal 25%); p50 {a['p50']} p99 {a['p99']}; "
+            f"server CPU {a['server_cpu_pct']}%",
+            flush=True,
+        )
+        body1 = orjson.dumps({"records": records[:1]})
+        b = run_api(tmp, True, body1, 1, 8, args.seconds, args.wrk_threads)
+        report["b_1_per_request"] = b
+        print(
+            f"(b) 1 record/request, 8 keep-alive connections: {b['records_per_s']:,} records/s "
+            f"(goal 6,300); p50 {b['p50']} p99 {b['p99']}; server CPU {b['server_cpu_pct']}%",
+            flush=True,
+        )
+        if args.compare_fastapi:
+            f = run_api(tmp, False, body1, 1, 8, args.seconds, args.wrk_threads)
+            report["b_fastapi_route"] = f
+            print(
+                f"(b) through FastAPI routing instead of raw ASGI: {f['records_per_s']:,} records/s; "
+                f"p50 {f['p50']} p99 {f['p99']}",
+                flush=True,
+            )
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
