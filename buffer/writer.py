@@ -62,6 +62,7 @@ class SealOptions:
     batch_max_age_s: float
     max_payload_bytes: int
     max_db_bytes: int  # 0 = no cap
+    batch_min_age_s: float = 0.0  # seal this early when the uplink is idle (0: always wait max age)
 
 
 def open_connection(path: Path) -> sqlite3.Connection:
@@ -116,6 +117,9 @@ class Writer(threading.Thread):
         self.soft_limit = opts.max_db_bytes - self.reserve
         self.last_error: str | None = None
         self.on_sealed: Callable[[], None] | None = None  # the uplink's wake-up
+        # True when the uplink is connected with nothing outstanding: then a small batch now
+        # beats a full one in 2 s (latency); under load or offline batches still fill up.
+        self.idle_hint: Callable[[], bool] = lambda: False
         self._sealed_in_group = 0
         self.full = False
         self._stopping = False
@@ -133,14 +137,17 @@ class Writer(threading.Thread):
             while True:
                 timeout = None
                 if self.oldest_unsealed is not None:
-                    timeout = max(0.0, self.oldest_unsealed + self.opts.batch_max_age_s - time.monotonic())
+                    timeout = max(0.0, self.oldest_unsealed + self._max_age() - time.monotonic())
+                    if self.opts.batch_min_age_s:
+                        timeout = min(timeout, self.opts.batch_min_age_s / 2)  # re-check the idle hint
                 try:
                     first = self.q.get(timeout=timeout)
                 except queue.Empty:
                     first = None
                     if self._stopping:
                         break
-                    self._group([], seal_due=True)
+                    if self._age_due():
+                        self._group([], seal_due=True)
                     continue
                 if first is None:
                     self._drain_and_stop()
@@ -245,9 +252,14 @@ class Writer(threading.Thread):
         if self.unsealed and self.oldest_unsealed is None:
             self.oldest_unsealed = time.monotonic()
 
+    def _max_age(self) -> float:
+        if self.opts.batch_min_age_s and self.idle_hint():
+            return min(self.opts.batch_min_age_s, self.opts.batch_max_age_s)
+        return self.opts.batch_max_age_s
+
     def _age_due(self) -> bool:
         return self.oldest_unsealed is not None and \
-            time.monotonic() - self.oldest_unsealed >= self.opts.batch_max_age_s
+            time.monotonic() - self.oldest_unsealed >= self._max_age()
 
     def _check_soft_full(self, incoming_bytes: int) -> None:
         if not self.opts.max_db_bytes:

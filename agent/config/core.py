@@ -136,6 +136,8 @@ class ApiSection(Section):
 class BufferSection(Section):
     batch_max_records: Annotated[int, Field(ge=1, le=100_000)] = 500
     batch_max_age_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    batch_min_age_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        0.1, description="seal this early while the uplink is connected and idle; 0 = always wait batch_max_age_s")
     max_db_mb: Annotated[int, Field(ge=0)] = Field(0, description="cap on the SQLite file; 0 = until the disk is full")
     retention_hours: Annotated[float, Field(ge=0)] = Field(168, description="keep centrally acked batches this long")
 

@@ -97,6 +97,10 @@ class Uplink(Component):
         self._requests.put(("status", None))
         self._wake.set()
 
+    def idle(self) -> bool:
+        """Connected, nothing waiting for the centre: the buffer may seal a small batch now."""
+        return self.connected and not self._out
+
     def health(self) -> Health:
         if self.connected:
             return "degraded" if self.last_error and self._out_refused() else "ok"

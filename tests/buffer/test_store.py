@@ -205,3 +205,19 @@ def test_db_cap_refuses_with_507_and_keeps_room_to_seal(make_store: Callable[...
     s.prune(0).result()
     assert s.submit([W])
     chain(s, signer)
+
+
+def test_idle_uplink_seals_at_min_age_and_busy_uplink_waits_for_max_age(make_store: Callable[..., Store]) -> None:
+    """Latency when idle, full batches when busy: with the uplink idle a record is sealed after
+    batch_min_age_s; while batches are outstanding it waits for batch_max_age_s."""
+    import time
+    s = make_store(batch_max_age_s=30, batch_min_age_s=0.05)
+    idle = threading.Event()
+    s.writer.idle_hint = idle.is_set
+    s.submit([rec(1)])
+    t0 = time.monotonic()
+    with pytest.raises(AssertionError):
+        wait_for(lambda: s.last_seq() == 1, timeout=0.5, what="no seal while busy")
+    idle.set()
+    wait_for(lambda: s.last_seq() == 1, timeout=5, what="seal once idle")
+    assert time.monotonic() - t0 < 5
