@@ -232,8 +232,8 @@ def count_close(config_path: Path | None, session: str | None, device: str | Non
         _echo(data)
         return
     click.echo(f"session {data['session']} closed: {data['lines']} lines")
-    for t in data["totals"]:
-        click.echo(f"  {t['gtin']}  " + (f"qty {t['qty']}" if "qty" in t else "")
+    for gtin, t in data["totals"].items():
+        click.echo(f"  {gtin}  " + (f"qty {t['qty']}" if "qty" in t else "")
                    + (f"  {t['weight_g']} g" if "weight_g" in t else ""))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from uuid6 import uuid7
 
-from agent.interfaces import RecordRejected, RecordSink
+from agent.interfaces import RecordConflict, RecordInvalid, RecordRejected, RecordSink
 from agent.workflows.store import WorkflowStore
 from drivers.serial.config import ScannerConfig, WorkflowConfig
 
@@ -200,6 +200,12 @@ class WorkflowEngine:
                     return sent
                 try:
                     self.sink.submit([r for _, r in batch], timeout=10.0)
+                except (RecordInvalid, RecordConflict) as exc:
+                    # Refused for good: park it, or it would block every record behind it.
+                    i = exc.index if exc.index is not None and 0 <= exc.index < len(batch) else 0
+                    log.error("workflow record %s refused by the buffer, parked: %s", batch[i][1]["id"], exc)
+                    self.store.reject(batch[i][0], str(exc), now_ms())
+                    continue
                 except (RecordRejected, TimeoutError) as exc:
                     log.warning("workflow records kept for retry (%d waiting): %s", len(batch), exc)
                     return sent
@@ -236,7 +242,7 @@ class WorkflowEngine:
         mode = st["mode"]
         if mode == "scan-only":
             return {"result": "recorded"}
-        if mode in ("receive", "issue", "transfer") and scan.get("type") == "text" \
+        if mode in ("receive", "issue", "transfer", "waste") and scan.get("type") == "text" \
                 and self.doc_re.match(str(scan.get("raw", "")).strip()):
             st["doc"] = str(scan["raw"]).strip()
             return {"result": "set", "doc": st["doc"]}
@@ -254,7 +260,9 @@ class WorkflowEngine:
             if sess is None:
                 return {"result": "ignored", "reason": "no open count session on this scanner (scan CMD:COUNT:OPEN:LOC)"}
             item["session"], item["location"] = sess["id"], sess["location"]
-        elif mode in ("receive", "transfer") and not st["doc"]:
+        elif not st["doc"]:
+            # uplink-v1's stock_move carries `doc`; every move needs its delivery note, transfer
+            # or write-off document, so the dock scans it (or CMD:DOC:...) first.
             return {"result": "ignored", "reason": f"{mode}: scan the document first"}
         st["multiplier"] = 1
         if "weight_g" in scan:

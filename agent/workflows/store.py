@@ -34,6 +34,9 @@ CREATE INDEX IF NOT EXISTS lines_session ON lines(session);
 CREATE TABLE IF NOT EXISTS outbox (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, record_id TEXT UNIQUE NOT NULL, record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS rejected (
+  record_id TEXT PRIMARY KEY, record TEXT NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL
+);
 """
 
 
@@ -79,6 +82,21 @@ class WorkflowStore:
     def delivered(self, upto_seq: int) -> None:
         with self.tx() as db:
             db.execute("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
+
+    def reject(self, seq: int, reason: str, at: int) -> None:
+        """Park a record the buffer refuses for good (invalid, conflicting id) so it cannot block
+        the ones behind it; kept here as evidence for the technician."""
+        with self.tx() as db:
+            row = db.execute("SELECT record_id, record FROM outbox WHERE seq=?", (seq,)).fetchone()
+            if row is None:
+                return
+            db.execute("INSERT OR REPLACE INTO rejected(record_id, record, reason, at) VALUES (?, ?, ?, ?)",
+                       (row["record_id"], row["record"], reason, at))
+            db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
+
+    def rejected_count(self) -> int:
+        with self._lock:
+            return int(self.db.execute("SELECT count(*) FROM rejected").fetchone()[0])
 
     def outbox_size(self) -> int:
         with self._lock:
@@ -129,18 +147,19 @@ class WorkflowStore:
         return dict(row) if row else None
 
     @staticmethod
-    def totals(db: sqlite3.Connection, session_id: str) -> tuple[int, list[dict[str, Any]]]:
+    def totals(db: sqlite3.Connection, session_id: str) -> tuple[int, dict[str, dict[str, int]]]:
+        """(lines, {gtin: {"lines", "qty" and/or "weight_g"}}): a map, as the count_session kind wants."""
         n = int(db.execute("SELECT count(*) FROM lines WHERE session=?", (session_id,)).fetchone()[0])
         rows = db.execute("SELECT gtin, sum(qty) AS qty, sum(weight_g) AS weight_g, count(*) AS lines "
                           "FROM lines WHERE session=? GROUP BY gtin ORDER BY gtin", (session_id,)).fetchall()
-        totals = []
+        totals: dict[str, dict[str, int]] = {}
         for r in rows:
-            t: dict[str, Any] = {"gtin": r["gtin"], "lines": r["lines"]}
+            t = {"lines": int(r["lines"])}
             if r["qty"] is not None:
                 t["qty"] = int(r["qty"])
             if r["weight_g"] is not None:
                 t["weight_g"] = int(r["weight_g"])
-            totals.append(t)
+            totals[r["gtin"]] = t
         return n, totals
 
     def open_sessions(self) -> list[dict[str, Any]]:

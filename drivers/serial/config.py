@@ -25,8 +25,8 @@ class ScannerConfig(PortSettings):
 
     suffix: str = Field("\r", description='frame end the scanner appends: "\\r", "\\n", "\\r\\n", "<CR>", "\\x03" ...')
     prefix: str = Field("", description="frame start the scanner prepends, if programmed to; empty = none")
-    max_frame_bytes: Annotated[int, Field(ge=16, le=65536)] = Field(
-        4096, description="longer reads are dropped (a 2D code holds at most ~3 kB)")
+    max_frame_bytes: Annotated[int, Field(ge=16, le=4096)] = Field(
+        4096, description="longer reads are dropped (a QR code holds at most ~3 kB; a scan's raw is <= 4096)")
     mode: Mode = Field("receive", description=f"workflow at start: one of {', '.join(MODES)}; "
                                               "command barcodes switch it")
     scale: str | None = Field(None, description="name of the [[scales]] entry whose weights pair with this "

@@ -46,6 +46,8 @@ class ScannerDevice(SerialReader):
             self.handle_frame(frame, at_ms)
 
     def handle_frame(self, frame: bytes, at_ms: int) -> None:
+        if not frame.strip(b"\r\n"):
+            return  # an empty frame: CR LF from a scanner configured for CR, or a double suffix
         scan = self.interpreter.interpret(frame)
         record = {"kind": "scan", "at": at_ms, "src": self.name, "data": {**scan, "scanner": self.cfg.name}}
         try:

@@ -44,7 +44,7 @@ class ScanInterpreter:
         return dict(self.interpret_text(frame.decode("latin-1")))
 
     def _interpret(self, raw: str) -> dict[str, Any]:
-        text = raw.strip("\r\n")
+        text = raw = raw.strip("\r\n")
         aim = text[:3] if _AIM.match(text) else None
         body = text[3:] if aim else text
         data: dict[str, Any] = {"raw": raw, "symbology": "unknown"}

@@ -1,8 +1,9 @@
 """Test doubles of OUR OWN core interfaces (agent.interfaces RecordSink and AgentContext).
 
-The real buffer is another engineer's work; these keep the serial tests independent of it.
-MemorySink follows the RecordSink contract that matters here: it fills id/at/src, and a
-record re-posted with an id it already holds is not stored twice (idempotent re-post).
+The real buffer is another engineer's work; these keep the serial tests fast and independent
+of it (the end-to-end tests use the real one). MemorySink runs the real per-kind validation
+(agent.records.normalize_records), fills id/at/src as it does, and a record re-posted with an
+id it already holds is not stored twice (idempotent re-post).
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from uuid6 import uuid7
-
 from agent.interfaces import BufferUnavailable, Health
+from agent.records import normalize_records
 
 
 class MemorySink:
@@ -28,10 +28,10 @@ class MemorySink:
         if self.fail:
             raise BufferUnavailable("buffer down (test)")
         out = []
+        norm = normalize_records(records)
         with self.cond:
-            for r in records:
-                rec = {"id": r.get("id") or str(uuid7()), "kind": r["kind"], "at": r.get("at", 0),
-                       "src": r.get("src", "agent"), "data": dict(r["data"])}
+            for n in norm:
+                rec = {"id": n.id, "kind": n.kind, "at": n.at, "src": n.src, "data": dict(n.data)}
                 if rec["id"] not in self.ids:
                     self.ids.add(rec["id"])
                     self.records.append(rec)

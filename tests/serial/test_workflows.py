@@ -13,6 +13,7 @@ from agent.workflows.engine import WorkflowEngine, WorkflowError
 from drivers.serial.scanner import ScanInterpreter
 from tests.serial.doubles import MemorySink
 
+T0 = 1_767_225_600_000  # 2026-01-01 UTC: the validator refuses times before 2020
 GTIN_A = "5901234123457"
 GTIN_B = "4006381333931"
 
@@ -37,7 +38,14 @@ class Dock:
         self.si = ScanInterpreter(self.cfg.workflow)
 
     def scan(self, code: str, at: int, device: str = "dock") -> dict[str, Any]:
-        return self.engine.on_scan(device, self.si.interpret(code.encode()), at, scan_id=f"scan-{at}")
+        """at is ms after T0."""
+        return self.engine.on_scan(device, self.si.interpret(code.encode()), T0 + at, scan_id=f"scan-{at}")
+
+    def weight(self, grams: int, at: int) -> None:
+        self.engine.on_weight("dock", grams, T0 + at)
+
+    def tick(self, now: int) -> None:
+        self.engine.tick(now=T0 + now)
 
     def moves(self) -> list[dict[str, Any]]:
         return [r["data"] for r in self.sink.of("stock_move")]
@@ -50,27 +58,30 @@ def test_receiving_doc_then_items_with_qty_weight_and_labels(tmp_path: Path) -> 
     d.scan("CMD:QTY:12", 1200)
     assert d.scan(GTIN_A, 1300)["result"] == "waiting-for-weight"
     assert d.scan(GTIN_B, 1400)["result"] == "waiting-for-weight"  # completes A as 12 pieces
-    d.engine.on_weight("dock", 2480, 1900)                         # B weighed within the window
+    d.weight(2480, 1900)                         # B weighed within the window
     d.scan(ean13("201234501234"), 5000)                             # a weight label: no waiting
     d.scan(GTIN_A, 6000)
-    d.engine.on_weight("dock", 999, 9000)                           # too late for A (window 2 s)
-    d.engine.tick(now=9001)
+    d.weight(999, 9000)                           # too late for A (window 2 s)
+    d.tick(9001)
     moves = d.moves()
     assert [(m["gtin"][-13:], m.get("qty"), m.get("weight_g")) for m in moves] == [
         (GTIN_A, 12, None), (GTIN_B, None, 2480), (ean13("201234500000"), None, 1234), (GTIN_A, 1, None)]
     assert all(m["type"] == "receive" and m["doc"] == "INV-2024/118" and m["to"] == "DOCK-1"
                and m["from"] == "supplier" for m in moves)
     assert moves[0]["scan"] == "scan-1300"
-    assert [r["at"] for r in d.sink.of("stock_move")] == [1300, 1400, 5000, 6000]
+    assert [r["at"] - T0 for r in d.sink.of("stock_move")] == [1300, 1400, 5000, 6000]
 
 
 def test_mode_commands_issue_transfer_waste(tmp_path: Path) -> None:
     d = Dock(tmp_path, pair_window_s=0)
     for code in ("CMD:MODE:TRANSFER", "CMD:LOC:A-1", "CMD:TO:B-2", "CMD:DOC:TR-9", GTIN_A,
-                 "CMD:MODE:WASTE", GTIN_B, "CMD:MODE:ISSUE", "CMD:DOC:CLEAR", GTIN_A):
+                 "CMD:MODE:WASTE", GTIN_B, "CMD:MODE:ISSUE", "CMD:DOC:CLEAR"):
         d.scan(code, 1)
+    assert d.scan(GTIN_A, 2) == {"result": "ignored", "reason": "issue: scan the document first"}
+    d.scan("ISS-4", 3)
+    d.scan(GTIN_A, 4)
     assert [(m["type"], m["from"], m["to"], m["doc"]) for m in d.moves()] == [
-        ("transfer", "A-1", "B-2", "TR-9"), ("waste", "A-1", "waste", "TR-9"), ("issue", "A-1", "issued", None)]
+        ("transfer", "A-1", "B-2", "TR-9"), ("waste", "A-1", "waste", "TR-9"), ("issue", "A-1", "issued", "ISS-4")]
 
 
 def test_stock_take_by_command_barcodes_blind_and_totals(tmp_path: Path) -> None:
@@ -88,8 +99,7 @@ def test_stock_take_by_command_barcodes_blind_and_totals(tmp_path: Path) -> None
     assert all(c["session"] == opened["session"] and c["location"] == "A-12" for c in counts)
     sessions = [r["data"] for r in d.sink.of("count_session")]
     assert [s["state"] for s in sessions] == ["open", "closed"]
-    assert sessions[1]["totals"] == [{"gtin": "0" + GTIN_B, "lines": 2, "qty": 7},
-                                     {"gtin": "0" + GTIN_A, "lines": 2, "qty": 2}]
+    assert sessions[1]["totals"] == {"0" + GTIN_B: {"lines": 2, "qty": 7}, "0" + GTIN_A: {"lines": 2, "qty": 2}}
     assert sessions[1]["locations"] == ["A-12"]
 
 
@@ -105,11 +115,11 @@ def test_recount_and_concurrent_sessions_on_different_devices(tmp_path: Path) ->
         d.engine.open_session("C-1", "room")
     d.scan(GTIN_A, 10, device="room")
     d.scan(GTIN_B, 11, device="dock")
-    d.engine.tick(now=10_000)  # the dock's item waited for a weight that never came
-    assert d.engine.status()["sessions"][0]["totals"] == [{"gtin": "0" + GTIN_A, "lines": 1, "qty": 1}]
+    d.tick(10_000)  # the dock's item waited for a weight that never came
+    assert d.engine.status()["sessions"][0]["totals"] == {"0" + GTIN_A: {"lines": 1, "qty": 1}}
     c1 = d.engine.close_session(device="room")
     c2 = d.engine.close_session(s2["session"])
-    assert c1["totals"][0]["gtin"] == "0" + GTIN_A and c2["totals"][0]["gtin"] == "0" + GTIN_B
+    assert list(c1["totals"]) == ["0" + GTIN_A] and list(c2["totals"]) == ["0" + GTIN_B]
     re = d.engine.open_session("A-12", "room", recount=True)
     assert re["recount_of"] == s1["session"]
 
@@ -124,7 +134,7 @@ def test_sessions_and_pending_items_survive_a_restart(tmp_path: Path) -> None:
     d.engine.close()   # the agent stops (or dies) here
 
     d2 = Dock(tmp_path, sink)
-    d2.engine.tick(now=10_000)
+    d2.tick(10_000)
     assert [m["gtin"][-13:] for m in d2.moves()] == [GTIN_B]
     assert d2.moves()[0]["doc"] == "INV-7"
     d2.scan(GTIN_B, 20_000, device="room")
@@ -146,6 +156,20 @@ def test_outbox_keeps_records_while_the_buffer_refuses_and_delivers_them_once(tm
     assert d2.engine.flush() == 2
     assert [m["gtin"][-13:] for m in d2.moves()] == [GTIN_A, GTIN_B]
     assert d2.engine.flush() == 0 and len(sink.of("stock_move")) == 2
+
+
+def test_a_record_the_buffer_refuses_for_good_is_parked_not_blocking(tmp_path: Path) -> None:
+    """A record the validator rejects would be retried forever and hold back every record behind
+    it in the outbox; it is parked in the `rejected` table instead."""
+    sink = MemorySink()
+    d = Dock(tmp_path, sink, pair_window_s=0)
+    with d.engine.store.tx() as db:
+        d.engine.store.enqueue(db, {"id": "0190a000-0000-7000-8000-000000000001", "kind": "count", "at": T0,
+                                    "src": "scanner:dock", "data": {"session": "s"}})
+    d.scan("INV-1", 2)
+    d.scan(GTIN_A, 3)
+    assert [m["gtin"][-13:] for m in d.moves()] == [GTIN_A]
+    assert d.engine.store.rejected_count() == 1 and d.engine.store.outbox_size() == 0
 
 
 def test_bad_commands_are_refused_not_applied(tmp_path: Path) -> None:
