@@ -16,9 +16,13 @@ ctypes because python3-seccomp is not in the venv):
   PROT_EXEC and shmat with SHM_EXEC fail with EPERM;
 * only native-architecture calls are allowed (SystemCallArchitectures=native), as
   libseccomp's default "bad architecture" action kills;
-* the unit's UMask= is set, so files are created with the modes the service gets.
+* the unit's UMask= is set, so files are created with the modes the service gets;
+* with --writable PATH (repeatable), ProtectSystem=strict: in a private mount namespace
+  the whole tree is read-only except those paths (the StateDirectory and a temp folder);
+  /proc, /sys and /dev are separate mounts and stay as they are.
 
-Usage: python -m tests.ops.sandbox UNIT_FILE [--trap] [--drop CALL] [--allow CALL] -- COMMAND ARGS...
+Usage: python -m tests.ops.sandbox UNIT_FILE [--trap] [--drop CALL] [--allow CALL] [--writable PATH]
+       -- COMMAND ARGS...
 """
 
 from __future__ import annotations
@@ -132,12 +136,36 @@ def apply_filters(allowed: set[str], denied_action: int, mdwe: bool) -> None:
     _load(lib, ctx)
 
 
+CLONE_NEWNS = 0x00020000
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x1, 0x20, 0x1000, 0x4000, 0x40000
+
+
+def protect_system(writable: list[Path]) -> None:
+    """ProtectSystem=strict with ReadWritePaths=writable, for this process and its children."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+
+    def check(rc: int, what: str) -> None:
+        if rc != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{what}: {os.strerror(err)}")
+
+    check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
+    for path in writable:
+        p = str(path.resolve()).encode()
+        check(libc.mount(p, p, None, MS_BIND, None), f"bind {path}")
+    check(libc.mount(None, b"/", None, MS_REMOUNT | MS_BIND | MS_RDONLY, None), "remount / read-only")
+
+
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("unit", type=Path)
     p.add_argument("--trap", action="store_true", help="SIGSYS on a forbidden call instead of the errno")
     p.add_argument("--drop", action="append", default=[], help="also forbid this call")
     p.add_argument("--allow", action="append", default=[], help="also allow this call")
+    p.add_argument("--writable", action="append", default=[], type=Path,
+                   help="ProtectSystem=strict: everything else becomes read-only")
     if "--" not in argv:
         p.error("separate the command with --")
     split = argv.index("--")
@@ -149,6 +177,8 @@ def main(argv: list[str]) -> None:
     umask = re.search(r"^UMask=([0-7]+)$", unit_text, flags=re.MULTILINE)
     if umask:
         os.umask(int(umask.group(1), 8))
+    if a.writable:
+        protect_system(a.writable)
     apply_filters(allowed, action, mdwe)
     os.execvp(command[0], command)
 

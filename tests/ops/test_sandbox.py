@@ -88,3 +88,16 @@ def test_clock_sync_needs_the_adjtimex_line() -> None:
     assert with_line.stdout.split()[0] in ("True", "False"), with_line.stderr
     without = sandboxed(["--drop", "adjtimex", "--drop", "clock_adjtime"], sys.executable, "-c", code)
     assert without.stdout.startswith("None adjtimex failed: errno 1"), without.stderr
+
+
+def test_protect_system_emulation_is_really_applied(tmp_path: Path) -> None:
+    """--writable leaves only the named folders writable, as ProtectSystem=strict with
+    StateDirectory= does; the service test relies on this to prove where the agent writes."""
+    state, outside = tmp_path / "state", tmp_path / "outside"
+    state.mkdir()
+    code = ("import sys\nfor p in sys.argv[1:]:\n    try:\n        open(p, 'w').close(); print('wrote', p)\n"
+            "    except OSError as e:\n        print('refused', p, e.strerror)\n")
+    r = sandboxed(["--writable", str(state)], sys.executable, "-c", code, str(state / "ok"), str(outside))
+    expected = [f"wrote {state / 'ok'}", f"refused {outside} Read-only file system"]
+    assert r.stdout.splitlines() == expected, r.stderr
+    assert (state / "ok").exists() and not outside.exists()

@@ -5,8 +5,10 @@ Mosquitto and the reference receiver.
 systemd itself cannot run here (no PID 1), so tests.ops.sandbox applies the unit's
 system-call rules and the test plays the service manager's part of the notify protocol
 on a real unix datagram socket: READY=1 after start, WATCHDOG=1 at half WatchdogSec,
-STOPPING=1 and exit 0 on SIGTERM. What is not covered: mount namespaces
-(ProtectSystem=, PrivateTmp=), the device cgroup and the user switch.
+STOPPING=1 and exit 0 on SIGTERM. ProtectSystem=strict is emulated in a private mount
+namespace: everything is read-only except the data_dir (StateDirectory=) and a temp
+folder (PrivateTmp=, here through $TMPDIR). Not covered: ProtectHome= (this test's
+Python lives under /root), the device cgroup and the user switch.
 """
 
 from __future__ import annotations
@@ -74,13 +76,18 @@ def test_agent_runs_notifies_and_stops_under_the_unit_sandbox(
     (creds / "api.token").write_text(branch.token + "\n")  # as LoadCredential=api.token:... would
     config = branch.write_agent_config(api={"token_file": "api.token"})
     branch.start_receiver()
+    private_tmp = tmp_path / "private-tmp"
+    private_tmp.mkdir()
     env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="2000000",
-               CREDENTIALS_DIRECTORY=str(creds), PYTHONUNBUFFERED="1")
+               CREDENTIALS_DIRECTORY=str(creds), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1",
+               TMPDIR=str(private_tmp))
+    writable = ["--writable", str(branch.data_dir), "--writable", str(private_tmp)]
     log = tmp_path / "agent.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.ops.sandbox", str(UNIT), *MODES[mode], "--",
-                                 sys.executable, "-m", "agent.cli.main", "run", "--config", str(config)],
-                                cwd=ROOT, env=env, stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.ops.sandbox", str(UNIT), *MODES[mode], *writable, "--",
+             sys.executable, "-m", "agent.cli.main", "run", "--config", str(config)],
+            cwd=ROOT, env=env, stdout=out, stderr=out)
     try:
         wait_for(lambda: notify.has("READY=1") or proc.poll() is not None, timeout=30, what="READY=1")
         assert proc.poll() is None, f"agent exited {proc.returncode}: {log.read_text()[-3000:]}"
