@@ -17,7 +17,8 @@ from typing import Any
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.cose import CoseError, decode_unverified, dumps_deterministic, verify1
+from agent.cose import CoseError, decode_unverified, verify1
+from receiver.deterministic import is_deterministic
 
 KINDS = frozenset(("sale", "stock_move", "count", "count_session", "scan", "weight", "media",
                    "device_event", "gap"))
@@ -106,7 +107,7 @@ def verify_signed(cose: bytes, dev: str, keys: Mapping[bytes, Ed25519PublicKey])
         raise Rejected("bad_payload", f"v = {payload.get('v')!r}; this receiver speaks version 1")
     if payload.get("dev") != dev:
         raise Rejected("dev_mismatch", f"payload dev {payload.get('dev')!r} is not the topic's device {dev!r}")
-    if dumps_deterministic(payload) != verified.payload_bytes:
+    if not is_deterministic(payload, verified.payload_bytes):
         raise Rejected("not_deterministic", "payload is not in deterministic CBOR encoding (RFC 8949 4.2.1)")
     return kid, payload, verified.payload_bytes
 

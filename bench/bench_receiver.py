@@ -1,0 +1,163 @@
+"""Receiver throughput: verify + store records/s with 500-record batches.
+
+Two figures, side by side in one run:
+  core    the worker's own path (check_batch + Writer in group commits, synchronous=FULL),
+          fed from memory: the ceiling of the receiver itself.
+  broker  the same batches published to a real Mosquitto (started here on a free port)
+          and drained by a running Receiver, timed from the first publish to the last
+          signed ack: what the lead's 1,000,000-record drain sees on the central side.
+
+  .venv/bin/python -m bench.bench_receiver --records 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.cose import dumps_deterministic, kid_for, protected_header, sign1
+from agent.keys import generate_key_file, public_pem
+
+DEV = "bench-soc/branch-1/agent-1"
+
+
+def make_batches(n_records: int, per_batch: int, key: Ed25519PrivateKey) -> list[bytes]:
+    rng = random.Random(42)
+    prot = protected_header(kid_for(key.public_key()))
+    prev = b"\x00" * 32
+    out: list[bytes] = []
+    for seq in range(1, n_records // per_batch + 1):
+        recs = [{"id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "kind": "sale",
+                 "at": 1_764_000_000_000 + i, "src": "api:pos-3",
+                 "data": {"receipt": f"R{seq}-{i}", "till": 3, "total": 500, "currency": "KWD",
+                          "lines": [{"gtin": "06291041500213", "qty": 2, "unit_price": 250, "amount": 500}]}}
+                for i in range(per_batch)]
+        payload = {"v": 1, "dev": DEV, "seq": seq, "prev": prev, "sealed": 1_764_000_000_000 + seq, "records": recs}
+        cose = sign1(dumps_deterministic(payload), key, protected=prot)
+        prev = hashlib.sha256(cose).digest()
+        out.append(cose)
+    return out
+
+
+def write_config(tmp: Path, key: Ed25519PrivateKey, port: int) -> Path:
+    generate_key_file(tmp / "central.pem")
+    (tmp / "dev.pem").write_text(public_pem(key.public_key()))
+    cfg = tmp / "rx.toml"
+    cfg.write_text(f'[receiver]\ndb = "rx.sqlite3"\nkey_file = "central.pem"\nmedia_dir = "media"\n'
+                   f'broker = "mqtt://127.0.0.1:{port}"\nclient_id = "bench-rx"\n'
+                   f'[[devices]]\nid = "{DEV}"\npublic_key = "dev.pem"\n')
+    return cfg
+
+
+def bench_core(cfg_path: Path, batches: list[bytes], group: int) -> float:
+    from receiver.config import load_receiver_config
+    from receiver.db import connect
+    from receiver.keys import DeviceRegistry
+    from receiver.writer import Writer
+
+    cfg = load_receiver_config(cfg_path)
+    w = Writer(connect(cfg.receiver.db.with_name("core.sqlite3"), writer=True), DeviceRegistry(cfg), 10_000)
+    topic = f"coop/v1/{DEV}/batch"
+    t0 = time.perf_counter()
+    for i in range(0, len(batches), group):
+        w.begin()
+        for cose in batches[i:i + group]:
+            w.on_batch(DEV, topic, cose)
+        w.commit()
+    elapsed = time.perf_counter() - t0
+    stored = w.conn.execute("SELECT count(*) FROM records").fetchone()[0]
+    w.conn.close()
+    assert stored == len(batches) * 500, stored
+    return elapsed
+
+
+def bench_broker(cfg_path: Path, batches: list[bytes], port: int) -> float:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from agent.cose import verify1
+    from receiver.config import load_receiver_config
+    from receiver.server import Receiver
+
+    cfg = load_receiver_config(cfg_path)
+    last = len(batches)
+    done = threading.Event()
+    with Receiver(cfg) as rx:
+        central = rx.signer.key.public_key()
+        keys = {kid_for(central): central}
+
+        def on_msg(c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
+            if verify1(msg.payload, keys).payload.get("seq") == last:
+                done.set()
+
+        agent = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-agent", protocol=mqtt.MQTTv5)
+        agent.on_message = on_msg
+        agent.max_inflight_messages_set(64)
+        agent.connect("127.0.0.1", port)
+        agent.subscribe(f"coop/v1/{DEV}/ack", qos=1)
+        agent.loop_start()
+        t0 = time.perf_counter()
+        for cose in batches:
+            agent.publish(f"coop/v1/{DEV}/batch", cose, qos=1)
+        ok = done.wait(600)
+        elapsed = time.perf_counter() - t0
+        agent.disconnect()
+        agent.loop_stop()
+        assert ok, "no ack of the last batch"
+        print(f"  commit groups: {rx.commits}")
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--group", type=int, default=20, help="batches per commit in the core run")
+    ap.add_argument("--skip-broker", action="store_true")
+    args = ap.parse_args()
+    key = Ed25519PrivateKey.generate()
+    t = time.perf_counter()
+    batches = make_batches(args.records, 500, key)
+    n = len(batches) * 500
+    print(f"{len(batches)} batches of 500 records made in {time.perf_counter() - t:.1f} s "
+          f"({sum(map(len, batches)) / len(batches) / 1024:.0f} KiB each)")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-rx-"))
+    mosq = None
+    try:
+        from tests.peers.net import free_port, port_open, wait_for
+        port = free_port()
+        cfg = write_config(tmp, key, port)
+        el = bench_core(cfg, batches, args.group)
+        print(f"core   (check_batch + Writer, {args.group} batches a commit): {n} records in {el:.2f} s = "
+              f"{n / el:,.0f} records/s")
+        if not args.skip_broker:
+            (tmp / "mosq.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                                           "max_queued_messages 100000\nmax_inflight_messages 0\n")
+            mosq = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c",
+                                     str(tmp / "mosq.conf")], stderr=subprocess.DEVNULL)
+            wait_for(lambda: port_open(port), what="mosquitto")
+            el = bench_broker(cfg, batches, port)
+            print(f"broker (Mosquitto -> Receiver -> signed ack of the last seq): {n} records in {el:.2f} s = "
+                  f"{n / el:,.0f} records/s")
+        print(f"max RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    finally:
+        if mosq is not None:
+            mosq.terminate()
+            mosq.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
