@@ -31,6 +31,7 @@ setup(
         "onvif-zeep-async>=3.1,<5",
         "uuid6>=2024.1",
         "reportlab>=4,<6",
+        "tomli-w>=1.0,<2",
     ],
     extras_require={
         "test": [

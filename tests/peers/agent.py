@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import tomli_w
 
 from agent.config.loader import parse_config
 from agent.keys import generate_key_file, public_pem
@@ -40,40 +41,18 @@ def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def toml_dumps(data: Mapping[str, Any], prefix: str = "") -> str:
-    """Just enough TOML for our configs: tables, arrays of tables, scalars, lists of scalars."""
-    lines: list[str] = []
-    tables: list[tuple[str, Mapping[str, Any]]] = []
-    arrays: list[tuple[str, list[Mapping[str, Any]]]] = []
-    for k, v in data.items():
-        if isinstance(v, Mapping):
-            tables.append((k, v))
-        elif isinstance(v, list) and v and all(isinstance(i, Mapping) for i in v):
-            arrays.append((k, v))
-        else:
-            lines.append(f"{k} = {_toml_value(v)}")
-    out = "\n".join(lines) + ("\n" if lines else "")
-    for k, v in tables:
-        name = f"{prefix}{k}"
-        out += f"\n[{name}]\n" + toml_dumps(v, name + ".")
-    for k, items in arrays:
-        for item in items:
-            out += f"\n[[{prefix}{k}]]\n" + toml_dumps(item, f"{prefix}{k}.")
-    return out
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
+def _plain(v: Any) -> Any:
     if isinstance(v, Path):
-        v = str(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return str(v)
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
     if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(i) for i in v) + "]"
-    raise TypeError(f"cannot write {v!r} as TOML")
+        return [_plain(x) for x in v]
+    return v
+
+
+def toml_dumps(data: Mapping[str, Any]) -> str:
+    return tomli_w.dumps(_plain(data))
 
 
 @dataclass
