@@ -40,12 +40,30 @@ def make_batches(n_records: int, per_batch: int, key: Ed25519PrivateKey) -> list
     prev = b"\x00" * 32
     out: list[bytes] = []
     for seq in range(1, n_records // per_batch + 1):
-        recs = [{"id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "kind": "sale",
-                 "at": 1_764_000_000_000 + i, "src": "api:pos-3",
-                 "data": {"receipt": f"R{seq}-{i}", "till": 3, "total": 500, "currency": "KWD",
-                          "lines": [{"gtin": "06291041500213", "qty": 2, "unit_price": 250, "amount": 500}]}}
-                for i in range(per_batch)]
-        payload = {"v": 1, "dev": DEV, "seq": seq, "prev": prev, "sealed": 1_764_000_000_000 + seq, "records": recs}
+        recs = [
+            {
+                "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "kind": "sale",
+                "at": 1_764_000_000_000 + i,
+                "src": "api:pos-3",
+                "data": {
+                    "receipt": f"R{seq}-{i}",
+                    "till": 3,
+                    "total": 500,
+                    "currency": "KWD",
+                    "lines": [{"gtin": "06291041500213", "qty": 2, "unit_price": 250, "amount": 500}],
+                },
+            }
+            for i in range(per_batch)
+        ]
+        payload = {
+            "v": 1,
+            "dev": DEV,
+            "seq": seq,
+            "prev": prev,
+            "sealed": 1_764_000_000_000 + seq,
+            "records": recs,
+        }
         cose = sign1(dumps_deterministic(payload), key, protected=prot)
         prev = hashlib.sha256(cose).digest()
         out.append(cose)
@@ -56,9 +74,11 @@ def write_config(tmp: Path, key: Ed25519PrivateKey, port: int) -> Path:
     generate_key_file(tmp / "central.pem")
     (tmp / "dev.pem").write_text(public_pem(key.public_key()))
     cfg = tmp / "rx.toml"
-    cfg.write_text(f'[receiver]\ndb = "rx.sqlite3"\nkey_file = "central.pem"\nmedia_dir = "media"\n'
-                   f'broker = "mqtt://127.0.0.1:{port}"\nclient_id = "bench-rx"\n'
-                   f'[[devices]]\nid = "{DEV}"\npublic_key = "dev.pem"\n')
+    cfg.write_text(
+        f'[receiver]\ndb = "rx.sqlite3"\nkey_file = "central.pem"\nmedia_dir = "media"\n'
+        f'broker = "mqtt://127.0.0.1:{port}"\nclient_id = "bench-rx"\n'
+        f'[[devices]]\nid = "{DEV}"\npublic_key = "dev.pem"\n'
+    )
     return cfg
 
 
@@ -74,7 +94,7 @@ def bench_core(cfg_path: Path, batches: list[bytes], group: int) -> float:
     t0 = time.perf_counter()
     for i in range(0, len(batches), group):
         w.begin()
-        for cose in batches[i:i + group]:
+        for cose in batches[i : i + group]:
             w.on_batch(DEV, topic, cose)
         w.commit()
     elapsed = time.perf_counter() - t0
@@ -131,26 +151,37 @@ def main() -> None:
     t = time.perf_counter()
     batches = make_batches(args.records, 500, key)
     n = len(batches) * 500
-    print(f"{len(batches)} batches of 500 records made in {time.perf_counter() - t:.1f} s "
-          f"({sum(map(len, batches)) / len(batches) / 1024:.0f} KiB each)")
+    print(
+        f"{len(batches)} batches of 500 records made in {time.perf_counter() - t:.1f} s "
+        f"({sum(map(len, batches)) / len(batches) / 1024:.0f} KiB each)"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="bench-rx-"))
     mosq = None
     try:
         from tests.peers.net import free_port, port_open, wait_for
+
         port = free_port()
         cfg = write_config(tmp, key, port)
         el = bench_core(cfg, batches, args.group)
-        print(f"core   (check_batch + Writer, {args.group} batches a commit): {n} records in {el:.2f} s = "
-              f"{n / el:,.0f} records/s")
+        print(
+            f"core   (check_batch + Writer, {args.group} batches a commit): {n} records in {el:.2f} s = "
+            f"{n / el:,.0f} records/s"
+        )
         if not args.skip_broker:
-            (tmp / "mosq.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                                           "max_queued_messages 100000\nmax_inflight_messages 0\n")
-            mosq = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c",
-                                     str(tmp / "mosq.conf")], stderr=subprocess.DEVNULL)
+            (tmp / "mosq.conf").write_text(
+                f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                "max_queued_messages 100000\nmax_inflight_messages 0\n"
+            )
+            mosq = subprocess.Popen(
+                [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(tmp / "mosq.conf")],
+                stderr=subprocess.DEVNULL,
+            )
             wait_for(lambda: port_open(port), what="mosquitto")
             el = bench_broker(cfg, batches, port)
-            print(f"broker (Mosquitto -> Receiver -> signed ack of the last seq): {n} records in {el:.2f} s = "
-                  f"{n / el:,.0f} records/s")
+            print(
+                f"broker (Mosquitto -> Receiver -> signed ack of the last seq): {n} records in {el:.2f} s = "
+                f"{n / el:,.0f} records/s"
+            )
         print(f"max RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     finally:
         if mosq is not None:

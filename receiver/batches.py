@@ -20,8 +20,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.cose import CoseError, decode_unverified, verify1
 from receiver.deterministic import is_deterministic
 
-KINDS = frozenset(("sale", "stock_move", "count", "count_session", "scan", "weight", "media",
-                   "device_event", "gap"))
+KINDS = frozenset(
+    ("sale", "stock_move", "count", "count_session", "scan", "weight", "media", "device_event", "gap")
+)
 MEDIA_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MEDIA_TYPES = {"video/mp4": ".mp4", "image/jpeg": ".jpg"}
 ZERO_HASH = b"\x00" * 32
@@ -92,7 +93,9 @@ def header_of(cose: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> bytes:
     return kid
 
 
-def verify_signed(cose: bytes, dev: str, keys: Mapping[bytes, Ed25519PublicKey]) -> tuple[bytes, dict[str, Any], bytes]:
+def verify_signed(
+    cose: bytes, dev: str, keys: Mapping[bytes, Ed25519PublicKey]
+) -> tuple[bytes, dict[str, Any], bytes]:
     """Verify a signed message (batch or status) of `dev`; returns (kid, payload map, payload bytes)."""
     kid = header_of(cose, keys)
     try:
@@ -106,7 +109,9 @@ def verify_signed(cose: bytes, dev: str, keys: Mapping[bytes, Ed25519PublicKey])
     if payload.get("v") != 1 or not _is_int(payload.get("v")):
         raise Rejected("bad_payload", f"v = {payload.get('v')!r}; this receiver speaks version 1")
     if payload.get("dev") != dev:
-        raise Rejected("dev_mismatch", f"payload dev {payload.get('dev')!r} is not the topic's device {dev!r}")
+        raise Rejected(
+            "dev_mismatch", f"payload dev {payload.get('dev')!r} is not the topic's device {dev!r}"
+        )
     if not is_deterministic(payload, verified.payload_bytes):
         raise Rejected("not_deterministic", "payload is not in deterministic CBOR encoding (RFC 8949 4.2.1)")
     return kid, payload, verified.payload_bytes
@@ -119,19 +124,33 @@ def _manifest(data: Mapping[str, Any], record_id: str) -> Manifest:
 
     media = data.get("media")
     need("media", isinstance(media, str) and bool(MEDIA_ID_RE.match(media)), "must match [A-Za-z0-9_-]{1,64}")
-    need("camera", isinstance(data.get("camera"), str) and bool(data.get("camera")), "must be a non-empty text")
+    need(
+        "camera", isinstance(data.get("camera"), str) and bool(data.get("camera")), "must be a non-empty text"
+    )
     need("type", data.get("type") in MEDIA_TYPES, "must be video/mp4 or image/jpeg")
     for key in ("start", "end"):
         need(key, _is_int(data.get(key)), "must be epoch milliseconds (integer)")
     need("size", _is_int(data.get("size")) and data["size"] > 0, "must be a positive integer")
     need("sha256", isinstance(data.get("sha256"), bytes) and len(data["sha256"]) == 32, "must be 32 bytes")
     need("chunk", _is_int(data.get("chunk")) and data["chunk"] > 0, "must be a positive integer")
-    need("chunks", _is_int(data.get("chunks")) and data["chunks"] == -(-data["size"] // data["chunk"]),
-         "must equal ceil(size / chunk)")
+    need(
+        "chunks",
+        _is_int(data.get("chunks")) and data["chunks"] == -(-data["size"] // data["chunk"]),
+        "must equal ceil(size / chunk)",
+    )
     need("reason", isinstance(data.get("reason"), Mapping), "must be a map")
-    return Manifest(media=data["media"], camera=data["camera"], type=data["type"], start=data["start"],
-                    end=data["end"], size=data["size"], sha256=data["sha256"], chunk=data["chunk"],
-                    chunks=data["chunks"], record_id=record_id)
+    return Manifest(
+        media=data["media"],
+        camera=data["camera"],
+        type=data["type"],
+        start=data["start"],
+        end=data["end"],
+        size=data["size"],
+        sha256=data["sha256"],
+        chunk=data["chunk"],
+        chunks=data["chunks"],
+        record_id=record_id,
+    )
 
 
 def _rows(records: Any, seq: int) -> tuple[list[tuple[str, str, int, str, bytes]], list[Manifest]]:
@@ -143,11 +162,21 @@ def _rows(records: Any, seq: int) -> tuple[list[tuple[str, str, int, str, bytes]
     for i, rec in enumerate(records):
         if type(rec) is not dict:
             raise Rejected("bad_record", f"records[{i}] is not a map", seq)
-        rid, kind, at, src, data = rec.get("id"), rec.get("kind"), rec.get("at"), rec.get("src"), rec.get("data")
+        rid, kind, at, src, data = (
+            rec.get("id"),
+            rec.get("kind"),
+            rec.get("at"),
+            rec.get("src"),
+            rec.get("data"),
+        )
         if type(rid) is not str or not 0 < len(rid) <= MAX_RECORD_ID:
-            raise Rejected("bad_record", f"records[{i}].id = {rid!r}; must be a text of 1..{MAX_RECORD_ID}", seq)
+            raise Rejected(
+                "bad_record", f"records[{i}].id = {rid!r}; must be a text of 1..{MAX_RECORD_ID}", seq
+            )
         if kind not in KINDS:
-            raise Rejected("bad_record", f"records[{i}].kind = {kind!r}; version 1 kinds are {sorted(KINDS)}", seq)
+            raise Rejected(
+                "bad_record", f"records[{i}].kind = {kind!r}; version 1 kinds are {sorted(KINDS)}", seq
+            )
         if type(at) is not int:
             raise Rejected("bad_record", f"records[{i}].at = {at!r}; must be epoch milliseconds", seq)
         if type(src) is not str or not src:
@@ -167,7 +196,7 @@ def check_batch(cose: bytes, dev: str, keys: Mapping[bytes, Ed25519PublicKey]) -
     """Everything about one batch that does not depend on the stored chain; raises Rejected."""
     kid, p, _ = verify_signed(cose, dev, keys)
     seq = p.get("seq")
-    if not _is_int(seq) or seq < 1:
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise Rejected("bad_payload", f"seq = {seq!r}; must be an integer >= 1")
     missing = BATCH_KEYS - p.keys()
     if missing:
@@ -180,5 +209,14 @@ def check_batch(cose: bytes, dev: str, keys: Mapping[bytes, Ed25519PublicKey]) -
     if not _is_int(p["sealed"]) or p["sealed"] < 0:
         raise Rejected("bad_payload", f"sealed = {p['sealed']!r}; must be epoch milliseconds", seq)
     rows, media = _rows(p["records"], seq)
-    return Batch(dev=dev, seq=seq, prev=prev, sealed=p["sealed"], cose=cose,
-                 hash=hashlib.sha256(cose).digest(), kid=kid, rows=rows, media=media)
+    return Batch(
+        dev=dev,
+        seq=seq,
+        prev=prev,
+        sealed=p["sealed"],
+        cose=cose,
+        hash=hashlib.sha256(cose).digest(),
+        kid=kid,
+        rows=rows,
+        media=media,
+    )

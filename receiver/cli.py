@@ -18,8 +18,14 @@ import click
 
 from agent.cose import kid_for
 from agent.keys import KeyError_, generate_key_file, public_pem, public_raw
-from receiver.config import DEFAULT_CONFIG_PATH, DEVICE_RE, DEVICE_RULE, ConfigError, ReceiverConfig, \
-    load_receiver_config
+from receiver.config import (
+    DEFAULT_CONFIG_PATH,
+    DEVICE_RE,
+    DEVICE_RULE,
+    ConfigError,
+    ReceiverConfig,
+    load_receiver_config,
+)
 from receiver.keys import DeviceRegistry, load_central_key
 from receiver.messages import Signer, command, device_topic
 from receiver.mqtt import MqttError, publish_once
@@ -29,8 +35,12 @@ from receiver.store import ReceiverStore, StoreMissing
 F = TypeVar("F", bound=Callable[..., Any])
 
 config_option = click.option(
-    "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-    help=f"receiver config (TOML); default {DEFAULT_CONFIG_PATH} if it exists, else the embedded defaults")
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help=f"receiver config (TOML); default {DEFAULT_CONFIG_PATH} if it exists, else the embedded defaults",
+)
 
 
 def resolve(config_path: Path | None) -> ReceiverConfig:
@@ -62,8 +72,9 @@ def parse_time(value: str, name: str) -> int:
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"--{name} = {value!r}: give epoch milliseconds or ISO-8601 "
-                         "(e.g. 2026-11-29T14:00:00Z)") from None
+        raise ValueError(
+            f"--{name} = {value!r}: give epoch milliseconds or ISO-8601 (e.g. 2026-11-29T14:00:00Z)"
+        ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
@@ -87,7 +98,9 @@ def keys() -> None:
 
 @keys.command("init")
 @config_option
-@click.option("--force", is_flag=True, help="replace an existing key (every agent must get the new public key)")
+@click.option(
+    "--force", is_flag=True, help="replace an existing key (every agent must get the new public key)"
+)
 @handle_errors
 def keys_init(config_path: Path | None, force: bool) -> None:
     """Create the central key (Ed25519, PKCS#8 PEM, mode 0600)."""
@@ -133,8 +146,9 @@ def run(config_path: Path | None) -> None:
     from receiver.server import Receiver
 
     cfg = resolve(config_path)
-    logging.basicConfig(level=cfg.receiver.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=cfg.receiver.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -169,8 +183,13 @@ def _send(cfg: ReceiverConfig, dev: str, cmd: str, args: dict[str, Any]) -> str:
     signer = Signer(load_central_key(cfg.receiver.key_file))
     cid, cose = command(signer, dev, cmd, args)
     r = cfg.receiver
-    publish_once(r, device_topic(r.topic_prefix, dev, "cmd"), cose, f"{r.client_id}-cmd-{os.getpid()}",
-                 r.command_timeout_s)
+    publish_once(
+        r,
+        device_topic(r.topic_prefix, dev, "cmd"),
+        cose,
+        f"{r.client_id}-cmd-{os.getpid()}",
+        r.command_timeout_s,
+    )
     return cid
 
 
@@ -178,7 +197,7 @@ def _send(cfg: ReceiverConfig, dev: str, cmd: str, args: dict[str, Any]) -> str:
 @config_option
 @click.argument("device")
 @click.argument("cmd", type=click.Choice(["resend", "ping", "snapshot", "clip"]))
-@click.option("--args", "args_json", default="{}", help='command arguments as JSON, e.g. \'{"from_seq": 5}\'')
+@click.option("--args", "args_json", default="{}", help="command arguments as JSON, e.g. '{\"from_seq\": 5}'")
 @handle_errors
 def send_command(config_path: Path | None, device: str, cmd: str, args_json: str) -> None:
     """Sign and publish a command to DEVICE; prints the command id the agent's answer will name."""

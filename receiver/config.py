@@ -18,8 +18,10 @@ from agent.config.base import Section
 
 DEVICE_PART = r"[a-z0-9][a-z0-9-]{0,31}"
 DEVICE_RE = re.compile(rf"^{DEVICE_PART}/{DEVICE_PART}/{DEVICE_PART}$")
-DEVICE_RULE = ("must be SOCIETY/BRANCH/DEVICE, each part matching [a-z0-9][a-z0-9-]{0,31} "
-               "(lower case letters, digits and '-', at most 32 characters)")
+DEVICE_RULE = (
+    "must be SOCIETY/BRANCH/DEVICE, each part matching [a-z0-9][a-z0-9-]{0,31} "
+    "(lower case letters, digits and '-', at most 32 characters)"
+)
 DEFAULT_CONFIG_PATH = Path("/etc/coop-receiver/receiver.toml")
 SPEC_MAX_PAYLOAD = 256 * 1024
 
@@ -37,38 +39,57 @@ class ReceiverSection(Section):
     db: Path = Field(Path("/var/lib/coop-receiver/receiver.sqlite3"), description="SQLite database file")
     broker: str = Field("mqtt://127.0.0.1:1883", description="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
     topic_prefix: str = Field("coop/v1", description="topics are PREFIX/SOCIETY/BRANCH/DEVICE/...")
-    client_id: str = Field("coop-receiver", min_length=1, max_length=128,
-                           description="MQTT client id; fixed so the broker keeps the session across restarts")
-    key_file: Path = Field(Path("/etc/coop-receiver/central_key.pem"),
-                           description="the central Ed25519 private key (PKCS#8 PEM, mode 0600)")
+    client_id: str = Field(
+        "coop-receiver",
+        min_length=1,
+        max_length=128,
+        description="MQTT client id; fixed so the broker keeps the session across restarts",
+    )
+    key_file: Path = Field(
+        Path("/etc/coop-receiver/central_key.pem"),
+        description="the central Ed25519 private key (PKCS#8 PEM, mode 0600)",
+    )
     media_dir: Path = Field(Path("/var/lib/coop-receiver/media"), description="verified clips and snapshots")
-    devices_dir: Path | None = Field(None, description="folder of SOCIETY.BRANCH.DEVICE[.anything].pem public keys")
+    devices_dir: Path | None = Field(
+        None, description="folder of SOCIETY.BRANCH.DEVICE[.anything].pem public keys"
+    )
     ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate (mqtts)")
     cert_file: Path | None = Field(None, description="client certificate for the broker (mqtts)")
     client_key_file: Path | None = Field(None, description="private key of cert_file (not the central key)")
     username: str | None = Field(None, description="broker user name")
     password_file: Path | None = Field(None, description="file holding the broker password (first line)")
     keepalive_s: Annotated[int, Field(ge=5, le=3600, description="MQTT keepalive")] = 30
-    session_expiry_s: Annotated[int, Field(ge=60, le=30 * 86400,
-                                           description="how long the broker keeps our session while we are down")] = 7 * 86400
-    receive_maximum: Annotated[int, Field(ge=1, le=65535,
-                                          description="QoS 1 messages the broker may have in flight to us")] = 200
-    max_payload_bytes: Annotated[int, Field(ge=4096, le=16 * 1024 * 1024,
-                                            description="larger MQTT payloads are rejected")] = SPEC_MAX_PAYLOAD
-    resend_interval_s: Annotated[float, Field(gt=0, le=3600,
-                                              description="at most one resend command per device this often")] = 5.0
-    max_pending_batches: Annotated[int, Field(ge=1, le=1_000_000,
-                                              description="batches held per device while a gap is open")] = 10_000
-    media_idle_s: Annotated[float, Field(gt=0, le=3600,
-                                         description="ask for missing chunks after this long without one")] = 5.0
-    media_retry_max_s: Annotated[float, Field(gt=0, le=86400,
-                                              description="cap of the backoff between missing-chunk asks")] = 300.0
-    max_early_media_mb: Annotated[int, Field(ge=1, le=1_000_000,
-                                             description="per device: chunks kept on disk before their manifest")] = 256
-    command_timeout_s: Annotated[float, Field(gt=0, le=600,
-                                              description="wait this long for the broker to accept a command")] = 10.0
-    max_rejections_per_device: Annotated[int, Field(ge=100, le=10_000_000,
-                                                    description="older rejections are pruned past this")] = 100_000
+    session_expiry_s: Annotated[
+        int,
+        Field(ge=60, le=30 * 86400, description="how long the broker keeps our session while we are down"),
+    ] = 7 * 86400
+    receive_maximum: Annotated[
+        int, Field(ge=1, le=65535, description="QoS 1 messages the broker may have in flight to us")
+    ] = 200
+    max_payload_bytes: Annotated[
+        int, Field(ge=4096, le=16 * 1024 * 1024, description="larger MQTT payloads are rejected")
+    ] = SPEC_MAX_PAYLOAD
+    resend_interval_s: Annotated[
+        float, Field(gt=0, le=3600, description="at most one resend command per device this often")
+    ] = 5.0
+    max_pending_batches: Annotated[
+        int, Field(ge=1, le=1_000_000, description="batches held per device while a gap is open")
+    ] = 10_000
+    media_idle_s: Annotated[
+        float, Field(gt=0, le=3600, description="ask for missing chunks after this long without one")
+    ] = 5.0
+    media_retry_max_s: Annotated[
+        float, Field(gt=0, le=86400, description="cap of the backoff between missing-chunk asks")
+    ] = 300.0
+    max_early_media_mb: Annotated[
+        int, Field(ge=1, le=1_000_000, description="per device: chunks kept on disk before their manifest")
+    ] = 256
+    command_timeout_s: Annotated[
+        float, Field(gt=0, le=600, description="wait this long for the broker to accept a command")
+    ] = 10.0
+    max_rejections_per_device: Annotated[
+        int, Field(ge=100, le=10_000_000, description="older rejections are pruned past this")
+    ] = 100_000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("broker")
@@ -118,7 +139,9 @@ class ReceiverSection(Section):
 
 class DeviceEntry(Section):
     id: str = Field(description="SOCIETY/BRANCH/DEVICE")
-    public_key: list[Path] = Field(description="the device's Ed25519 public key PEM (or a list, while keys rotate)")
+    public_key: list[Path] = Field(
+        description="the device's Ed25519 public key PEM (or a list, while keys rotate)"
+    )
 
     @field_validator("id")
     @classmethod
@@ -146,21 +169,34 @@ class ReceiverConfig(Section):
         seen: set[str] = set()
         for d in self.devices:
             if d.id in seen:
-                raise ValueError(f"[[devices]] id {d.id!r} is listed twice; list each device once "
-                                 "(several keys go in one public_key list)")
+                raise ValueError(
+                    f"[[devices]] id {d.id!r} is listed twice; list each device once "
+                    "(several keys go in one public_key list)"
+                )
             seen.add(d.id)
         return self
 
     def resolved(self, base: Path) -> ReceiverConfig:
         """A copy whose relative paths are taken relative to `base` (the config file's folder)."""
+
         def fix(p: Path | None) -> Path | None:
             return p if p is None or p.is_absolute() else base / p
 
-        r = self.receiver.model_copy(update={
-            name: fix(getattr(self.receiver, name))
-            for name in ("db", "key_file", "media_dir", "devices_dir", "ca_file", "cert_file",
-                         "client_key_file", "password_file")
-        })
+        r = self.receiver.model_copy(
+            update={
+                name: fix(getattr(self.receiver, name))
+                for name in (
+                    "db",
+                    "key_file",
+                    "media_dir",
+                    "devices_dir",
+                    "ca_file",
+                    "cert_file",
+                    "client_key_file",
+                    "password_file",
+                )
+            }
+        )
         devs = [d.model_copy(update={"public_key": [fix(p) for p in d.public_key]}) for d in self.devices]
         return self.model_copy(update={"receiver": r, "devices": devs})
 
@@ -170,7 +206,9 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
-        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        field = (
+            model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        )
         if field is None:
             return []
         ann = field.annotation
@@ -183,7 +221,9 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
 
 def _format(err: dict[str, Any]) -> str:
     loc = tuple(err["loc"])
-    key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(top level)"
+    key = (
+        ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(top level)"
+    )
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc)
         hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""

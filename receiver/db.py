@@ -116,8 +116,9 @@ def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
 def migrate(conn: sqlite3.Connection) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
-        raise RuntimeError(f"database schema {version} is newer than this receiver ({SCHEMA_VERSION}); "
-                           "upgrade coop-receiver")
+        raise RuntimeError(
+            f"database schema {version} is newer than this receiver ({SCHEMA_VERSION}); upgrade coop-receiver"
+        )
     for v in range(version + 1, SCHEMA_VERSION + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:

@@ -53,8 +53,15 @@ def _fsync_dir(path: Path) -> None:
 
 
 class MediaAssembler:
-    def __init__(self, conn: sqlite3.Connection, media_dir: Path, *, idle_s: float, retry_max_s: float,
-                 early_cap_bytes: int):
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        media_dir: Path,
+        *,
+        idle_s: float,
+        retry_max_s: float,
+        early_cap_bytes: int,
+    ):
         self.conn = conn
         self.media_dir = media_dir
         self.spool = media_dir / ".spool"
@@ -72,17 +79,32 @@ class MediaAssembler:
         """Rebuild the in-memory view from the database and the spool after a restart."""
         now = time.monotonic()
         rows = self.conn.execute(
-            "SELECT d.dev, m.media_id, m.camera, m.type, m.start, m.\"end\", m.size, m.sha256, m.chunk, m.chunks, "
-            "m.record_id FROM media m JOIN devices d ON d.did = m.did WHERE m.state = 'pending'").fetchall()
+            'SELECT d.dev, m.media_id, m.camera, m.type, m.start, m."end", m.size, m.sha256, m.chunk, '
+            "m.chunks, m.record_id FROM media m JOIN devices d ON d.did = m.did WHERE m.state = 'pending'"
+        ).fetchall()
         for r in rows:
-            man = Manifest(media=r[1], camera=r[2], type=r[3], start=r[4], end=r[5], size=r[6], sha256=r[7],
-                           chunk=r[8], chunks=r[9], record_id=r[10])
-            self._tracks[(r[0], r[1])] = Track(r[0], man, self._spooled(r[0], r[1]), now + self.idle_s, self.idle_s)
+            man = Manifest(
+                media=r[1],
+                camera=r[2],
+                type=r[3],
+                start=r[4],
+                end=r[5],
+                size=r[6],
+                sha256=r[7],
+                chunk=r[8],
+                chunks=r[9],
+                record_id=r[10],
+            )
+            self._tracks[(r[0], r[1])] = Track(
+                r[0], man, self._spooled(r[0], r[1]), now + self.idle_s, self.idle_s
+            )
         if self.spool.is_dir():
             for media_dir in self.spool.glob("*/*/*/*"):
                 dev = "/".join(media_dir.relative_to(self.spool).parts[:3])
                 if (dev, media_dir.name) not in self._tracks:
-                    self._early[dev] = self._early.get(dev, 0) + sum(f.stat().st_size for f in media_dir.iterdir())
+                    self._early[dev] = self._early.get(dev, 0) + sum(
+                        f.stat().st_size for f in media_dir.iterdir()
+                    )
 
     # -- paths --------------------------------------------------------------------------
 
@@ -100,13 +122,17 @@ class MediaAssembler:
 
     # -- chunks -------------------------------------------------------------------------
 
-    def on_chunk(self, dev: str, topic: str, media_id: str, index: int, data: bytes, reject: RejectFn) -> None:
+    def on_chunk(
+        self, dev: str, topic: str, media_id: str, index: int, data: bytes, reject: RejectFn
+    ) -> None:
         key = (dev, media_id)
         track = self._tracks.get(key)
         if track is None:
             state = self.conn.execute(
-                "SELECT m.state FROM media m JOIN devices d ON d.did = m.did WHERE d.dev = ? AND m.media_id = ?",
-                (dev, media_id)).fetchone()
+                "SELECT m.state FROM media m JOIN devices d ON d.did = m.did "
+                "WHERE d.dev = ? AND m.media_id = ?",
+                (dev, media_id),
+            ).fetchone()
             if state is not None and state[0] == "complete":
                 self._reack_complete(dev, media_id)
                 return
@@ -115,8 +141,13 @@ class MediaAssembler:
         man = track.manifest
         expected = man.chunk if index < man.chunks - 1 else man.size - man.chunk * (man.chunks - 1)
         if not 0 <= index < man.chunks or len(data) != expected:
-            reject(dev, topic, "bad_chunk", f"media {media_id} chunk {index} has {len(data)} bytes; the manifest "
-                                            f"says {man.chunks} chunks of {man.chunk} bytes, {man.size} in all")
+            reject(
+                dev,
+                topic,
+                "bad_chunk",
+                f"media {media_id} chunk {index} has {len(data)} bytes; the manifest "
+                f"says {man.chunks} chunks of {man.chunk} bytes, {man.size} in all",
+            )
             return
         self._write_chunk(dev, media_id, index, data)
         track.have.add(index)
@@ -127,14 +158,20 @@ class MediaAssembler:
         elif index == man.chunks - 1:
             self._ask(track)  # the last chunk came and there are holes: say which now
 
-    def _early_chunk(self, dev: str, topic: str, media_id: str, index: int, data: bytes, reject: RejectFn) -> None:
+    def _early_chunk(
+        self, dev: str, topic: str, media_id: str, index: int, data: bytes, reject: RejectFn
+    ) -> None:
         old = self._spool_dir(dev, media_id) / str(index)
         old_size = old.stat().st_size if old.exists() else 0
         used = self._early.get(dev, 0) - old_size
         if used + len(data) > self.early_cap:
-            reject(dev, topic, "early_media_full",
-                   f"chunk {index} of {media_id} dropped: {used} bytes of chunks already wait for their "
-                   f"manifest (cap {self.early_cap}); it will be asked for again")
+            reject(
+                dev,
+                topic,
+                "early_media_full",
+                f"chunk {index} of {media_id} dropped: {used} bytes of chunks already wait for their "
+                f"manifest (cap {self.early_cap}); it will be asked for again",
+            )
             return
         self._write_chunk(dev, media_id, index, data)
         self._early[dev] = used + len(data)
@@ -159,13 +196,31 @@ class MediaAssembler:
 
     def on_manifest(self, dev: str, did: int, seq: int, man: Manifest, topic: str, reject: RejectFn) -> None:
         cur = self.conn.execute(
-            "INSERT OR IGNORE INTO media (did, media_id, seq, record_id, camera, type, start, \"end\", size, sha256, "
-            "chunk, chunks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (did, man.media, seq, man.record_id, man.camera, man.type, man.start, man.end, man.size, man.sha256,
-             man.chunk, man.chunks))
+            'INSERT OR IGNORE INTO media (did, media_id, seq, record_id, camera, type, start, "end", size, '
+            "sha256, chunk, chunks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                did,
+                man.media,
+                seq,
+                man.record_id,
+                man.camera,
+                man.type,
+                man.start,
+                man.end,
+                man.size,
+                man.sha256,
+                man.chunk,
+                man.chunks,
+            ),
+        )
         if cur.rowcount == 0:
-            reject(dev, topic, "media_id_reused", f"media {man.media} (record {man.record_id}, seq {seq}) was "
-                                                  "announced before; the first manifest stands")
+            reject(
+                dev,
+                topic,
+                "media_id_reused",
+                f"media {man.media} (record {man.record_id}, seq {seq}) was "
+                "announced before; the first manifest stands",
+            )
             return
         have = self._spooled(dev, man.media)
         d = self._spool_dir(dev, man.media)
@@ -206,16 +261,22 @@ class MediaAssembler:
             tmp.unlink()
             shutil.rmtree(src, ignore_errors=True)
             track.have.clear()
-            reject(dev, topic, "media_sha_mismatch",
-                   f"media {man.media}: {size} bytes with SHA-256 {digest.hexdigest()[:16]}... do not match the "
-                   f"manifest ({man.size} bytes, {man.sha256.hex()[:16]}...); all chunks asked for again")
+            reject(
+                dev,
+                topic,
+                "media_sha_mismatch",
+                f"media {man.media}: {size} bytes with SHA-256 {digest.hexdigest()[:16]}... do not match the "
+                f"manifest ({man.size} bytes, {man.sha256.hex()[:16]}...); all chunks asked for again",
+            )
             self._ask(track)
             return
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-        self.conn.execute("UPDATE media SET state = 'complete', path = ?, completed_at = ? WHERE media_id = ? AND "
-                          "did = (SELECT did FROM devices WHERE dev = ?)",
-                          (str(final), int(time.time() * 1000), man.media, dev))
+        self.conn.execute(
+            "UPDATE media SET state = 'complete', path = ?, completed_at = ? WHERE media_id = ? AND "
+            "did = (SELECT did FROM devices WHERE dev = ?)",
+            (str(final), int(time.time() * 1000), man.media, dev),
+        )
         shutil.rmtree(src, ignore_errors=True)
         del self._tracks[(dev, man.media)]
         log.info("media %s of %s complete: %s (%d bytes)", man.media, dev, final.name, size)
@@ -224,8 +285,13 @@ class MediaAssembler:
     def _ask(self, track: Track) -> None:
         missing = sorted(set(range(track.manifest.chunks)) - track.have)
         self.outbox.acks.append((track.dev, track.manifest.media, missing))
-        log.info("media %s of %s: asking again for %d of %d chunks", track.manifest.media, track.dev,
-                 len(missing), track.manifest.chunks)
+        log.info(
+            "media %s of %s: asking again for %d of %d chunks",
+            track.manifest.media,
+            track.dev,
+            len(missing),
+            track.manifest.chunks,
+        )
 
     def tick(self) -> None:
         """Ask for the holes of every item idle past its deadline; back off while nothing comes."""

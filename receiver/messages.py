@@ -30,7 +30,7 @@ class Topic:
 def parse_topic(prefix: str, topic: str) -> Topic | None:
     if not topic.startswith(prefix + "/"):
         return None
-    parts = topic[len(prefix) + 1:].split("/")
+    parts = topic[len(prefix) + 1 :].split("/")
     if len(parts) < 4:
         return None
     dev = "/".join(parts[:3])
@@ -71,6 +71,7 @@ def media_ack(signer: Signer, dev: str, media_id: str, missing: list[int]) -> by
 
 def check_command_args(cmd: str, args: Mapping[str, Any]) -> None:
     """The spec's argument shapes, so a typo fails here and not silently at the branch."""
+
     def need(key: str, ok: bool, what: str) -> None:
         if not ok:
             raise ValueError(f"{cmd}: argument {key} = {args.get(key)!r}; {what}")
@@ -78,17 +79,27 @@ def check_command_args(cmd: str, args: Mapping[str, Any]) -> None:
     if cmd not in COMMANDS:
         raise ValueError(f"unknown command {cmd!r}; version 1 commands are {', '.join(COMMANDS)}")
     if cmd == "resend":
-        need("from_seq", type(args.get("from_seq")) is int and args["from_seq"] >= 1, "must be an integer >= 1")
+        need(
+            "from_seq", type(args.get("from_seq")) is int and args["from_seq"] >= 1, "must be an integer >= 1"
+        )
     if cmd in ("clip", "snapshot"):
-        need("camera", isinstance(args.get("camera"), str) and bool(args.get("camera")), "must be a camera id")
+        need(
+            "camera", isinstance(args.get("camera"), str) and bool(args.get("camera")), "must be a camera id"
+        )
     if cmd == "clip":
         for key in ("start", "end"):
             need(key, type(args.get(key)) is int and args[key] >= 0, "must be epoch milliseconds")
         need("end", args["end"] > args["start"], "must be after start")
 
 
-def command(signer: Signer, dev: str, cmd: str, args: Mapping[str, Any],
-            cmd_id: str | None = None, at_ms: int | None = None) -> tuple[str, bytes]:
+def command(
+    signer: Signer,
+    dev: str,
+    cmd: str,
+    args: Mapping[str, Any],
+    cmd_id: str | None = None,
+    at_ms: int | None = None,
+) -> tuple[str, bytes]:
     """A signed command; returns (id, COSE bytes). The id is what the agent's answer names."""
     check_command_args(cmd, args)
     cid = cmd_id or str(uuid.uuid4())

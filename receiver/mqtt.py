@@ -47,13 +47,17 @@ class Refused:
 
 
 def make_client(cfg: ReceiverSection, client_id: str, *, manual_ack: bool) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                         manual_ack=manual_ack)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack
+    )
     if cfg.tls:
-        client.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                       certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                       keyfile=str(cfg.client_key_file) if cfg.client_key_file else None,
-                       cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.tls_set(
+            ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+            certfile=str(cfg.cert_file) if cfg.cert_file else None,
+            keyfile=str(cfg.client_key_file) if cfg.client_key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
     if cfg.username is not None:
         password = read_secret(cfg.password_file) if cfg.password_file is not None else None
         client.username_pw_set(cfg.username, password)
@@ -86,12 +90,17 @@ class MqttLink:
     def start(self, subscriptions: list[str], timeout: float = 15.0) -> None:
         """Connect, subscribe, and return once the broker granted every subscription."""
         self._subscriptions = subscriptions
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.cfg.session_expiry_s
         props.ReceiveMaximum = self.cfg.receive_maximum
         try:
-            self._client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s, clean_start=False,
-                                 properties=props)
+            self._client.connect(
+                self.cfg.host,
+                self.cfg.port,
+                keepalive=self.cfg.keepalive_s,
+                clean_start=False,
+                properties=props,
+            )
         except (OSError, ssl.SSLError) as exc:
             raise MqttError(f"cannot connect to the broker {self.cfg.host}:{self.cfg.port}: {exc}") from exc
         self._client.loop_start()
@@ -116,16 +125,22 @@ class MqttLink:
         with self._lock:
             self._gen += 1
             self.connected = True
-        log.info("connected to %s:%d (session present: %s)", self.cfg.host, self.cfg.port, flags.session_present)
+        log.info(
+            "connected to %s:%d (session present: %s)", self.cfg.host, self.cfg.port, flags.session_present
+        )
         client.subscribe([(t, SubscribeOptions(qos=1)) for t in self._subscriptions])
 
-    def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+    def _disconnected(
+        self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
+    ) -> None:
         with self._lock:
             self.connected = False
         if rc.value != 0:
             log.warning("disconnected from the broker: %s; paho reconnects", rc)
 
-    def _subscribed(self, client: mqtt.Client, userdata: Any, mid: int, rcs: list[ReasonCode], props: Any) -> None:
+    def _subscribed(
+        self, client: mqtt.Client, userdata: Any, mid: int, rcs: list[ReasonCode], props: Any
+    ) -> None:
         bad = [f"{t}: {rc}" for t, rc in zip(self._subscriptions, rcs, strict=False) if rc.is_failure]
         if bad:
             self._error = "subscription refused: " + "; ".join(bad)
@@ -146,7 +161,7 @@ class MqttLink:
         self._refused.append(Refused(topic, payload, str(rc)))
 
     def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._on_message(msg.topic, msg.payload, msg.mid, msg.qos, self._gen)
+        self._on_message(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._gen)
 
     # -- worker side --------------------------------------------------------------------
 

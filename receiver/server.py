@@ -30,8 +30,8 @@ from receiver.writer import Writer
 
 log = logging.getLogger(__name__)
 
-GROUP_MAX = 500          # messages per transaction
-TICK_S = 0.25            # housekeeping when idle: media asks, resends, refused publishes
+GROUP_MAX = 500  # messages per transaction
+TICK_S = 0.25  # housekeeping when idle: media asks, resends, refused publishes
 PRUNE_EVERY_S = 60.0
 
 
@@ -91,9 +91,13 @@ class Receiver:
         self.registry = DeviceRegistry(config)
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         self.writer = Writer(connect(cfg.db, writer=True), self.registry, cfg.max_pending_batches)
-        self.media = MediaAssembler(self.writer.conn, cfg.media_dir, idle_s=cfg.media_idle_s,
-                                    retry_max_s=cfg.media_retry_max_s,
-                                    early_cap_bytes=cfg.max_early_media_mb * 1024 * 1024)
+        self.media = MediaAssembler(
+            self.writer.conn,
+            cfg.media_dir,
+            idle_s=cfg.media_idle_s,
+            retry_max_s=cfg.media_retry_max_s,
+            early_cap_bytes=cfg.max_early_media_mb * 1024 * 1024,
+        )
         self.media.load()
         self.link = MqttLink(cfg, self._on_message)
         self._stop = threading.Event()
@@ -105,8 +109,9 @@ class Receiver:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> Receiver:
-        self._thread = threading.Thread(target=Worker(self).run, args=(self._stop,), name="receiver-worker",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=Worker(self).run, args=(self._stop,), name="receiver-worker", daemon=True
+        )
         self._thread.start()
         p = self.prefix
         try:
@@ -145,7 +150,9 @@ class Receiver:
             for msg in group:
                 self._dispatch(msg)
             for dev, seq, man in w.result.manifests:
-                self.media.on_manifest(dev, w.state(dev).did, seq, man, device_topic(self.prefix, dev, "batch"), w.reject)
+                self.media.on_manifest(
+                    dev, w.state(dev).did, seq, man, device_topic(self.prefix, dev, "batch"), w.reject
+                )
             result = w.commit()
         except BaseException:
             w.rollback()
@@ -153,7 +160,9 @@ class Receiver:
         self.commits += 1
         # Durable now: tell the agents, then release the broker's copies.
         for dev in sorted(result.ack_devs):
-            self.link.publish(device_topic(self.prefix, dev, "ack"), seq_ack(self.signer, dev, w.state(dev).contiguous))
+            self.link.publish(
+                device_topic(self.prefix, dev, "ack"), seq_ack(self.signer, dev, w.state(dev).contiguous)
+            )
         self._publish_media_acks()
         for msg in group:
             self.link.ack(msg.mid, msg.qos, msg.gen)
@@ -164,11 +173,20 @@ class Receiver:
         t = parse_topic(self.prefix, msg.topic)
         dev = t.dev if t else "?"
         if t is None:
-            w.reject(dev, msg.topic, "bad_topic", "topic is not PREFIX/SOCIETY/BRANCH/DEVICE/batch|status|media/ID/N")
+            w.reject(
+                dev,
+                msg.topic,
+                "bad_topic",
+                "topic is not PREFIX/SOCIETY/BRANCH/DEVICE/batch|status|media/ID/N",
+            )
             return
         if len(msg.payload) > self.config.receiver.max_payload_bytes:
-            w.reject(dev, msg.topic, "too_large", f"{len(msg.payload)} bytes; the cap is "
-                                                  f"{self.config.receiver.max_payload_bytes}")
+            w.reject(
+                dev,
+                msg.topic,
+                "too_large",
+                f"{len(msg.payload)} bytes; the cap is {self.config.receiver.max_payload_bytes}",
+            )
             return
         w.conn.execute("SAVEPOINT msg")
         try:
@@ -180,7 +198,9 @@ class Receiver:
             elif self.registry.keys_for(t.dev) is None:
                 w.reject(dev, msg.topic, "unknown_device", "media chunk from a device with no registered key")
             elif t.index < 0 or not t.media_id or not _media_id_ok(t.media_id):
-                w.reject(dev, msg.topic, "bad_topic", "MEDIA_ID must match [A-Za-z0-9_-]{1,64}, INDEX be decimal")
+                w.reject(
+                    dev, msg.topic, "bad_topic", "MEDIA_ID must match [A-Za-z0-9_-]{1,64}, INDEX be decimal"
+                )
             else:
                 self.media.on_chunk(t.dev, msg.topic, t.media_id, t.index, msg.payload, w.reject)
             w.conn.execute("RELEASE msg")
@@ -194,7 +214,9 @@ class Receiver:
 
     def _publish_media_acks(self) -> None:
         for dev, media_id, missing in self.media.take_outbox().acks:
-            self.link.publish(device_topic(self.prefix, dev, "ack"), media_ack(self.signer, dev, media_id, missing))
+            self.link.publish(
+                device_topic(self.prefix, dev, "ack"), media_ack(self.signer, dev, media_id, missing)
+            )
 
     def _ask_resends(self) -> None:
         """One signed resend per device with a gap, at most every resend_interval_s."""

@@ -28,10 +28,17 @@ def render_status(states: list[dict[str, Any]]) -> str:
             lines.append(f"  nothing accepted yet; {s.get('rejections', 0)} rejections")
             continue
         st = s["last_status"]
-        status = "none" if st is None else (f"{st.get('state')} (version {st.get('version', '?')}, "
-                                            f"acked_seq {st.get('acked_seq', '?')}, backlog {st.get('backlog', {})})")
+        status = (
+            "none"
+            if st is None
+            else (
+                f"{st.get('state')} (version {st.get('version', '?')}, "
+                f"acked_seq {st.get('acked_seq', '?')}, backlog {st.get('backlog', {})})"
+            )
+        )
         lines += [
-            f"  acked seq        {s['acked_seq']} (highest seen {s['highest_seq_seen']}, held {s['held_batches']})",
+            f"  acked seq        {s['acked_seq']} "
+            f"(highest seen {s['highest_seq_seen']}, held {s['held_batches']})",
             f"  records          {s['records']} (duplicate ids {s['duplicate_record_ids']})",
             f"  gaps             {_gaps(s['gaps'])}",
             f"  chain breaks     {s['chain_breaks']}",

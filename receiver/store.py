@@ -47,9 +47,13 @@ class ReceiverStore:
         """Every stored record of the device in chain order (seq, then position in its batch)."""
         rows = self.conn.execute(
             "SELECT r.id, r.kind, r.at, r.src, r.data, r.seq FROM records r JOIN devices d ON d.did = r.did "
-            "WHERE d.dev = ? ORDER BY r.rowid", (dev,)).fetchall()
-        return [{"id": r[0], "kind": r[1], "at": r[2], "src": r[3], "data": cbor2.loads(r[4]), "seq": r[5]}
-                for r in rows]
+            "WHERE d.dev = ? ORDER BY r.rowid",
+            (dev,),
+        ).fetchall()
+        return [
+            {"id": r[0], "kind": r[1], "at": r[2], "src": r[3], "data": cbor2.loads(r[4]), "seq": r[5]}
+            for r in rows
+        ]
 
     def record_count(self, dev: str) -> int:
         row = self.conn.execute("SELECT records FROM devices WHERE dev = ?", (dev,)).fetchone()
@@ -57,17 +61,23 @@ class ReceiverStore:
 
     def batch_bytes(self, dev: str) -> list[tuple[int, bytes]]:
         """(seq, exact COSE bytes) of every stored batch: enough to re-prove the chain independently."""
-        return [(r[0], r[1]) for r in self.conn.execute(
-            "SELECT b.seq, b.cose FROM batches b JOIN devices d ON d.did = b.did WHERE d.dev = ? ORDER BY b.seq",
-            (dev,))]
+        return [
+            (r[0], r[1])
+            for r in self.conn.execute(
+                "SELECT b.seq, b.cose FROM batches b JOIN devices d ON d.did = b.did "
+                "WHERE d.dev = ? ORDER BY b.seq",
+                (dev,),
+            )
+        ]
 
     def gaps(self, dev: str) -> list[tuple[int, int]]:
         """Missing seq ranges [first, last] between the chain's head and the highest seq seen."""
         did = self._did(dev)
         if did is None:
             return []
-        contiguous, highest = self.conn.execute("SELECT contiguous, highest_seen FROM devices WHERE did = ?",
-                                                (did,)).fetchone()
+        contiguous, highest = self.conn.execute(
+            "SELECT contiguous, highest_seen FROM devices WHERE did = ?", (did,)
+        ).fetchone()
         held = [r[0] for r in self.conn.execute("SELECT seq FROM pending WHERE did = ? ORDER BY seq", (did,))]
         out: list[tuple[int, int]] = []
         nxt = contiguous + 1
@@ -78,46 +88,80 @@ class ReceiverStore:
         return out
 
     def rejections(self, dev: str) -> list[dict[str, Any]]:
-        return [{"at": r[0], "topic": r[1], "code": r[2], "reason": r[3], "seq": r[4]} for r in self.conn.execute(
-            "SELECT at, topic, code, reason, seq FROM rejections WHERE dev = ? ORDER BY rid", (dev,))]
+        return [
+            {"at": r[0], "topic": r[1], "code": r[2], "reason": r[3], "seq": r[4]}
+            for r in self.conn.execute(
+                "SELECT at, topic, code, reason, seq FROM rejections WHERE dev = ? ORDER BY rid", (dev,)
+            )
+        ]
 
     def chain_breaks(self, dev: str) -> list[dict[str, Any]]:
-        return [{"seq": r[0], "hash": r[1].hex(), "reason": r[2], "first_at": r[3], "times": r[4], "cose": r[5]}
-                for r in self.conn.execute(
-                    "SELECT c.seq, c.hash, c.reason, c.first_at, c.times, c.cose FROM chain_breaks c "
-                    "JOIN devices d ON d.did = c.did WHERE d.dev = ? ORDER BY c.seq", (dev,))]
+        return [
+            {"seq": r[0], "hash": r[1].hex(), "reason": r[2], "first_at": r[3], "times": r[4], "cose": r[5]}
+            for r in self.conn.execute(
+                "SELECT c.seq, c.hash, c.reason, c.first_at, c.times, c.cose FROM chain_breaks c "
+                "JOIN devices d ON d.did = c.did WHERE d.dev = ? ORDER BY c.seq",
+                (dev,),
+            )
+        ]
 
     def media_path(self, dev: str, media_id: str) -> Path | None:
         """The verified file, or None while it is incomplete or unknown."""
         row = self.conn.execute(
             "SELECT m.path FROM media m JOIN devices d ON d.did = m.did WHERE d.dev = ? AND m.media_id = ? "
-            "AND m.state = 'complete'", (dev, media_id)).fetchone()
+            "AND m.state = 'complete'",
+            (dev, media_id),
+        ).fetchone()
         return None if row is None else Path(row[0])
 
     def media(self, dev: str) -> list[dict[str, Any]]:
-        return [{"media": r[0], "camera": r[1], "type": r[2], "size": r[3], "chunks": r[4], "state": r[5],
-                 "path": r[6], "seq": r[7], "record_id": r[8]} for r in self.conn.execute(
-            "SELECT m.media_id, m.camera, m.type, m.size, m.chunks, m.state, m.path, m.seq, m.record_id FROM media m "
-            "JOIN devices d ON d.did = m.did WHERE d.dev = ? ORDER BY m.seq, m.media_id", (dev,))]
+        return [
+            {
+                "media": r[0],
+                "camera": r[1],
+                "type": r[2],
+                "size": r[3],
+                "chunks": r[4],
+                "state": r[5],
+                "path": r[6],
+                "seq": r[7],
+                "record_id": r[8],
+            }
+            for r in self.conn.execute(
+                "SELECT m.media_id, m.camera, m.type, m.size, m.chunks, m.state, m.path, m.seq, m.record_id "
+                "FROM media m JOIN devices d ON d.did = m.did WHERE d.dev = ? ORDER BY m.seq, m.media_id",
+                (dev,),
+            )
+        ]
 
     def device_state(self, dev: str) -> dict[str, Any]:
         row = self.conn.execute(
-            "SELECT did, contiguous, highest_seen, records, duplicate_ids, last_batch_at, status_json, status_at "
-            "FROM devices WHERE dev = ?", (dev,)).fetchone()
+            "SELECT did, contiguous, highest_seen, records, duplicate_ids, last_batch_at, status_json, "
+            "status_at FROM devices WHERE dev = ?",
+            (dev,),
+        ).fetchone()
         if row is None:
-            return {"dev": dev, "known": False, "rejections": int(self.conn.execute(
-                "SELECT count(*) FROM rejections WHERE dev = ?", (dev,)).fetchone()[0])}
+            return {
+                "dev": dev,
+                "known": False,
+                "rejections": int(
+                    self.conn.execute("SELECT count(*) FROM rejections WHERE dev = ?", (dev,)).fetchone()[0]
+                ),
+            }
         did = row[0]
 
         def count(sql: str) -> int:
             return int(self.conn.execute(sql, (did,)).fetchone()[0])
 
-        media = dict(self.conn.execute("SELECT state, count(*) FROM media WHERE did = ? GROUP BY state",
-                                       (did,)).fetchall())
+        media = dict(
+            self.conn.execute(
+                "SELECT state, count(*) FROM media WHERE did = ? GROUP BY state", (did,)
+            ).fetchall()
+        )
         return {
             "dev": dev,
             "known": True,
-            "acked_seq": row[1],            # highest contiguous seq stored durably (and acked)
+            "acked_seq": row[1],  # highest contiguous seq stored durably (and acked)
             "highest_seq_seen": row[2],
             "records": row[3],
             "duplicate_record_ids": row[4],
@@ -125,8 +169,9 @@ class ReceiverStore:
             "held_batches": count("SELECT count(*) FROM pending WHERE did = ?"),
             "gaps": [list(g) for g in self.gaps(dev)],
             "chain_breaks": count("SELECT count(*) FROM chain_breaks WHERE did = ?"),
-            "rejections": int(self.conn.execute("SELECT count(*) FROM rejections WHERE dev = ?",
-                                                (dev,)).fetchone()[0]),
+            "rejections": int(
+                self.conn.execute("SELECT count(*) FROM rejections WHERE dev = ?", (dev,)).fetchone()[0]
+            ),
             "last_status": json.loads(row[6]) if row[6] else None,
             "last_status_received_at": row[7],
             "media_complete": int(media.get("complete", 0)),

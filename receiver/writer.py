@@ -76,51 +76,66 @@ class Writer:
         st = self._states.get(dev)
         if st is not None:
             return st
-        row = self.conn.execute("SELECT did, contiguous, last_hash, highest_seen FROM devices WHERE dev = ?",
-                                (dev,)).fetchone()
+        row = self.conn.execute(
+            "SELECT did, contiguous, last_hash, highest_seen FROM devices WHERE dev = ?", (dev,)
+        ).fetchone()
         if row is None:
             cur = self.conn.execute("INSERT INTO devices (dev) VALUES (?)", (dev,))
             row = (cur.lastrowid, 0, b"\x00" * 32, 0)
         pending = self.conn.execute("SELECT count(*) FROM pending WHERE did = ?", (row[0],)).fetchone()[0]
-        st = DevState(did=row[0], dev=dev, contiguous=row[1], last_hash=row[2], highest_seen=row[3],
-                      pending=pending)
+        st = DevState(
+            did=row[0], dev=dev, contiguous=row[1], last_hash=row[2], highest_seen=row[3], pending=pending
+        )
         self._states[dev] = st
         return st
 
     def _flush_states(self) -> None:
         rows = [(s.contiguous, s.last_hash, s.highest_seen, s.did) for s in self._states.values() if s.dirty]
         if rows:
-            self.conn.executemany("UPDATE devices SET contiguous = ?, last_hash = ?, highest_seen = ? WHERE did = ?",
-                                  rows)
+            self.conn.executemany(
+                "UPDATE devices SET contiguous = ?, last_hash = ?, highest_seen = ? WHERE did = ?", rows
+            )
         for s in self._states.values():
             s.dirty = False
 
     def gaps(self) -> list[tuple[str, int]]:
         """(device, first missing seq) for every device with verified batches beyond its chain."""
-        rows = self.conn.execute("SELECT dev, contiguous FROM devices WHERE highest_seen > contiguous").fetchall()
+        rows = self.conn.execute(
+            "SELECT dev, contiguous FROM devices WHERE highest_seen > contiguous"
+        ).fetchall()
         return [(r[0], r[1] + 1) for r in rows]
 
     # -- rejections ---------------------------------------------------------------------
 
     def reject(self, dev: str, topic: str, code: str, reason: str, seq: int | None = None) -> None:
         log.warning("rejected from %s on %s: %s: %s", dev, topic, code, reason)
-        self.conn.execute("INSERT INTO rejections (at, dev, topic, code, reason, seq) VALUES (?, ?, ?, ?, ?, ?)",
-                          (now_ms(), dev, topic, code, reason, seq))
+        self.conn.execute(
+            "INSERT INTO rejections (at, dev, topic, code, reason, seq) VALUES (?, ?, ?, ?, ?, ?)",
+            (now_ms(), dev, topic, code, reason, seq),
+        )
 
-    def _chain_break(self, st: DevState, topic: str, seq: int, cose_hash: bytes, cose: bytes, reason: str) -> None:
+    def _chain_break(
+        self, st: DevState, topic: str, seq: int, cose_hash: bytes, cose: bytes, reason: str
+    ) -> None:
         log.error("CHAIN BREAK %s seq %d: %s", st.dev, seq, reason)
         self.conn.execute(
             "INSERT INTO chain_breaks (did, seq, hash, reason, first_at, cose) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (did, seq, hash) DO UPDATE SET times = times + 1",
-            (st.did, seq, cose_hash, reason, now_ms(), cose))
+            (st.did, seq, cose_hash, reason, now_ms(), cose),
+        )
         self.reject(st.dev, topic, "chain_break", reason, seq)
 
     def prune_rejections(self, keep: int) -> None:
-        devs = [r[0] for r in self.conn.execute("SELECT dev FROM rejections GROUP BY dev HAVING count(*) > ?",
-                                                (keep,))]
+        devs = [
+            r[0]
+            for r in self.conn.execute("SELECT dev FROM rejections GROUP BY dev HAVING count(*) > ?", (keep,))
+        ]
         for dev in devs:
-            self.conn.execute("DELETE FROM rejections WHERE dev = ? AND rid <= (SELECT rid FROM rejections "
-                              "WHERE dev = ? ORDER BY rid DESC LIMIT 1 OFFSET ?)", (dev, dev, keep))
+            self.conn.execute(
+                "DELETE FROM rejections WHERE dev = ? AND rid <= (SELECT rid FROM rejections "
+                "WHERE dev = ? ORDER BY rid DESC LIMIT 1 OFFSET ?)",
+                (dev, dev, keep),
+            )
 
     # -- batches ------------------------------------------------------------------------
 
@@ -133,7 +148,9 @@ class Writer:
             batch = check_batch(cose, dev, keys)
         except Rejected as exc:
             if exc.code == "chain_break" and exc.seq is not None:
-                self._chain_break(self.state(dev), topic, exc.seq, hashlib.sha256(cose).digest(), cose, exc.reason)
+                self._chain_break(
+                    self.state(dev), topic, exc.seq, hashlib.sha256(cose).digest(), cose, exc.reason
+                )
             else:
                 self.reject(dev, topic, exc.code, exc.reason, exc.seq)
             return
@@ -150,62 +167,105 @@ class Writer:
             self._hold(st, topic, batch)
 
     def _seen_before(self, st: DevState, topic: str, batch: Batch) -> None:
-        row = self.conn.execute("SELECT hash FROM batches WHERE did = ? AND seq = ?", (st.did, batch.seq)).fetchone()
+        row = self.conn.execute(
+            "SELECT hash FROM batches WHERE did = ? AND seq = ?", (st.did, batch.seq)
+        ).fetchone()
         if row is not None and row[0] == batch.hash:
             log.debug("duplicate %s seq %d; re-ack", st.dev, batch.seq)
         else:
-            self._chain_break(st, topic, batch.seq, batch.hash, batch.cose,
-                              f"seq {batch.seq} is already stored with other bytes")
+            self._chain_break(
+                st,
+                topic,
+                batch.seq,
+                batch.hash,
+                batch.cose,
+                f"seq {batch.seq} is already stored with other bytes",
+            )
         self.result.ack_devs.add(st.dev)  # either way the agent learns where the chain stands
 
     def _append(self, st: DevState, topic: str, batch: Batch) -> bool:
         if batch.prev != st.last_hash:
-            self._chain_break(st, topic, batch.seq, batch.hash, batch.cose,
-                              f"prev of seq {batch.seq} is not SHA-256 of the stored seq {batch.seq - 1}")
+            self._chain_break(
+                st,
+                topic,
+                batch.seq,
+                batch.hash,
+                batch.cose,
+                f"prev of seq {batch.seq} is not SHA-256 of the stored seq {batch.seq - 1}",
+            )
             return False
         conn = self.conn
-        conn.execute("INSERT INTO batches (did, seq, hash, sealed, n_records, received_at, cose) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     (st.did, batch.seq, batch.hash, batch.sealed, len(batch.rows), now_ms(), batch.cose))
+        conn.execute(
+            "INSERT INTO batches (did, seq, hash, sealed, n_records, received_at, cose) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (st.did, batch.seq, batch.hash, batch.sealed, len(batch.rows), now_ms(), batch.cose),
+        )
         before = conn.total_changes
         did, seq = st.did, batch.seq
-        conn.executemany("INSERT OR IGNORE INTO records (did, id, seq, kind, at, src, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         [(did, r[0], seq, r[1], r[2], r[3], r[4]) for r in batch.rows])
+        conn.executemany(
+            "INSERT OR IGNORE INTO records (did, id, seq, kind, at, src, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(did, r[0], seq, r[1], r[2], r[3], r[4]) for r in batch.rows],
+        )
         inserted = conn.total_changes - before
         dups = len(batch.rows) - inserted
         if dups:
-            log.warning("%s seq %d: %d record ids were already stored from an earlier batch", st.dev, seq, dups)
-            self.reject(st.dev, topic, "duplicate_record_id",
-                        f"{dups} record ids of seq {seq} were stored before; kept the first", seq)
-        conn.execute("UPDATE devices SET records = records + ?, duplicate_ids = duplicate_ids + ?, last_batch_at = ? "
-                     "WHERE did = ?", (inserted, dups, now_ms(), did))
+            log.warning(
+                "%s seq %d: %d record ids were already stored from an earlier batch", st.dev, seq, dups
+            )
+            self.reject(
+                st.dev,
+                topic,
+                "duplicate_record_id",
+                f"{dups} record ids of seq {seq} were stored before; kept the first",
+                seq,
+            )
+        conn.execute(
+            "UPDATE devices SET records = records + ?, duplicate_ids = duplicate_ids + ?, last_batch_at = ? "
+            "WHERE did = ?",
+            (inserted, dups, now_ms(), did),
+        )
         st.contiguous, st.last_hash, st.dirty = seq, batch.hash, True
         self.result.ack_devs.add(st.dev)
         self.result.manifests.extend((st.dev, seq, m) for m in batch.media)
         return True
 
     def _hold(self, st: DevState, topic: str, batch: Batch) -> None:
-        row = self.conn.execute("SELECT hash FROM pending WHERE did = ? AND seq = ?", (st.did, batch.seq)).fetchone()
+        row = self.conn.execute(
+            "SELECT hash FROM pending WHERE did = ? AND seq = ?", (st.did, batch.seq)
+        ).fetchone()
         if row is not None:
             if row[0] != batch.hash:
-                self._chain_break(st, topic, batch.seq, batch.hash, batch.cose,
-                                  f"seq {batch.seq} is already held with other bytes")
+                self._chain_break(
+                    st,
+                    topic,
+                    batch.seq,
+                    batch.hash,
+                    batch.cose,
+                    f"seq {batch.seq} is already held with other bytes",
+                )
             return
         if st.pending >= self.max_pending:
-            self.reject(st.dev, topic, "pending_full",
-                        f"seq {batch.seq} not held: {st.pending} batches already wait for seq {st.contiguous + 1}",
-                        batch.seq)
+            self.reject(
+                st.dev,
+                topic,
+                "pending_full",
+                f"seq {batch.seq} not held: {st.pending} batches already wait for seq {st.contiguous + 1}",
+                batch.seq,
+            )
             return
-        self.conn.execute("INSERT INTO pending (did, seq, hash, cose, received_at) VALUES (?, ?, ?, ?, ?)",
-                          (st.did, batch.seq, batch.hash, batch.cose, now_ms()))
+        self.conn.execute(
+            "INSERT INTO pending (did, seq, hash, cose, received_at) VALUES (?, ?, ?, ?, ?)",
+            (st.did, batch.seq, batch.hash, batch.cose, now_ms()),
+        )
         st.pending += 1
         log.info("%s seq %d held: waiting for seq %d", st.dev, batch.seq, st.contiguous + 1)
 
     def _drain_pending(self, st: DevState, topic: str) -> None:
         """After the chain grew: store the held batches that now follow it, in order."""
         while st.pending:
-            row = self.conn.execute("SELECT cose FROM pending WHERE did = ? AND seq = ?",
-                                    (st.did, st.contiguous + 1)).fetchone()
+            row = self.conn.execute(
+                "SELECT cose FROM pending WHERE did = ? AND seq = ?", (st.did, st.contiguous + 1)
+            ).fetchone()
             if row is None:
                 return
             self.conn.execute("DELETE FROM pending WHERE did = ? AND seq = ?", (st.did, st.contiguous + 1))
@@ -233,8 +293,10 @@ class Writer:
             self.reject(dev, topic, exc.code, exc.reason)
             return
         st = self.state(dev)
-        self.conn.execute("UPDATE devices SET status_cose = ?, status_json = ?, status_at = ? WHERE did = ?",
-                          (cose, json.dumps(payload, default=repr, sort_keys=True), now_ms(), st.did))
+        self.conn.execute(
+            "UPDATE devices SET status_cose = ?, status_json = ?, status_at = ? WHERE did = ?",
+            (cose, json.dumps(payload, default=repr, sort_keys=True), now_ms(), st.did),
+        )
 
 
 def _check_status(p: dict[str, Any]) -> None:

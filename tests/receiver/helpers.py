@@ -36,14 +36,31 @@ class DeviceSim:
 
     def record(self, kind: str = "sale", data: dict[str, Any] | None = None) -> dict[str, Any]:
         rid = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-        return {"id": rid, "kind": kind, "at": 1_764_000_000_000 + self.rng.randrange(10**6), "src": "api:pos-1",
-                "data": data if data is not None else {
-                    "receipt": f"R{self.rng.randrange(10**6)}", "till": 1, "total": 500, "currency": "KWD",
-                    "lines": [{"gtin": "06291041500213", "qty": 2, "unit_price": 250, "amount": 500}]}}
+        return {
+            "id": rid,
+            "kind": kind,
+            "at": 1_764_000_000_000 + self.rng.randrange(10**6),
+            "src": "api:pos-1",
+            "data": data
+            if data is not None
+            else {
+                "receipt": f"R{self.rng.randrange(10**6)}",
+                "till": 1,
+                "total": 500,
+                "currency": "KWD",
+                "lines": [{"gtin": "06291041500213", "qty": 2, "unit_price": 250, "amount": 500}],
+            },
+        }
 
     def payload(self, records: list[dict[str, Any]], seq: int, prev: bytes, **over: Any) -> dict[str, Any]:
-        p = {"v": 1, "dev": self.dev, "seq": seq, "prev": prev, "sealed": 1_764_000_000_000 + seq,
-             "records": records}
+        p = {
+            "v": 1,
+            "dev": self.dev,
+            "seq": seq,
+            "prev": prev,
+            "sealed": 1_764_000_000_000 + seq,
+            "records": records,
+        }
         p.update(over)
         return p
 
@@ -59,9 +76,16 @@ class DeviceSim:
         return cose
 
     def status(self, state: str = "online", **over: Any) -> bytes:
-        p = {"v": 1, "dev": self.dev, "at": 1_764_000_000_000, "state": state, "version": "0.1.0",
-             "backlog": {"records": 0, "batches": 0, "media_bytes": 0}, "acked_seq": 0,
-             "components": {"uplink": "ok"}}
+        p = {
+            "v": 1,
+            "dev": self.dev,
+            "at": 1_764_000_000_000,
+            "state": state,
+            "version": "0.1.0",
+            "backlog": {"records": 0, "batches": 0, "media_bytes": 0},
+            "acked_seq": 0,
+            "components": {"uplink": "ok"},
+        }
         p.update(over)
         return self.sign(p)
 
@@ -78,8 +102,16 @@ def write_config(tmp: Path, broker_url: str, devices: list[DeviceSim], extra: st
     """A receiver config in tmp with the devices registered by [[devices]] entries (relative paths)."""
     if not (tmp / "central_key.pem").exists():
         make_central(tmp)
-    lines = ["[receiver]", 'db = "rx/receiver.sqlite3"', f'broker = "{broker_url}"', 'key_file = "central_key.pem"',
-             'media_dir = "rx/media"', f'client_id = "rx-{uuid.uuid4().hex[:8]}"', extra, ""]
+    lines = [
+        "[receiver]",
+        'db = "rx/receiver.sqlite3"',
+        f'broker = "{broker_url}"',
+        'key_file = "central_key.pem"',
+        'media_dir = "rx/media"',
+        f'client_id = "rx-{uuid.uuid4().hex[:8]}"',
+        extra,
+        "",
+    ]
     for d in devices:
         name = d.dev.replace("/", ".") + ".pem"
         d.write_public(tmp / name)
@@ -97,11 +129,14 @@ class AgentSide:
         self.messages: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"agent-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"agent-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
+        )
         self.client.on_message = self._msg
         self.client.on_subscribe = lambda *a: self._ready.set()
-        self.client.on_connect = lambda c, *a: c.subscribe([(f"{prefix}/+/+/+/ack", 1), (f"{prefix}/+/+/+/cmd", 1)])
+        self.client.on_connect = lambda c, *a: c.subscribe(
+            [(f"{prefix}/+/+/+/ack", 1), (f"{prefix}/+/+/+/cmd", 1)]
+        )
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         assert self._ready.wait(10), "agent-side client did not subscribe"
@@ -122,8 +157,11 @@ class AgentSide:
         return [dict(verify1(p, keys).payload) for t, p in msgs if t.endswith("/" + leaf)]
 
     def wait_ack(self, central: Ed25519PublicKey, dev: str, seq: int, timeout: float = 10) -> None:
-        wait_for(lambda: any(a.get("dev") == dev and a.get("seq") == seq for a in self.decoded(central, "ack")),
-                 timeout=timeout, what=f"ack of {dev} seq {seq}")
+        wait_for(
+            lambda: any(a.get("dev") == dev and a.get("seq") == seq for a in self.decoded(central, "ack")),
+            timeout=timeout,
+            what=f"ack of {dev} seq {seq}",
+        )
 
     def close(self) -> None:
         self.client.disconnect()

@@ -22,8 +22,13 @@ def check(item):
         msg.key = OKPKey(crv=Ed25519, x=bytes.fromhex(item["key"]))
         alg = [v for k, v in msg.phdr.items() if getattr(k, "identifier", None) == 1]
         kid = [v for k, v in msg.phdr.items() if getattr(k, "identifier", None) == 4]
-        return {"ok": bool(msg.verify_signature()), "alg": getattr(alg[0], "fullname", str(alg[0])) if alg else "",
-                "kid": kid[0].hex() if kid else "", "payload": msg.payload.hex(), "uhdr": len(msg.uhdr)}
+        return {
+            "ok": bool(msg.verify_signature()),
+            "alg": getattr(alg[0], "fullname", str(alg[0])) if alg else "",
+            "kid": kid[0].hex() if kid else "",
+            "payload": msg.payload.hex(),
+            "uhdr": len(msg.uhdr),
+        }
     except Exception as exc:  # report, do not crash: the test asserts on it
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 

@@ -55,7 +55,8 @@ def chain_and_ack(receiver: Receiver, agent: AgentSide, dev: DeviceSim) -> tuple
 
 
 def test_stored_chain_and_central_messages_verify_per_rfc9052(
-        receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]) -> None:
+    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
+) -> None:
     dev = devices[0]
     stored, sent = chain_and_ack(receiver, agent, dev)
     prev = b"\x00" * 32
@@ -68,17 +69,26 @@ def test_stored_chain_and_central_messages_verify_per_rfc9052(
 
 
 def test_stored_chain_and_central_messages_verify_with_pycose(
-        receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]) -> None:
+    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
+) -> None:
     if not INTEROP_PY.exists():
-        pytest.skip(f"{INTEROP_PY} missing: run `make interop-venv` (pycose needs cbor2<6, so it has its own venv)")
+        pytest.skip(
+            f"{INTEROP_PY} missing: run `make interop-venv` (pycose needs cbor2<6, so it has its own venv)"
+        )
     dev = devices[0]
     stored, sent = chain_and_ack(receiver, agent, dev)
     central = receiver.signer.key.public_key()
     items = [{"cose": c.hex(), "key": raw(dev.key.public_key()).hex()} for c in stored]
     items += [{"cose": c.hex(), "key": raw(central).hex()} for c in sent]
     items.append({"cose": sent[0].hex(), "key": raw(dev.key.public_key()).hex()})  # wrong key: must fail
-    out = subprocess.run([str(INTEROP_PY), str(SCRIPT)], input=json.dumps(items), capture_output=True, text=True,
-                         check=True, timeout=60)
+    out = subprocess.run(
+        [str(INTEROP_PY), str(SCRIPT)],
+        input=json.dumps(items),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     results = json.loads(out.stdout)
     assert [r["ok"] for r in results] == [True] * (len(items) - 1) + [False], results
     for r, c in zip(results[:-1], stored + sent, strict=False):

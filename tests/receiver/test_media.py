@@ -23,17 +23,29 @@ def clip(seed: int, size: int) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
-def manifest_record(dev: DeviceSim, media_id: str, content: bytes, sha: bytes | None = None,
-                    mtype: str = "video/mp4") -> dict[str, Any]:
+def manifest_record(
+    dev: DeviceSim, media_id: str, content: bytes, sha: bytes | None = None, mtype: str = "video/mp4"
+) -> dict[str, Any]:
     chunks = -(-len(content) // CHUNK)
-    return dev.record("media", {
-        "media": media_id, "camera": "dock-1", "type": mtype, "start": 1_764_000_000_000,
-        "end": 1_764_000_010_000, "size": len(content), "sha256": sha or hashlib.sha256(content).digest(),
-        "chunk": CHUNK, "chunks": chunks, "reason": {"record": "r-1"}})
+    return dev.record(
+        "media",
+        {
+            "media": media_id,
+            "camera": "dock-1",
+            "type": mtype,
+            "start": 1_764_000_000_000,
+            "end": 1_764_000_010_000,
+            "size": len(content),
+            "sha256": sha or hashlib.sha256(content).digest(),
+            "chunk": CHUNK,
+            "chunks": chunks,
+            "reason": {"record": "r-1"},
+        },
+    )
 
 
 def chunks_of(content: bytes) -> list[bytes]:
-    return [content[i:i + CHUNK] for i in range(0, len(content), CHUNK)]
+    return [content[i : i + CHUNK] for i in range(0, len(content), CHUNK)]
 
 
 def media_acks(rx: Receiver, agent: AgentSide, media_id: str) -> list[dict[str, Any]]:
@@ -41,12 +53,15 @@ def media_acks(rx: Receiver, agent: AgentSide, media_id: str) -> list[dict[str, 
 
 
 def wait_media_ack(rx: Receiver, agent: AgentSide, media_id: str, missing: list[int]) -> dict[str, Any]:
-    return wait_for(lambda: next((a for a in media_acks(rx, agent, media_id) if a["missing"] == missing), None),
-                    what=f"media ack of {media_id} with missing={missing}")
+    return wait_for(
+        lambda: next((a for a in media_acks(rx, agent, media_id) if a["missing"] == missing), None),
+        what=f"media ack of {media_id} with missing={missing}",
+    )
 
 
 def test_out_of_order_chunks_before_the_manifest_reassemble(
-        receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]) -> None:
+    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
+) -> None:
     dev = devices[0]
     content = clip(1, 4 * CHUNK + 123)
     parts = chunks_of(content)
@@ -69,12 +84,16 @@ def test_out_of_order_chunks_before_the_manifest_reassemble(
 
 
 def test_sha_mismatch_is_refused_and_all_chunks_asked_again(
-        receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]) -> None:
+    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
+) -> None:
     dev = devices[0]
     content = clip(2, 3 * CHUNK)
     parts = chunks_of(content)
-    agent.publish("batch", dev.dev, dev.next_batch(records=[manifest_record(dev, "snap-1", content,
-                                                                            mtype="image/jpeg")]))
+    agent.publish(
+        "batch",
+        dev.dev,
+        dev.next_batch(records=[manifest_record(dev, "snap-1", content, mtype="image/jpeg")]),
+    )
     agent.wait_ack(receiver.signer.key.public_key(), dev.dev, 1)
     corrupted = bytes([parts[1][0] ^ 0xFF]) + parts[1][1:]  # right size, wrong bytes
     for i, part in enumerate([parts[0], corrupted, parts[2]]):
@@ -91,8 +110,9 @@ def test_sha_mismatch_is_refused_and_all_chunks_asked_again(
         assert path is not None and path.suffix == ".jpg" and path.read_bytes() == content
 
 
-def test_missing_ack_lists_exactly_the_holes(receiver: Receiver, agent: AgentSide,
-                                             devices: list[DeviceSim]) -> None:
+def test_missing_ack_lists_exactly_the_holes(
+    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
+) -> None:
     dev = devices[0]
     content = clip(3, 6 * CHUNK - 1)
     parts = chunks_of(content)
@@ -108,30 +128,35 @@ def test_missing_ack_lists_exactly_the_holes(receiver: Receiver, agent: AgentSid
     wait_media_ack(receiver, agent, "clip-2", [])
 
 
-def test_manifest_without_any_chunk_asks_for_all_after_idle(receiver: Receiver, agent: AgentSide,
-                                                            devices: list[DeviceSim]) -> None:
+def test_manifest_without_any_chunk_asks_for_all_after_idle(
+    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
+) -> None:
     dev = devices[0]
     content = clip(4, 2 * CHUNK)
     agent.publish("batch", dev.dev, dev.next_batch(records=[manifest_record(dev, "clip-3", content)]))
     wait_media_ack(receiver, agent, "clip-3", [0, 1])
 
 
-def test_chunk_of_wrong_size_is_rejected(receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]) -> None:
+def test_chunk_of_wrong_size_is_rejected(
+    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
+) -> None:
     dev = devices[0]
     content = clip(5, 2 * CHUNK)
     agent.publish("batch", dev.dev, dev.next_batch(records=[manifest_record(dev, "clip-4", content)]))
     agent.wait_ack(receiver.signer.key.public_key(), dev.dev, 1)
-    agent.publish("media/clip-4/0", dev.dev, content[:CHUNK - 1])
+    agent.publish("media/clip-4/0", dev.dev, content[: CHUNK - 1])
     agent.publish("media/clip-4/7", dev.dev, content[:CHUNK])
     wait_for(lambda: len(rejections(receiver.config.receiver.db, dev.dev)) == 2, what="2 rejections")
     with ReceiverStore(receiver.config.receiver.db) as s:
         assert [r["code"] for r in s.rejections(dev.dev)] == ["bad_chunk", "bad_chunk"]
 
 
-def test_early_chunks_are_capped_per_device_on_disk(tmp_path: Any, mosquitto: Any, devices: list[DeviceSim],
-                                                    agent: AgentSide) -> None:
+def test_early_chunks_are_capped_per_device_on_disk(
+    tmp_path: Any, mosquitto: Any, devices: list[DeviceSim], agent: AgentSide
+) -> None:
     from receiver.config import load_receiver_config
     from tests.receiver.helpers import write_config
+
     cfg = load_receiver_config(write_config(tmp_path, mosquitto.url, devices, extra="max_early_media_mb = 1"))
     dev = devices[0]
     big = 200 * 1024

@@ -20,6 +20,7 @@ def rejected(rx: Receiver, dev: str, n: int = 1) -> list[dict[str, object]]:
         with ReceiverStore(rx.config.receiver.db) as s:
             r = s.rejections(dev)
         return r if len(r) >= n else None
+
     return wait_for(get, what=f"{n} rejections of {dev}")
 
 
@@ -28,8 +29,9 @@ def assert_nothing_stored(rx: Receiver, dev: str) -> None:
         assert s.record_count(dev) == 0 and s.records(dev) == [] and s.batch_bytes(dev) == []
 
 
-def test_forged_signature_is_rejected(receiver: Receiver, agent: AgentSide, devices: list[DeviceSim],
-                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_forged_signature_is_rejected(
+    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim], caplog: pytest.LogCaptureFixture
+) -> None:
     dev = devices[0]
     intruder = Ed25519PrivateKey.generate()
     # Signed by another key but claiming the device's kid: the signature cannot verify.
@@ -45,14 +47,18 @@ def test_forged_signature_is_rejected(receiver: Receiver, agent: AgentSide, devi
 
 def test_unknown_kid_is_rejected(receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]) -> None:
     dev = devices[0]
-    agent.publish("batch", dev.dev, dev.sign(dev.payload([dev.record()], 1, b"\x00" * 32),
-                                             key=Ed25519PrivateKey.generate()))
+    agent.publish(
+        "batch",
+        dev.dev,
+        dev.sign(dev.payload([dev.record()], 1, b"\x00" * 32), key=Ed25519PrivateKey.generate()),
+    )
     assert rejected(receiver, dev.dev)[0]["code"] == "unknown_kid"
     assert_nothing_stored(receiver, dev.dev)
 
 
-def test_another_devices_key_is_an_unknown_kid_here(receiver: Receiver, agent: AgentSide,
-                                                    devices: list[DeviceSim]) -> None:
+def test_another_devices_key_is_an_unknown_kid_here(
+    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
+) -> None:
     """Device B's valid key must not vouch for a batch on device A's topic."""
     a, b = devices
     agent.publish("batch", a.dev, a.sign(a.payload([a.record()], 1, b"\x00" * 32), key=b.key))
@@ -69,8 +75,9 @@ def test_dev_mismatch_is_rejected(receiver: Receiver, agent: AgentSide, devices:
     assert_nothing_stored(receiver, b.dev)
 
 
-def test_non_deterministic_payload_is_rejected(receiver: Receiver, agent: AgentSide,
-                                               devices: list[DeviceSim]) -> None:
+def test_non_deterministic_payload_is_rejected(
+    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
+) -> None:
     dev = devices[0]
     p = dev.payload([dev.record()], 1, b"\x00" * 32)
     shuffled = dict(reversed(list(p.items())))  # same content, keys not in deterministic order
@@ -87,16 +94,20 @@ def test_non_deterministic_payload_is_rejected(receiver: Receiver, agent: AgentS
     assert_nothing_stored(receiver, dev.dev)
 
 
-@pytest.mark.parametrize(("override", "code"), [
-    ({"v": 2}, "bad_payload"),
-    ({"seq": 0}, "bad_payload"),
-    ({"records": []}, "bad_payload"),
-    ({"prev": b"\x01" * 32}, "chain_break"),
-    ({"records": [{"id": "x", "kind": "teleport", "at": 1, "src": "a", "data": {}}]}, "bad_record"),
-    ({"records": [{"id": "x", "kind": "sale", "at": "yesterday", "src": "a", "data": {}}]}, "bad_record"),
-])
-def test_malformed_payloads_are_rejected(receiver: Receiver, agent: AgentSide, devices: list[DeviceSim],
-                                         override: dict[str, object], code: str) -> None:
+@pytest.mark.parametrize(
+    ("override", "code"),
+    [
+        ({"v": 2}, "bad_payload"),
+        ({"seq": 0}, "bad_payload"),
+        ({"records": []}, "bad_payload"),
+        ({"prev": b"\x01" * 32}, "chain_break"),
+        ({"records": [{"id": "x", "kind": "teleport", "at": 1, "src": "a", "data": {}}]}, "bad_record"),
+        ({"records": [{"id": "x", "kind": "sale", "at": "yesterday", "src": "a", "data": {}}]}, "bad_record"),
+    ],
+)
+def test_malformed_payloads_are_rejected(
+    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim], override: dict[str, object], code: str
+) -> None:
     dev = devices[0]
     p = dev.payload([dev.record()], 1, b"\x00" * 32)
     p.update(override)
@@ -115,8 +126,9 @@ def test_unregistered_device_is_rejected(receiver: Receiver, agent: AgentSide) -
         assert s.device_state(stranger.dev) == {"dev": stranger.dev, "known": False, "rejections": 1}
 
 
-def test_not_cose_is_rejected_and_does_not_block_the_next(receiver: Receiver, agent: AgentSide,
-                                                          devices: list[DeviceSim]) -> None:
+def test_not_cose_is_rejected_and_does_not_block_the_next(
+    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
+) -> None:
     dev = devices[0]
     agent.publish("batch", dev.dev, b"\xff not cbor")
     agent.publish("batch", dev.dev, dev.next_batch(1))
@@ -124,14 +136,16 @@ def test_not_cose_is_rejected_and_does_not_block_the_next(receiver: Receiver, ag
     assert rejected(receiver, dev.dev)[0]["code"] == "bad_cose"
 
 
-def test_status_is_verified_and_kept_a_bad_one_is_a_rejection(receiver: Receiver, agent: AgentSide,
-                                                              devices: list[DeviceSim]) -> None:
+def test_status_is_verified_and_kept_a_bad_one_is_a_rejection(
+    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
+) -> None:
     dev = devices[0]
     agent.publish("status", dev.dev, dev.status("online", acked_seq=7), retain=True)
 
     def last() -> dict[str, object] | None:
         with ReceiverStore(receiver.config.receiver.db) as s:
             return s.device_state(dev.dev).get("last_status")  # type: ignore[no-any-return]
+
     st = wait_for(last, what="the stored status")
     assert st["state"] == "online" and st["acked_seq"] == 7
     forged = dev.sign({"v": 1, "dev": dev.dev, "at": 1, "state": "offline"}, key=Ed25519PrivateKey.generate())
@@ -147,15 +161,21 @@ def test_status_is_verified_and_kept_a_bad_one_is_a_rejection(receiver: Receiver
         assert len(s.rejections(dev.dev)) == 2
 
 
-def test_rejection_log_never_holds_key_material(receiver: Receiver, agent: AgentSide, devices: list[DeviceSim],
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_rejection_log_never_holds_key_material(
+    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim], caplog: pytest.LogCaptureFixture
+) -> None:
     from cryptography.hazmat.primitives import serialization
+
     dev = devices[0]
     with caplog.at_level(logging.DEBUG):
-        agent.publish("batch", dev.dev, dev.sign(dev.payload([dev.record()], 1, b"\x00" * 32),
-                                                 key=Ed25519PrivateKey.generate()))
+        agent.publish(
+            "batch",
+            dev.dev,
+            dev.sign(dev.payload([dev.record()], 1, b"\x00" * 32), key=Ed25519PrivateKey.generate()),
+        )
         rejected(receiver, dev.dev)
-    central_pem = receiver.signer.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                    serialization.NoEncryption()).decode()
+    central_pem = receiver.signer.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     body = central_pem.splitlines()[1]
     assert body not in caplog.text and "PRIVATE KEY" not in caplog.text
