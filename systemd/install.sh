@@ -83,7 +83,7 @@ else
 fi
 UID_N=$(awk -F: -v u="$USER_NAME" '$1 == u {print $3}' "$R/etc/passwd")
 GID_N=$(awk -F: -v u="$USER_NAME" '$1 == u {print $4}' "$R/etc/passwd")
-[ -n "$UID_N" ] && [ -n "$GID_N" ] || die "user $USER_NAME not found in $R/etc/passwd"
+if [ -z "$UID_N" ] || [ -z "$GID_N" ]; then die "user $USER_NAME not found in $R/etc/passwd"; fi
 
 # --- directories -------------------------------------------------------------------------
 install -d -m 0755 -o root -g root "$OPT"

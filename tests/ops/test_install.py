@@ -150,3 +150,9 @@ def test_unknown_option_is_an_error(tmp_path: Path) -> None:
     r = subprocess.run(["bash", str(SCRIPT), "--rot", str(tmp_path)], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode != 0 and "unknown option --rot" in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
+def test_shellcheck_clean() -> None:
+    r = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout
