@@ -127,6 +127,7 @@ class ApiComponent(Component):
             log_config=None,
             access_log=False,
             http="httptools",
+            proxy_headers=False,  # loopback clients, no proxy: skip the per-request middleware
             server_header=False,
             date_header=False,
             timeout_graceful_shutdown=GRACEFUL_S,
