@@ -1,4 +1,4 @@
-"""The receiver keeps its word across restarts: persistent MQTT session, durable chain, held batches, spool."""
+"""The receiver keeps its word across restarts: persistent session, durable chain, held batches, spool."""
 
 from __future__ import annotations
 
