@@ -49,9 +49,16 @@ def serial_list() -> None:
 
 @serial_group.command("barcodes")
 @config_option
-@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="sheet.pdf or sheet.png (PNG: one file per page)")
-@click.option("--location", "locations", multiple=True, help="add open/recount/location codes for this location")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="sheet.pdf or sheet.png (PNG: one file per page)",
+)
+@click.option(
+    "--location", "locations", multiple=True, help="add open/recount/location codes for this location"
+)
 @handle_errors
 def serial_barcodes(config_path: Path | None, out: Path, locations: tuple[str, ...]) -> None:
     """Print the command barcodes (modes, quantities, count open/close) as a PDF or PNG sheet."""
@@ -101,18 +108,24 @@ def scanner_group() -> None:
 @click.option("--seconds", type=float, default=None, help="stop after this long (default: Ctrl-C)")
 @click.option("--count", "count", type=int, default=None, help="stop after this many reads")
 @handle_errors
-def scanner_test(config_path: Path | None, target: str, suffix: str | None, baudrate: int | None,
-                 seconds: float | None, count: int | None) -> None:
+def scanner_test(
+    config_path: Path | None,
+    target: str,
+    suffix: str | None,
+    baudrate: int | None,
+    seconds: float | None,
+    count: int | None,
+) -> None:
     """Show live parsed reads from scanner NAME (from the config) or PORT, one JSON line each."""
     from drivers.serial.testers import scanner_reads
 
     cfg = resolve_config(config_path)
     sc = _scanner_cfg(cfg, target, suffix, baudrate)
-    n = 0
     try:
-        for read in scanner_reads(sc, cfg.workflow, seconds, stop=lambda: count is not None and n >= count):
+        for n, read in enumerate(scanner_reads(sc, cfg.workflow, seconds), 1):
             _echo(read)
-            n += 1
+            if count is not None and n >= count:
+                break
     except (serial.SerialException, OSError) as exc:
         fail(f"{sc.port}: {exc}")
     except KeyboardInterrupt:
@@ -156,8 +169,15 @@ def scale_group() -> None:
 @click.option("--seconds", type=float, default=None, help="stop after this long (default: Ctrl-C)")
 @click.option("--count", "count", type=int, default=None, help="stop after this many readings")
 @handle_errors
-def scale_test(config_path: Path | None, target: str, protocol: str | None, baudrate: int | None,
-               actions: tuple[str, ...], seconds: float | None, count: int | None) -> None:
+def scale_test(
+    config_path: Path | None,
+    target: str,
+    protocol: str | None,
+    baudrate: int | None,
+    actions: tuple[str, ...],
+    seconds: float | None,
+    count: int | None,
+) -> None:
     """Show live readings (weight, stable/motion, overload) from scale NAME or PORT; `record` marks
     the readings the agent would record as weights."""
     from drivers.serial.testers import scale_readings
@@ -189,7 +209,9 @@ def _api(cfg: AgentConfig, method: str, path: str, body: dict[str, Any] | None =
     except httpx.HTTPError as exc:
         fail(f"cannot reach the agent at {url}: {exc} (is `coopagent run` running?)")
         raise
-    data: dict[str, Any] = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+    data: dict[str, Any] = (
+        r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+    )
     if r.status_code >= 400:
         fail(f"{data.get('error') or data.get('detail') or r.text} (HTTP {r.status_code})")
     return data
@@ -204,17 +226,26 @@ def count_group() -> None:
 @config_option
 @click.argument("location")
 @click.option("--device", default=None, help="the scanner that counts (default: the only one)")
-@click.option("--blind/--no-blind", default=None, help="hide running totals (default: [workflow] blind_count)")
+@click.option(
+    "--blind/--no-blind", default=None, help="hide running totals (default: [workflow] blind_count)"
+)
 @click.option("--recount", is_flag=True, help="recount the location's last closed session")
 @handle_errors
-def count_open(config_path: Path | None, location: str, device: str | None, blind: bool | None,
-               recount: bool) -> None:
+def count_open(
+    config_path: Path | None, location: str, device: str | None, blind: bool | None, recount: bool
+) -> None:
     """Open a count session at LOCATION."""
-    data = _api(resolve_config(config_path), "POST", "/v1/count/open",
-                {"location": location, "device": device, "blind": blind, "recount": recount})
-    click.echo(f"session {data['session']} open at {location} on {data['device']}"
-               + (" (blind)" if data.get("blind") else "") + (f", recount of {data['recount_of']}"
-                                                               if data.get("recount_of") else ""))
+    data = _api(
+        resolve_config(config_path),
+        "POST",
+        "/v1/count/open",
+        {"location": location, "device": device, "blind": blind, "recount": recount},
+    )
+    click.echo(
+        f"session {data['session']} open at {location} on {data['device']}"
+        + (" (blind)" if data.get("blind") else "")
+        + (f", recount of {data['recount_of']}" if data.get("recount_of") else "")
+    )
 
 
 @count_group.command("close")
@@ -227,14 +258,19 @@ def count_close(config_path: Path | None, session: str | None, device: str | Non
     """Close SESSION (or --device's session) and print its totals per GTIN."""
     if session is None and device is None:
         fail("name the SESSION or give --device")
-    data = _api(resolve_config(config_path), "POST", "/v1/count/close", {"session": session, "device": device})
+    data = _api(
+        resolve_config(config_path), "POST", "/v1/count/close", {"session": session, "device": device}
+    )
     if as_json:
         _echo(data)
         return
     click.echo(f"session {data['session']} closed: {data['lines']} lines")
     for gtin, t in data["totals"].items():
-        click.echo(f"  {gtin}  " + (f"qty {t['qty']}" if "qty" in t else "")
-                   + (f"  {t['weight_g']} g" if "weight_g" in t else ""))
+        click.echo(
+            f"  {gtin}  "
+            + (f"qty {t['qty']}" if "qty" in t else "")
+            + (f"  {t['weight_g']} g" if "weight_g" in t else "")
+        )
 
 
 @count_group.command("status")
@@ -250,8 +286,10 @@ def count_status(config_path: Path | None, as_json: bool) -> None:
     if not data["sessions"]:
         click.echo("no open sessions")
     for s in data["sessions"]:
-        click.echo(f"{s['session']}  {s['location']:<12} {s['device']:<12} {s['lines']} lines"
-                   + (" (blind)" if s["blind"] else ""))
+        click.echo(
+            f"{s['session']}  {s['location']:<12} {s['device']:<12} {s['lines']} lines"
+            + (" (blind)" if s["blind"] else "")
+        )
 
 
 def register(cli: click.Group) -> None:

@@ -41,8 +41,11 @@ def _engine_and_auth(authorization: str | None) -> WorkflowEngine | JSONResponse
 
     token = runtime.api_token()
     if token is None or not bearer_ok(authorization.encode("latin-1") if authorization else None, token):
-        return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
-                            headers={"WWW-Authenticate": "Bearer"})
+        return JSONResponse(
+            {"error": "missing or wrong bearer token"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     engine = runtime.workflow_engine()
     if engine is None:
         return JSONResponse({"error": "no scanners are configured on this agent"}, status_code=503)
@@ -70,7 +73,10 @@ def count_open(body: OpenIn, authorization: Auth = None) -> JSONResponse:
             if len(engine.scanners) != 1:
                 raise WorkflowError(f"name the device: one of {', '.join(engine.scanners)}", 400)
             device = next(iter(engine.scanners))
-        return engine.open_session(body.location, device, blind=body.blind, recount=body.recount, src="api:local")
+        return engine.open_session(
+            body.location, device, blind=body.blind, recount=body.recount, src="api:local"
+        )
+
     return _call(authorization, go, 201)
 
 

@@ -26,13 +26,15 @@ class CommandError(ValueError):
 
 @dataclass(frozen=True)
 class Command:
-    action: str          # mode, doc, loc, to, qty, count-open, count-recount, count-close
+    action: str  # mode, doc, loc, to, qty, count-open, count-recount, count-close
     arg: str | int | None = None
 
 
 def _name(kind: str, value: str) -> str:
     if not NAME_RE.match(value):
-        raise CommandError(f"{kind} {value!r} must be 1-40 letters, digits or / _ . - (starting with a letter or digit)")
+        raise CommandError(
+            f"{kind} {value!r} must be 1-40 letters, digits or / _ . - (starting with a letter or digit)"
+        )
     return value
 
 
@@ -40,7 +42,7 @@ def parse_command(text: str, prefix: str = "CMD:", max_multiplier: int = 9999) -
     """text is the whole read including the prefix."""
     if not text.upper().startswith(prefix.upper()):
         raise CommandError(f"not a command (does not start with {prefix!r})")
-    parts = text[len(prefix):].split(":")
+    parts = text[len(prefix) :].split(":")
     verb = parts[0].upper()
     args = parts[1:]
     if verb == "MODE" and len(args) == 1:
@@ -69,5 +71,8 @@ def sheet_commands(prefix: str = "CMD:") -> list[tuple[str, str]]:
     """The commands printed on the standard sheet: (barcode text, label)."""
     rows = [(f"{prefix}MODE:{m.upper()}", f"Mode: {m}") for m in MODES]
     rows += [(f"{prefix}QTY:{n}", f"Next item x{n}") for n in (2, 3, 4, 5, 6, 10, 12, 24)]
-    rows += [(f"{prefix}DOC:CLEAR", "Forget the document"), (f"{prefix}COUNT:CLOSE", "Close my count session")]
+    rows += [
+        (f"{prefix}DOC:CLEAR", "Forget the document"),
+        (f"{prefix}COUNT:CLOSE", "Close my count session"),
+    ]
     return rows

@@ -26,7 +26,10 @@ from drivers.serial.config import ScannerConfig, WorkflowConfig
 log = logging.getLogger(__name__)
 
 MOVE_ENDS = {  # mode -> (from, to) when no location says otherwise
-    "receive": ("supplier", None), "issue": (None, "issued"), "transfer": (None, None), "waste": (None, "waste"),
+    "receive": ("supplier", None),
+    "issue": (None, "issued"),
+    "transfer": (None, None),
+    "waste": (None, "waste"),
 }
 
 
@@ -43,8 +46,9 @@ class WorkflowError(Exception):
 
 
 class WorkflowEngine:
-    def __init__(self, wf: WorkflowConfig, scanners: Sequence[ScannerConfig], data_dir: Path,
-                 sink: RecordSink) -> None:
+    def __init__(
+        self, wf: WorkflowConfig, scanners: Sequence[ScannerConfig], data_dir: Path, sink: RecordSink
+    ) -> None:
         self.wf = wf
         self.sink = sink
         self.scanners = {s.name: s for s in scanners}
@@ -60,7 +64,9 @@ class WorkflowEngine:
         self.store.close()
 
     # -- inputs ---------------------------------------------------------------------------------
-    def on_scan(self, device: str, scan: Mapping[str, Any], at: int, scan_id: str | None = None) -> dict[str, Any]:
+    def on_scan(
+        self, device: str, scan: Mapping[str, Any], at: int, scan_id: str | None = None
+    ) -> dict[str, Any]:
         """Apply one read from scanner `device`; returns what happened (for the CLI and logs)."""
         if scan.get("type") == "command":
             if not scan.get("valid"):
@@ -109,21 +115,34 @@ class WorkflowEngine:
         self.flush()
 
     # -- stock-take sessions ----------------------------------------------------------------------
-    def open_session(self, location: str, device: str, *, blind: bool | None = None, recount: bool = False,
-                     src: str = "api:local", at: int | None = None) -> dict[str, Any]:
+    def open_session(
+        self,
+        location: str,
+        device: str,
+        *,
+        blind: bool | None = None,
+        recount: bool = False,
+        src: str = "api:local",
+        at: int | None = None,
+    ) -> dict[str, Any]:
         at = now_ms() if at is None else at
         if device not in self.scanners:
-            raise WorkflowError(f"no scanner named {device!r}; configured: {', '.join(self.scanners) or 'none'}", 404)
+            raise WorkflowError(
+                f"no scanner named {device!r}; configured: {', '.join(self.scanners) or 'none'}", 404
+            )
         with self.store.tx() as db:
             st = self._station(db, device)
             cur = self.store.open_session_of(db, device=device)
             if cur:
-                raise WorkflowError(f"scanner {device} already has session {cur['id']} open at "
-                                    f"{cur['location']}; close it first")
+                raise WorkflowError(
+                    f"scanner {device} already has session {cur['id']} open at "
+                    f"{cur['location']}; close it first"
+                )
             cur = self.store.open_session_of(db, location=location)
             if cur:
-                raise WorkflowError(f"location {location} is already being counted in session {cur['id']} "
-                                    f"on {cur['device']}")
+                raise WorkflowError(
+                    f"location {location} is already being counted in session {cur['id']} on {cur['device']}"
+                )
             recount_of = None
             if recount:
                 last = self.store.last_closed(db, location)
@@ -132,13 +151,21 @@ class WorkflowEngine:
                 recount_of = last["id"]
             sid = str(uuid7())
             blind = self.wf.blind_count if blind is None else blind
-            db.execute("INSERT INTO sessions(id, location, device, state, blind, recount_of, opened_at, opened_by) "
-                       "VALUES (?, ?, ?, 'open', ?, ?, ?, ?)", (sid, location, device, int(blind), recount_of, at, src))
+            db.execute(
+                "INSERT INTO sessions(id, location, device, state, blind, recount_of, opened_at, opened_by) "
+                "VALUES (?, ?, ?, 'open', ?, ?, ?, ?)",
+                (sid, location, device, int(blind), recount_of, at, src),
+            )
             self._finish_pending(db, st, None)
             st["mode"] = "count"
             self.store.save_station(db, st)
-            data: dict[str, Any] = {"session": sid, "state": "open", "locations": [location], "device": device,
-                                    "blind": blind}
+            data: dict[str, Any] = {
+                "session": sid,
+                "state": "open",
+                "locations": [location],
+                "device": device,
+                "blind": blind,
+            }
             if recount_of:
                 data["recount_of"] = recount_of
             self.store.enqueue(db, self._record("count_session", data, at, src))
@@ -146,8 +173,14 @@ class WorkflowEngine:
         log.info("count session %s opened at %s on %s", sid, location, device)
         return data
 
-    def close_session(self, session_id: str | None = None, device: str | None = None, *,
-                      src: str = "api:local", at: int | None = None) -> dict[str, Any]:
+    def close_session(
+        self,
+        session_id: str | None = None,
+        device: str | None = None,
+        *,
+        src: str = "api:local",
+        at: int | None = None,
+    ) -> dict[str, Any]:
         at = now_ms() if at is None else at
         with self.store.tx() as db:
             if session_id is not None:
@@ -164,9 +197,16 @@ class WorkflowEngine:
                 self.store.save_station(db, st)
             n, totals = self.store.totals(db, sess["id"])
             db.execute("UPDATE sessions SET state='closed', closed_at=? WHERE id=?", (at, sess["id"]))
-            data: dict[str, Any] = {"session": sess["id"], "state": "closed", "locations": [sess["location"]],
-                                    "device": sess["device"], "blind": bool(sess["blind"]),
-                                    "opened_at": sess["opened_at"], "lines": n, "totals": totals}
+            data: dict[str, Any] = {
+                "session": sess["id"],
+                "state": "closed",
+                "locations": [sess["location"]],
+                "device": sess["device"],
+                "blind": bool(sess["blind"]),
+                "opened_at": sess["opened_at"],
+                "lines": n,
+                "totals": totals,
+            }
             if sess["recount_of"]:
                 data["recount_of"] = sess["recount_of"]
             self.store.enqueue(db, self._record("count_session", data, at, src))
@@ -180,8 +220,14 @@ class WorkflowEngine:
         for s in self.store.open_sessions():
             with self.store.tx() as db:
                 n, totals = self.store.totals(db, s["id"])
-            item: dict[str, Any] = {"session": s["id"], "location": s["location"], "device": s["device"],
-                                    "blind": bool(s["blind"]), "opened_at": s["opened_at"], "lines": n}
+            item: dict[str, Any] = {
+                "session": s["id"],
+                "location": s["location"],
+                "device": s["device"],
+                "blind": bool(s["blind"]),
+                "opened_at": s["opened_at"],
+                "lines": n,
+            }
             if s["recount_of"]:
                 item["recount_of"] = s["recount_of"]
             if not s["blind"]:
@@ -231,25 +277,38 @@ class WorkflowEngine:
         with self.store.tx() as db:
             st = self._station(db, device)
             self._finish_pending(db, st, None)
-            key = {"mode": "mode", "doc": "doc", "loc": "location", "to": "to_loc", "qty": "multiplier"}[action]
+            key = {"mode": "mode", "doc": "doc", "loc": "location", "to": "to_loc", "qty": "multiplier"}[
+                action
+            ]
             st[key] = arg
             self.store.save_station(db, st)
         self.flush()
         return {"result": "set", key: arg}
 
-    def _item(self, db: Any, st: dict[str, Any], scan: Mapping[str, Any], at: int,
-              scan_id: str | None) -> dict[str, Any]:
+    def _item(
+        self, db: Any, st: dict[str, Any], scan: Mapping[str, Any], at: int, scan_id: str | None
+    ) -> dict[str, Any]:
         mode = st["mode"]
         if mode == "scan-only":
             return {"result": "recorded"}
-        if mode in ("receive", "issue", "transfer", "waste") and scan.get("type") == "text" \
-                and self.doc_re.match(str(scan.get("raw", "")).strip()):
+        if (
+            mode in ("receive", "issue", "transfer", "waste")
+            and scan.get("type") == "text"
+            and self.doc_re.match(str(scan.get("raw", "")).strip())
+        ):
             st["doc"] = str(scan["raw"]).strip()
             return {"result": "set", "doc": st["doc"]}
         if not scan.get("valid") or not scan.get("gtin"):
             return {"result": "ignored", "reason": scan.get("reason") or "not an item barcode"}
-        item: dict[str, Any] = {"gtin": scan["gtin"], "qty": st["multiplier"], "at": at, "mode": mode,
-                                "doc": st["doc"], "location": st["location"], "to": st["to_loc"]}
+        item: dict[str, Any] = {
+            "gtin": scan["gtin"],
+            "qty": st["multiplier"],
+            "at": at,
+            "mode": mode,
+            "doc": st["doc"],
+            "location": st["location"],
+            "to": st["to_loc"],
+        }
         if scan_id:
             item["scan"] = scan_id
         for k in ("price_fils", "price_minor", "batch", "serial", "expiry", "best_before"):
@@ -258,7 +317,10 @@ class WorkflowEngine:
         if mode == "count":
             sess = self.store.open_session_of(db, device=st["device"])
             if sess is None:
-                return {"result": "ignored", "reason": "no open count session on this scanner (scan CMD:COUNT:OPEN:LOC)"}
+                return {
+                    "result": "ignored",
+                    "reason": "no open count session on this scanner (scan CMD:COUNT:OPEN:LOC)",
+                }
             item["session"], item["location"] = sess["id"], sess["location"]
         elif not st["doc"]:
             # uplink-v1's stock_move carries `doc`; every move needs its delivery note, transfer
@@ -281,24 +343,64 @@ class WorkflowEngine:
         st["pending"] = None
         return self._finish(db, st, item, weight_g)
 
-    def _finish(self, db: Any, st: dict[str, Any], item: dict[str, Any], weight_g: int | None) -> dict[str, Any]:
+    def _finish(
+        self, db: Any, st: dict[str, Any], item: dict[str, Any], weight_g: int | None
+    ) -> dict[str, Any]:
         src = f"scanner:{st['device']}"
-        measure: dict[str, int] = {"weight_g": weight_g} if weight_g is not None else {"qty": int(item["qty"])}
-        extra = {k: item[k] for k in ("scan", "price_fils", "price_minor", "batch", "serial", "expiry",
-                                      "best_before") if k in item}
+        measure: dict[str, int] = (
+            {"weight_g": weight_g} if weight_g is not None else {"qty": int(item["qty"])}
+        )
+        extra: dict[str, Any] = {
+            k: item[k]
+            for k in ("scan", "price_fils", "price_minor", "batch", "serial", "expiry", "best_before")
+            if k in item
+        }
         if item["mode"] == "count":
-            rec = self._record("count", {"session": item["session"], "location": item["location"],
-                                         "gtin": item["gtin"], **measure, **extra}, item["at"], src)
-            db.execute("INSERT INTO lines(session, gtin, qty, weight_g, at, record_id) VALUES (?, ?, ?, ?, ?, ?)",
-                       (item["session"], item["gtin"], measure.get("qty"), measure.get("weight_g"), item["at"],
-                        rec["id"]))
+            rec = self._record(
+                "count",
+                {
+                    "session": item["session"],
+                    "location": item["location"],
+                    "gtin": item["gtin"],
+                    **measure,
+                    **extra,
+                },
+                item["at"],
+                src,
+            )
+            db.execute(
+                "INSERT INTO lines(session, gtin, qty, weight_g, at, record_id) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    item["session"],
+                    item["gtin"],
+                    measure.get("qty"),
+                    measure.get("weight_g"),
+                    item["at"],
+                    rec["id"],
+                ),
+            )
         else:
             default_from, default_to = MOVE_ENDS[item["mode"]]
-            loc = item["location"] or (self.scanners[st["device"]].location if st["device"] in self.scanners
-                                       else None) or "branch"
+            loc = (
+                item["location"]
+                or (self.scanners[st["device"]].location if st["device"] in self.scanners else None)
+                or "branch"
+            )
             frm = default_from or loc
             to = default_to or (item["to"] if item["mode"] == "transfer" else loc) or "unknown"
-            rec = self._record("stock_move", {"type": item["mode"], "gtin": item["gtin"], **measure,
-                                              "from": frm, "to": to, "doc": item["doc"], **extra}, item["at"], src)
+            rec = self._record(
+                "stock_move",
+                {
+                    "type": item["mode"],
+                    "gtin": item["gtin"],
+                    **measure,
+                    "from": frm,
+                    "to": to,
+                    "doc": item["doc"],
+                    **extra,
+                },
+                item["at"],
+                src,
+            )
         self.store.enqueue(db, rec)
         return {"result": rec["kind"], **{k: v for k, v in rec["data"].items() if k != "scan"}}

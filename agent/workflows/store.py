@@ -71,8 +71,10 @@ class WorkflowStore:
     # -- outbox ---------------------------------------------------------------------------------
     @staticmethod
     def enqueue(db: sqlite3.Connection, record: dict[str, Any]) -> None:
-        db.execute("INSERT INTO outbox(record_id, record) VALUES (?, ?)",
-                   (record["id"], json.dumps(record, separators=(",", ":"), sort_keys=True)))
+        db.execute(
+            "INSERT INTO outbox(record_id, record) VALUES (?, ?)",
+            (record["id"], json.dumps(record, separators=(",", ":"), sort_keys=True)),
+        )
 
     def pending_records(self, limit: int = 500) -> list[tuple[int, dict[str, Any]]]:
         with self._lock:
@@ -90,8 +92,10 @@ class WorkflowStore:
             row = db.execute("SELECT record_id, record FROM outbox WHERE seq=?", (seq,)).fetchone()
             if row is None:
                 return
-            db.execute("INSERT OR REPLACE INTO rejected(record_id, record, reason, at) VALUES (?, ?, ?, ?)",
-                       (row["record_id"], row["record"], reason, at))
+            db.execute(
+                "INSERT OR REPLACE INTO rejected(record_id, record, reason, at) VALUES (?, ?, ?, ?)",
+                (row["record_id"], row["record"], reason, at),
+            )
             db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
 
     def rejected_count(self) -> int:
@@ -103,12 +107,15 @@ class WorkflowStore:
             return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     # -- stations -------------------------------------------------------------------------------
-    def station(self, db: sqlite3.Connection, device: str, default_mode: str,
-                default_loc: str | None) -> dict[str, Any]:
+    def station(
+        self, db: sqlite3.Connection, device: str, default_mode: str, default_loc: str | None
+    ) -> dict[str, Any]:
         row = db.execute("SELECT * FROM stations WHERE device = ?", (device,)).fetchone()
         if row is None:
-            db.execute("INSERT INTO stations(device, mode, location) VALUES (?, ?, ?)",
-                       (device, default_mode, default_loc))
+            db.execute(
+                "INSERT INTO stations(device, mode, location) VALUES (?, ?, ?)",
+                (device, default_mode, default_loc),
+            )
             row = db.execute("SELECT * FROM stations WHERE device = ?", (device,)).fetchone()
         st = dict(row)
         st["pending"] = json.loads(st["pending"]) if st["pending"] else None
@@ -116,10 +123,18 @@ class WorkflowStore:
 
     @staticmethod
     def save_station(db: sqlite3.Connection, st: dict[str, Any]) -> None:
-        db.execute("UPDATE stations SET mode=?, doc=?, location=?, to_loc=?, multiplier=?, pending=? "
-                   "WHERE device=?",
-                   (st["mode"], st["doc"], st["location"], st["to_loc"], st["multiplier"],
-                    json.dumps(st["pending"]) if st["pending"] else None, st["device"]))
+        db.execute(
+            "UPDATE stations SET mode=?, doc=?, location=?, to_loc=?, multiplier=?, pending=? WHERE device=?",
+            (
+                st["mode"],
+                st["doc"],
+                st["location"],
+                st["to_loc"],
+                st["multiplier"],
+                json.dumps(st["pending"]) if st["pending"] else None,
+                st["device"],
+            ),
+        )
 
     def stations_with_pending(self) -> list[str]:
         with self._lock:
@@ -127,18 +142,24 @@ class WorkflowStore:
 
     # -- sessions -------------------------------------------------------------------------------
     @staticmethod
-    def open_session_of(db: sqlite3.Connection, *, device: str | None = None,
-                        location: str | None = None) -> dict[str, Any] | None:
+    def open_session_of(
+        db: sqlite3.Connection, *, device: str | None = None, location: str | None = None
+    ) -> dict[str, Any] | None:
         if device is not None:
             row = db.execute("SELECT * FROM sessions WHERE device=? AND state='open'", (device,)).fetchone()
         else:
-            row = db.execute("SELECT * FROM sessions WHERE location=? AND state='open'", (location,)).fetchone()
+            row = db.execute(
+                "SELECT * FROM sessions WHERE location=? AND state='open'", (location,)
+            ).fetchone()
         return dict(row) if row else None
 
     @staticmethod
     def last_closed(db: sqlite3.Connection, location: str) -> dict[str, Any] | None:
-        row = db.execute("SELECT * FROM sessions WHERE location=? AND state='closed' "
-                         "ORDER BY closed_at DESC, rowid DESC LIMIT 1", (location,)).fetchone()
+        row = db.execute(
+            "SELECT * FROM sessions WHERE location=? AND state='closed' "
+            "ORDER BY closed_at DESC, rowid DESC LIMIT 1",
+            (location,),
+        ).fetchone()
         return dict(row) if row else None
 
     @staticmethod
@@ -150,8 +171,11 @@ class WorkflowStore:
     def totals(db: sqlite3.Connection, session_id: str) -> tuple[int, dict[str, dict[str, int]]]:
         """(lines, {gtin: {"lines", "qty" and/or "weight_g"}}): a map, as the count_session kind wants."""
         n = int(db.execute("SELECT count(*) FROM lines WHERE session=?", (session_id,)).fetchone()[0])
-        rows = db.execute("SELECT gtin, sum(qty) AS qty, sum(weight_g) AS weight_g, count(*) AS lines "
-                          "FROM lines WHERE session=? GROUP BY gtin ORDER BY gtin", (session_id,)).fetchall()
+        rows = db.execute(
+            "SELECT gtin, sum(qty) AS qty, sum(weight_g) AS weight_g, count(*) AS lines "
+            "FROM lines WHERE session=? GROUP BY gtin ORDER BY gtin",
+            (session_id,),
+        ).fetchall()
         totals: dict[str, dict[str, int]] = {}
         for r in rows:
             t = {"lines": int(r["lines"])}

@@ -23,9 +23,11 @@ MARGIN = 36.0
 def sheet_rows(prefix: str = "CMD:", locations: list[str] | None = None) -> list[tuple[str, str]]:
     rows = sheet_commands(prefix)
     for loc in locations or []:
-        rows += [(f"{prefix}COUNT:OPEN:{loc}", f"Open count at {loc}"),
-                 (f"{prefix}COUNT:RECOUNT:{loc}", f"Recount {loc}"),
-                 (f"{prefix}LOC:{loc}", f"Location {loc}")]
+        rows += [
+            (f"{prefix}COUNT:OPEN:{loc}", f"Open count at {loc}"),
+            (f"{prefix}COUNT:RECOUNT:{loc}", f"Recount {loc}"),
+            (f"{prefix}LOC:{loc}", f"Location {loc}"),
+        ]
     return rows
 
 
@@ -37,7 +39,7 @@ def pages(rows: list[tuple[str, str]], title: str) -> list[Drawing]:
     for p in range(0, max(len(rows), 1), per_page):
         d = Drawing(w, h)
         d.add(String(MARGIN, h - MARGIN - 10, f"{title}  (page {p // per_page + 1})", fontSize=12))
-        for i, (value, label) in enumerate(rows[p:p + per_page]):
+        for i, (value, label) in enumerate(rows[p : p + per_page]):
             col, row = i % COLS, i // COLS
             x = MARGIN + col * cell_w + 10
             y = h - MARGIN - 30 - (row + 1) * cell_h + 20
@@ -51,7 +53,9 @@ def pages(rows: list[tuple[str, str]], title: str) -> list[Drawing]:
     return out
 
 
-def write_sheet(out: Path, rows: list[tuple[str, str]], title: str = "coopagent command barcodes") -> list[Path]:
+def write_sheet(
+    out: Path, rows: list[tuple[str, str]], title: str = "coopagent command barcodes"
+) -> list[Path]:
     """Write the sheet; a PNG gets one file per page (sheet.png, sheet-2.png, ...). Returns the files."""
     drawings = pages(rows, title)
     suffix = out.suffix.lower()

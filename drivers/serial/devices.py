@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 class ScannerDevice(SerialReader):
     kind = "scanner"
 
-    def __init__(self, cfg: ScannerConfig, ctx: AgentContext, wf: WorkflowConfig,
-                 engine: WorkflowEngine | None = None) -> None:
+    def __init__(
+        self, cfg: ScannerConfig, ctx: AgentContext, wf: WorkflowConfig, engine: WorkflowEngine | None = None
+    ) -> None:
         super().__init__(cfg, ctx)
         self.scfg = cfg
         self.interpreter = ScanInterpreter(wf)
@@ -83,8 +84,11 @@ class ScaleDevice(SerialReader):
 
     def request(self, what: str) -> bool:
         """Queue a zero / tare / clear-tare command for the reader thread; False if the protocol has none."""
-        cmd = {"zero": self.protocol.zero_command, "tare": self.protocol.tare_command,
-               "clear-tare": self.protocol.clear_tare_command}[what]()
+        cmd = {
+            "zero": self.protocol.zero_command,
+            "tare": self.protocol.tare_command,
+            "clear-tare": self.protocol.clear_tare_command,
+        }[what]()
         if cmd is None:
             return False
         with self._lock:
@@ -106,7 +110,9 @@ class ScaleDevice(SerialReader):
         if poll is not None and now - self._last_poll >= self.scfg.poll_interval_s:
             self._last_poll = now
             port.write(poll)
-        if not self._silent and now - self._last_rx > max(self.scfg.response_timeout_s, 2 * self.scfg.poll_interval_s):
+        if not self._silent and now - self._last_rx > max(
+            self.scfg.response_timeout_s, 2 * self.scfg.poll_interval_s
+        ):
             self._silent = True
             self.set_health("degraded")
             self.event("error", {"state": "not responding", "port": self.cfg.port})

@@ -54,7 +54,7 @@ class DelimitedFramer:
                     self.stats.garbage_bytes += len(frame)
                     continue
                 self.stats.garbage_bytes += p
-                frame = frame[p + len(self.prefix):]
+                frame = frame[p + len(self.prefix) :]
             elif overlong:
                 self.stats.garbage_bytes += len(frame)
                 continue
@@ -100,7 +100,9 @@ class StxFramer:
 
     STX = 0x02
 
-    def __init__(self, terminator: int = 0x0D, trailer: int = 0, max_len: int = 64, mask7: bool = True) -> None:
+    def __init__(
+        self, terminator: int = 0x0D, trailer: int = 0, max_len: int = 64, mask7: bool = True
+    ) -> None:
         self.terminator = terminator
         self.trailer = trailer
         self.max_len = max_len

@@ -15,7 +15,7 @@ from drivers.serial.scales.base import Reading
 
 @dataclass
 class Decision:
-    weight_g: int | None = None      # record this weight
+    weight_g: int | None = None  # record this weight
     state_change: str | None = None  # the scale entered this state ("overload", "ok", ...)
 
 

@@ -27,8 +27,9 @@ READ_TIMEOUT_S = 0.02  # bounds both shutdown time and the poll timer's resoluti
 
 def open_port(cfg: PortSettings, timeout: float = READ_TIMEOUT_S) -> serial.Serial:
     """Open with the configured line settings; exclusive, so two readers never split one device's bytes."""
-    return serial.Serial(port=cfg.port, timeout=timeout, write_timeout=1.0, exclusive=True,
-                         **cfg.serial_kwargs())  # type: ignore[arg-type]
+    return serial.Serial(
+        port=cfg.port, timeout=timeout, write_timeout=1.0, exclusive=True, **cfg.serial_kwargs()
+    )
 
 
 def wall_ms() -> int:

@@ -1,4 +1,4 @@
-"""Serial line settings shared by every scanner and scale (one place, so every device documents them the same)."""
+"""Serial line settings shared by every scanner and scale (declared once, documented once)."""
 
 from __future__ import annotations
 
@@ -24,23 +24,28 @@ class PortSettings(Section):
     stopbits: Literal[1, 2] = 1
     flow: Literal["none", "rtscts", "xonxoff"] = Field("none", description="flow control")
     reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = Field(
-        0.5, description="first wait before reopening a port that vanished (doubles each failure)")
+        0.5, description="first wait before reopening a port that vanished (doubles each failure)"
+    )
     reconnect_max_s: Annotated[float, Field(gt=0, le=600)] = Field(10.0, description="cap on that wait")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         if not NAME_RE.match(v):
-            raise ValueError("must be 1-32 characters of lower case letters, digits, '-' or '_', "
-                             "starting with a letter or digit")
+            raise ValueError(
+                "must be 1-32 characters of lower case letters, digits, '-' or '_', "
+                "starting with a letter or digit"
+            )
         return v
 
     @field_validator("port")
     @classmethod
     def _port(cls, v: str) -> str:
         if not v.startswith("/") or "\0" in v:
-            raise ValueError("must be an absolute device path such as /dev/serial/by-id/usb-...-if00 "
-                             "or /dev/ttyUSB0 (see `coopagent serial list`)")
+            raise ValueError(
+                "must be an absolute device path such as /dev/serial/by-id/usb-...-if00 "
+                "or /dev/ttyUSB0 (see `coopagent serial list`)"
+            )
         return v
 
     @field_validator("baudrate")
@@ -53,8 +58,10 @@ class PortSettings(Section):
     @model_validator(mode="after")
     def _backoff(self) -> PortSettings:
         if self.reconnect_min_s > self.reconnect_max_s:
-            raise ValueError(f"reconnect_min_s ({self.reconnect_min_s}) must not exceed "
-                             f"reconnect_max_s ({self.reconnect_max_s})")
+            raise ValueError(
+                f"reconnect_min_s ({self.reconnect_min_s}) must not exceed "
+                f"reconnect_max_s ({self.reconnect_max_s})"
+            )
         return self
 
     def serial_kwargs(self) -> dict[str, object]:
@@ -75,8 +82,16 @@ def decode_escapes(text: str) -> bytes:
     TOML already turns "\\r" into a carriage return; the <CR>-style names are for people who
     write suffixes the way scanner manuals print them.
     """
-    names = {"<CR>": "\r", "<LF>": "\n", "<TAB>": "\t", "<STX>": "\x02", "<ETX>": "\x03",
-             "<GS>": "\x1d", "<RS>": "\x1e", "<EOT>": "\x04"}
+    names = {
+        "<CR>": "\r",
+        "<LF>": "\n",
+        "<TAB>": "\t",
+        "<STX>": "\x02",
+        "<ETX>": "\x03",
+        "<GS>": "\x1d",
+        "<RS>": "\x1e",
+        "<EOT>": "\x04",
+    }
     for k, v in names.items():
         text = text.replace(k, v)
     if "\\" in text:

@@ -56,8 +56,13 @@ class ScanInterpreter:
                 cmd = parse_command(body, self.wf.command_prefix, self.wf.max_multiplier)
             except CommandError as exc:
                 return {**data, "type": "command", "valid": False, "reason": str(exc)}
-            return {**data, "type": "command", "valid": True, "command": cmd.action,
-                    **({"arg": cmd.arg} if cmd.arg is not None else {})}
+            return {
+                **data,
+                "type": "command",
+                "valid": True,
+                "command": cmd.action,
+                **({"arg": cmd.arg} if cmd.arg is not None else {}),
+            }
         if not body or any(ord(c) < 0x20 and c != GS for c in body):
             return {**data, "type": "invalid", "valid": False, "reason": "empty or control characters"}
         try:
@@ -67,7 +72,9 @@ class ScanInterpreter:
             # found by the fuzz test (tests/serial/test_scanner_interpret.py).
             return {**data, "type": "invalid", "valid": False, "reason": f"unparseable: {exc}"[:200]}
         data["symbology"] = _symbology(result)
-        gs1_aim = result.symbology_identifier is not None and result.symbology_identifier.gs1_symbology is not None
+        gs1_aim = (
+            result.symbology_identifier is not None and result.symbology_identifier.gs1_symbology is not None
+        )
         plain_digits = bool(_DIGITS.match(body))
         claims_gs1 = plain_digits or gs1_aim
         # 8, 12, 13 or 14 bare digits are a GTIN or nothing: "96385074" with a bad check digit
@@ -95,7 +102,9 @@ class ScanInterpreter:
             if es.ai.ai.startswith("310") and es.decimal is not None:
                 out["weight_g"] = int((es.decimal * 1000).to_integral_value())
             if es.ai.ai.startswith("392") and es.decimal is not None:
-                out["price_minor"] = int((es.decimal * Decimal(10) ** self.wf.currency_decimals).to_integral_value())
+                out["price_minor"] = int(
+                    (es.decimal * Decimal(10) ** self.wf.currency_decimals).to_integral_value()
+                )
             if es.ai.ai in ("15", "17") and es.date is not None:
                 out["best_before" if es.ai.ai == "15" else "expiry"] = es.date.isoformat()
         out["ais"] = ais

@@ -8,7 +8,7 @@ a busy port says so.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from drivers.serial.config import ScannerConfig, WorkflowConfig
@@ -19,27 +19,31 @@ from drivers.serial.scales import ScaleConfigBase, make_protocol
 from drivers.serial.scanner import ScanInterpreter
 
 
-def scanner_reads(cfg: ScannerConfig, wf: WorkflowConfig, seconds: float | None,
-                  stop: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
-    """Yield each read's interpretation until `seconds` pass (None = until stop() or Ctrl-C)."""
+def scanner_reads(cfg: ScannerConfig, wf: WorkflowConfig, seconds: float | None) -> Iterator[dict[str, Any]]:
+    """Yield each read's interpretation until `seconds` pass (None: until the caller stops or Ctrl-C)."""
     framer = DelimitedFramer(cfg.suffix_bytes, cfg.prefix_bytes, cfg.max_frame_bytes)
     interpreter = ScanInterpreter(wf)
     deadline = None if seconds is None else time.monotonic() + seconds
     with open_port(cfg, timeout=0.1) as port:
-        while not stop() and (deadline is None or time.monotonic() < deadline):
+        while deadline is None or time.monotonic() < deadline:
             for frame in framer.feed(port.read(max(1, port.in_waiting))):
                 yield interpreter.interpret(frame)
 
 
-def scale_readings(cfg: ScaleConfigBase, seconds: float | None, actions: list[str]) -> Iterator[dict[str, Any]]:
+def scale_readings(
+    cfg: ScaleConfigBase, seconds: float | None, actions: list[str]
+) -> Iterator[dict[str, Any]]:
     """Yield each reading with what the agent would do with it (record / state change)."""
     proto = make_protocol(cfg)
     placement = PlacementFilter(cfg.zero_band_g, cfg.change_band_g)
     deadline = None if seconds is None else time.monotonic() + seconds
     with open_port(cfg, timeout=0.02) as port:
         for action in actions:
-            cmd = {"zero": proto.zero_command, "tare": proto.tare_command,
-                   "clear-tare": proto.clear_tare_command}[action]()
+            cmd = {
+                "zero": proto.zero_command,
+                "tare": proto.tare_command,
+                "clear-tare": proto.clear_tare_command,
+            }[action]()
             if cmd is None:
                 yield {"status": "error", "detail": {"error": f"{cfg.protocol} has no {action} command"}}
             else:

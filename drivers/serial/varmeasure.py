@@ -16,7 +16,7 @@ from drivers.serial.config import VariableMeasureRule
 
 
 def _span(code: str, span: tuple[int, int]) -> str:
-    return code[span[0] - 1: span[1]]
+    return code[span[0] - 1 : span[1]]
 
 
 def apply_rules(code: str, rules: list[VariableMeasureRule]) -> dict[str, Any] | None:
@@ -34,8 +34,11 @@ def apply_rules(code: str, rules: list[VariableMeasureRule]) -> dict[str, Any] |
         expected = gs1_price_weight_check_digit(value)
         got = int(code[rule.value_check_digit - 1])
         if expected != got:
-            return {**out, "valid": False,
-                    "reason": f"{rule.measure} check digit: expected {expected}, got {got}"}
+            return {
+                **out,
+                "valid": False,
+                "reason": f"{rule.measure} check digit: expected {expected}, got {got}",
+            }
     out[rule.measure] = int(value)
     base = list(code[:12])
     positions = list(range(rule.value[0], rule.value[1] + 1))

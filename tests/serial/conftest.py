@@ -88,9 +88,11 @@ def count_api(tmp_path: Path, run_component: Callable[[Component], Running]) -> 
     built by build_components as in the agent; records go to a MemorySink."""
     tok = tmp_path / "api.token"
     tok.write_text(TOKEN + "\n")
-    data = {"agent": {"data_dir": str(tmp_path / "data")},
-            "api": {"token_file": str(tok), "listen": f"127.0.0.1:{free_port()}"},
-            "scanners": [{"name": "room", "port": "/dev/ttyUSB0", "mode": "count"}]}
+    data = {
+        "agent": {"data_dir": str(tmp_path / "data")},
+        "api": {"token_file": str(tok), "listen": f"127.0.0.1:{free_port()}"},
+        "scanners": [{"name": "room", "port": "/dev/ttyUSB0", "mode": "count"}],
+    }
     cfg_path = tmp_path / "agent.toml"
     cfg_path.write_text(toml_dumps(data))
     cfg = parse_config(data)
@@ -100,7 +102,9 @@ def count_api(tmp_path: Path, run_component: Callable[[Component], Running]) -> 
     server = ApiComponent(cfg, ctx.records, lambda: {}, lambda: b"", routers=[router])
     run_component(server)
     assert server.started.wait(15)
-    with httpx.Client(base_url=f"http://{cfg.api.listen}", headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+    with httpx.Client(
+        base_url=f"http://{cfg.api.listen}", headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as client:
         yield CountApi(client, ctx.records, cfg_path)
     engine = runtime.workflow_engine()
     assert engine is not None

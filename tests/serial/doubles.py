@@ -73,10 +73,18 @@ class FakeContext:
     def register_command(self, name: str, handler: Any) -> None:
         pass
 
-    def device_event(self, device: str, event: str, detail: Mapping[str, Any] | None = None,
-                     src: str = "agent") -> None:
-        self.records.submit([{"kind": "device_event", "src": src,
-                              "data": {"device": device, "event": event, "detail": dict(detail or {})}}])
+    def device_event(
+        self, device: str, event: str, detail: Mapping[str, Any] | None = None, src: str = "agent"
+    ) -> None:
+        self.records.submit(
+            [
+                {
+                    "kind": "device_event",
+                    "src": src,
+                    "data": {"device": device, "event": event, "detail": dict(detail or {})},
+                }
+            ]
+        )
 
     def set_health(self, component: str, health: Health) -> None:
         self.health[component] = health

@@ -51,8 +51,10 @@ def test_scanner_test_prints_parsed_reads(pty_pair: Callable[[str], PtyLink]) ->
     link = pty_pair("cli-scan")
     sim = ScannerSim(link.device_side).start()
     try:
-        r = _run_cli_while(["scanner", "test", str(link.agent_side), "--count", "2", "--seconds", "20"],
-                           lambda: sim.scan("]E05901234123457"))
+        r = _run_cli_while(
+            ["scanner", "test", str(link.agent_side), "--count", "2", "--seconds", "20"],
+            lambda: sim.scan("]E05901234123457"),
+        )
     finally:
         sim.stop()
     assert r.exit_code == 0, r.output
@@ -64,8 +66,18 @@ def test_scale_test_zeroes_and_marks_recorded_weights(pty_pair: Callable[[str], 
     sim = MtSicsSim(link.device_side).start()
     sim.place(1200)
     try:
-        r = invoke("scale", "test", str(link.agent_side), "--protocol", "mt-sics", "--tare", "--count", "4",
-                   "--seconds", "20")
+        r = invoke(
+            "scale",
+            "test",
+            str(link.agent_side),
+            "--protocol",
+            "mt-sics",
+            "--tare",
+            "--count",
+            "4",
+            "--seconds",
+            "20",
+        )
     finally:
         sim.stop()
     assert r.exit_code == 0, r.output

@@ -3,9 +3,8 @@ the engine built by build_components as in the agent; requests over real HTTP wi
 
 from __future__ import annotations
 
-import httpx
-
 from tests.serial.conftest import CountApi
+
 
 def test_open_status_close(count_api: CountApi) -> None:
     client, sink = count_api.client, count_api.sink

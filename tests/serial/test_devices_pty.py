@@ -10,8 +10,15 @@ import pytest
 
 from agent.config.loader import parse_config
 from drivers.serial.devices import ScaleDevice, ScannerDevice
-from drivers.serial.sim.devices import CasSim, LineSim, MtSicsSim, ScaleSim, Toledo8217Sim, ToledoContinuousSim
-from drivers.serial.sim.devices import ScannerSim
+from drivers.serial.sim.devices import (
+    CasSim,
+    LineSim,
+    MtSicsSim,
+    ScaleSim,
+    ScannerSim,
+    Toledo8217Sim,
+    ToledoContinuousSim,
+)
 from drivers.serial.sim.pty import PtyLink
 from tests.peers.net import wait_for
 from tests.serial.conftest import Running
@@ -19,14 +26,27 @@ from tests.serial.doubles import FakeContext, MemorySink
 
 
 def scanner_ctx(port: Path, **kw: Any) -> tuple[FakeContext, ScannerDevice]:
-    cfg = parse_config({"scanners": [{"name": "dock", "port": str(port), "mode": "scan-only",
-                                      "reconnect_min_s": 0.05, "reconnect_max_s": 0.2, **kw}]})
+    cfg = parse_config(
+        {
+            "scanners": [
+                {
+                    "name": "dock",
+                    "port": str(port),
+                    "mode": "scan-only",
+                    "reconnect_min_s": 0.05,
+                    "reconnect_max_s": 0.2,
+                    **kw,
+                }
+            ]
+        }
+    )
     ctx = FakeContext(cfg, MemorySink())
     return ctx, ScannerDevice(cfg.scanners[0], ctx, cfg.workflow)
 
 
-def test_scanner_reads_become_scan_records(pty_pair: Callable[[str], PtyLink],
-                                           run_component: Callable[..., Running]) -> None:
+def test_scanner_reads_become_scan_records(
+    pty_pair: Callable[[str], PtyLink], run_component: Callable[..., Running]
+) -> None:
     link = pty_pair("scan")
     ctx, dev = scanner_ctx(link.agent_side, suffix="\r\n", prefix="<STX>")
     run_component(dev)
@@ -48,8 +68,9 @@ def test_scanner_reads_become_scan_records(pty_pair: Callable[[str], PtyLink],
     assert ctx.health["scanner:dock"] == "ok"
 
 
-def test_unplug_and_replug_recover_with_one_event_each(tmp_path: Path,
-                                                       run_component: Callable[..., Running]) -> None:
+def test_unplug_and_replug_recover_with_one_event_each(
+    tmp_path: Path, run_component: Callable[..., Running]
+) -> None:
     """The by-id link vanishes on unplug: one offline event, retries with backoff, online again on replug."""
     link = PtyLink(tmp_path / "by-id-scanner", tmp_path / "dev-side").start()
     ctx, dev = scanner_ctx(link.agent_side)
@@ -71,8 +92,9 @@ def test_unplug_and_replug_recover_with_one_event_each(tmp_path: Path,
         link.stop()
 
 
-def test_missing_port_at_start_is_offline_until_it_appears(tmp_path: Path,
-                                                           run_component: Callable[..., Running]) -> None:
+def test_missing_port_at_start_is_offline_until_it_appears(
+    tmp_path: Path, run_component: Callable[..., Running]
+) -> None:
     link = PtyLink(tmp_path / "late", tmp_path / "late-dev")
     ctx, dev = scanner_ctx(link.agent_side)
     run_component(dev)
@@ -93,12 +115,27 @@ SCALES: list[tuple[str, type[ScaleSim], dict[str, Any]]] = [
 
 
 @pytest.mark.parametrize("protocol, sim_cls, extra", SCALES, ids=[s[0] for s in SCALES])
-def test_scale_records_one_weight_per_placement(protocol: str, sim_cls: type[ScaleSim], extra: dict[str, Any],
-                                                pty_pair: Callable[[str], PtyLink],
-                                                run_component: Callable[..., Running]) -> None:
+def test_scale_records_one_weight_per_placement(
+    protocol: str,
+    sim_cls: type[ScaleSim],
+    extra: dict[str, Any],
+    pty_pair: Callable[[str], PtyLink],
+    run_component: Callable[..., Running],
+) -> None:
     link = pty_pair(protocol)
-    cfg = parse_config({"scales": [{"name": "dock", "port": str(link.agent_side), "protocol": protocol,
-                                    "poll_interval_s": 0.05, **extra}]})
+    cfg = parse_config(
+        {
+            "scales": [
+                {
+                    "name": "dock",
+                    "port": str(link.agent_side),
+                    "protocol": protocol,
+                    "poll_interval_s": 0.05,
+                    **extra,
+                }
+            ]
+        }
+    )
     ctx = FakeContext(cfg, MemorySink())
     dev = ScaleDevice(cfg.scales[0], ctx)
     sim = sim_cls(link.device_side).start()
@@ -109,8 +146,10 @@ def test_scale_records_one_weight_per_placement(protocol: str, sim_cls: type[Sca
         sim.place(1500)
         wait_for(lambda: ctx.records.of("weight"), what="first weight")
         sim.over = True
-        wait_for(lambda: [e for e in ctx.records.events("error") if e["detail"].get("state") == "overload"],
-                 what="overload event")
+        wait_for(
+            lambda: [e for e in ctx.records.events("error") if e["detail"].get("state") == "overload"],
+            what="overload event",
+        )
         sim.place(0)
         wait_for(lambda: ctx.records.events("recovered"), what="recovered")
         sim.place(2250)
@@ -122,11 +161,17 @@ def test_scale_records_one_weight_per_placement(protocol: str, sim_cls: type[Sca
     assert all(w["data"]["scale"] == "dock" and w["src"] == "scale:dock" for w in ctx.records.of("weight"))
 
 
-def test_mt_sics_zero_and_tare_reach_the_scale(pty_pair: Callable[[str], PtyLink],
-                                               run_component: Callable[..., Running]) -> None:
+def test_mt_sics_zero_and_tare_reach_the_scale(
+    pty_pair: Callable[[str], PtyLink], run_component: Callable[..., Running]
+) -> None:
     link = pty_pair("zt")
-    cfg = parse_config({"scales": [{"name": "dock", "port": str(link.agent_side), "protocol": "mt-sics",
-                                    "poll_interval_s": 0.05}]})
+    cfg = parse_config(
+        {
+            "scales": [
+                {"name": "dock", "port": str(link.agent_side), "protocol": "mt-sics", "poll_interval_s": 0.05}
+            ]
+        }
+    )
     ctx = FakeContext(cfg, MemorySink())
     dev = ScaleDevice(cfg.scales[0], ctx)
     sim = MtSicsSim(link.device_side, si_reply_id="SI").start()
@@ -140,13 +185,27 @@ def test_mt_sics_zero_and_tare_reach_the_scale(pty_pair: Callable[[str], PtyLink
         sim.stop()
 
 
-def test_silent_polled_scale_is_reported_not_responding(pty_pair: Callable[[str], PtyLink],
-                                                        run_component: Callable[..., Running]) -> None:
+def test_silent_polled_scale_is_reported_not_responding(
+    pty_pair: Callable[[str], PtyLink], run_component: Callable[..., Running]
+) -> None:
     link = pty_pair("silent")
-    cfg = parse_config({"scales": [{"name": "dock", "port": str(link.agent_side), "protocol": "toledo-8217",
-                                    "poll_interval_s": 0.05, "response_timeout_s": 0.3}]})
+    cfg = parse_config(
+        {
+            "scales": [
+                {
+                    "name": "dock",
+                    "port": str(link.agent_side),
+                    "protocol": "toledo-8217",
+                    "poll_interval_s": 0.05,
+                    "response_timeout_s": 0.3,
+                }
+            ]
+        }
+    )
     ctx = FakeContext(cfg, MemorySink())
     run_component(ScaleDevice(cfg.scales[0], ctx))
-    wait_for(lambda: [e for e in ctx.records.events("error") if e["detail"].get("state") == "not responding"],
-             what="not responding event")
+    wait_for(
+        lambda: [e for e in ctx.records.events("error") if e["detail"].get("state") == "not responding"],
+        what="not responding event",
+    )
     assert ctx.health["scale:dock"] == "degraded"

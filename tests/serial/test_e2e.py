@@ -29,16 +29,26 @@ def test_receiving_and_stock_take_reach_the_receiver(branch: Branch) -> None:
     scanner = ScannerSim(scan_link.device_side).start()
     scale = MtSicsSim(scale_link.device_side).start()
     devices = {
-        "scanners": [{"name": "dock", "port": str(scan_link.agent_side), "scale": "dock", "location": "DOCK-1"}],
-        "scales": [{"name": "dock", "port": str(scale_link.agent_side), "protocol": "mt-sics",
-                    "poll_interval_s": 0.05}],
+        "scanners": [
+            {"name": "dock", "port": str(scan_link.agent_side), "scale": "dock", "location": "DOCK-1"}
+        ],
+        "scales": [
+            {
+                "name": "dock",
+                "port": str(scale_link.agent_side),
+                "protocol": "mt-sics",
+                "poll_interval_s": 0.05,
+            }
+        ],
         "workflow": {"pair_window_s": 5},
     }
     try:
         branch.start_receiver()
         agent = branch.start_agent(**devices)
-        wait_for(lambda: agent.health().get("scanner:dock") == "ok" and agent.health().get("scale:dock") == "ok",
-                 what="scanner and scale online")
+        wait_for(
+            lambda: agent.health().get("scanner:dock") == "ok" and agent.health().get("scale:dock") == "ok",
+            what="scanner and scale online",
+        )
         engine = runtime.workflow_engine()
         assert engine is not None
 
@@ -57,7 +67,7 @@ def test_receiving_and_stock_take_reach_the_receiver(branch: Branch) -> None:
         scanner.scan(GTIN_A)
         wait_for(lambda: engine.status()["sessions"][0]["lines"] == 1, what="first count line")
 
-        branch.stop_agent()   # the agent restarts in the middle of the count
+        branch.stop_agent()  # the agent restarts in the middle of the count
         agent = branch.start_agent(**devices)
         wait_for(lambda: agent.health().get("scanner:dock") == "ok", what="scanner online again")
         engine = runtime.workflow_engine()
@@ -66,8 +76,11 @@ def test_receiving_and_stock_take_reach_the_receiver(branch: Branch) -> None:
         wait_for(lambda: engine.status()["sessions"][0]["lines"] == 2, what="count after restart")
         scanner.scan("CMD:COUNT:CLOSE")
 
-        wait_for(lambda: [s for s in received(branch, "count_session") if s["data"]["state"] == "closed"],
-                 timeout=20, what="closed session at the receiver")
+        wait_for(
+            lambda: [s for s in received(branch, "count_session") if s["data"]["state"] == "closed"],
+            timeout=20,
+            what="closed session at the receiver",
+        )
     finally:
         branch.stop_agent()
         scanner.stop()
@@ -77,7 +90,9 @@ def test_receiving_and_stock_take_reach_the_receiver(branch: Branch) -> None:
 
     moves = [r["data"] for r in received(branch, "stock_move")]
     assert [(m["gtin"], m.get("weight_g"), m.get("qty"), m["doc"]) for m in moves] == [
-        ("0" + GTIN_A, 2500, None, "INV-77"), ("0" + GTIN_B, None, 3, "INV-77")]
+        ("0" + GTIN_A, 2500, None, "INV-77"),
+        ("0" + GTIN_B, None, 3, "INV-77"),
+    ]
     assert all(m["type"] == "receive" and m["to"] == "DOCK-1" for m in moves)
     closed = [s["data"] for s in received(branch, "count_session") if s["data"]["state"] == "closed"][0]
     assert closed["totals"] == {"0" + GTIN_A: {"lines": 2, "qty": 2}} and closed["locations"] == ["A-12"]

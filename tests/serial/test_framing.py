@@ -14,7 +14,7 @@ def feed_chunks(framer: DelimitedFramer | StxFramer, data: bytes, rnd: random.Ra
     out, i = [], 0
     while i < len(data):
         n = rnd.randint(1, 7)
-        out += framer.feed(data[i:i + n])
+        out += framer.feed(data[i : i + n])
         i += n
     return out
 
@@ -48,8 +48,11 @@ def test_stx_trailer_keeps_checksum_even_if_it_is_stx() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.binary(max_size=40), st.sampled_from([b"\r", b"\n", b"\r\n", b"@"])), max_size=60),
-       st.integers(0, 2**32 - 1), st.sampled_from([b"", b"@", b"@@"]))
+@given(
+    st.lists(st.one_of(st.binary(max_size=40), st.sampled_from([b"\r", b"\n", b"\r\n", b"@"])), max_size=60),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([b"", b"@", b"@@"]),
+)
 def test_delimited_any_chunking_same_frames_and_bounded(parts: list[bytes], seed: int, prefix: bytes) -> None:
     data = b"".join(parts)
     whole = DelimitedFramer(b"\r\n", prefix=prefix, max_len=24)
@@ -66,8 +69,12 @@ def test_delimited_any_chunking_same_frames_and_bounded(parts: list[bytes], seed
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.binary(max_size=30), st.sampled_from([b"\x02", b"\r", b"\x0201.234\r"])), max_size=60),
-       st.integers(0, 2**32 - 1))
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=30), st.sampled_from([b"\x02", b"\r", b"\x0201.234\r"])), max_size=60
+    ),
+    st.integers(0, 2**32 - 1),
+)
 def test_stx_any_chunking_same_frames_and_bounded(parts: list[bytes], seed: int) -> None:
     data = b"".join(parts)
     expected = StxFramer(trailer=1, max_len=20).feed(data)

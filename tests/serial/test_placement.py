@@ -32,8 +32,16 @@ def test_once_per_placement_and_after_change_or_zero() -> None:
 
 
 def test_motion_and_errors_are_never_weights() -> None:
-    seq = [M(700), M(900), Reading("overload"), Reading("overload"), Reading("error"), S(1200), S(1200),
-           Reading("info", tare_g=100)]
+    seq = [
+        M(700),
+        M(900),
+        Reading("overload"),
+        Reading("overload"),
+        Reading("error"),
+        S(1200),
+        S(1200),
+        Reading("info", tare_g=100),
+    ]
     weights, states = run(seq)
     assert weights == [1200]
     assert states == ["overload", "ok"]  # a single error reading does not flap the state

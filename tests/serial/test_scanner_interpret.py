@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from biip.checksums import gs1_price_weight_check_digit, gs1_standard_check_digit
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from biip.checksums import gs1_price_weight_check_digit, gs1_standard_check_digit
 
 from drivers.serial.config import VariableMeasureRule, WorkflowConfig
 from drivers.serial.scanner import ScanInterpreter
@@ -53,7 +53,9 @@ def test_variable_measure_price_label_and_prefix_02() -> None:
 
 
 def test_rule_with_value_check_digit_verifies_it() -> None:
-    rule = VariableMeasureRule(prefixes=["23"], item=(3, 6), value=(9, 12), value_check_digit=8, measure="weight_g")
+    rule = VariableMeasureRule(
+        prefixes=["23"], item=(3, 6), value=(9, 12), value_check_digit=8, measure="weight_g"
+    )
     si = ScanInterpreter(WorkflowConfig(variable_measure=[rule]))
     value = "2875"
     good = ean13("234321" + "0" + str(gs1_price_weight_check_digit(value)) + value)

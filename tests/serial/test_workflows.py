@@ -26,13 +26,17 @@ class Dock:
     """An engine plus the interpreter a scanner would use; scans at explicit times (ms)."""
 
     def __init__(self, root: Path, sink: MemorySink | None = None, **wf: Any) -> None:
-        self.cfg = parse_config({
-            "agent": {"data_dir": str(root)},
-            "scanners": [{"name": "dock", "port": "/dev/ttyUSB0", "scale": "dock", "location": "DOCK-1"},
-                         {"name": "room", "port": "/dev/ttyUSB1", "mode": "count"}],
-            "scales": [{"name": "dock", "port": "/dev/ttyUSB2", "protocol": "mt-sics"}],
-            "workflow": {"pair_window_s": 2, **wf},
-        })
+        self.cfg = parse_config(
+            {
+                "agent": {"data_dir": str(root)},
+                "scanners": [
+                    {"name": "dock", "port": "/dev/ttyUSB0", "scale": "dock", "location": "DOCK-1"},
+                    {"name": "room", "port": "/dev/ttyUSB1", "mode": "count"},
+                ],
+                "scales": [{"name": "dock", "port": "/dev/ttyUSB2", "protocol": "mt-sics"}],
+                "workflow": {"pair_window_s": 2, **wf},
+            }
+        )
         self.sink = sink or MemorySink()
         self.engine = WorkflowEngine(self.cfg.workflow, self.cfg.scanners, root, self.sink)
         self.si = ScanInterpreter(self.cfg.workflow)
@@ -58,30 +62,51 @@ def test_receiving_doc_then_items_with_qty_weight_and_labels(tmp_path: Path) -> 
     d.scan("CMD:QTY:12", 1200)
     assert d.scan(GTIN_A, 1300)["result"] == "waiting-for-weight"
     assert d.scan(GTIN_B, 1400)["result"] == "waiting-for-weight"  # completes A as 12 pieces
-    d.weight(2480, 1900)                         # B weighed within the window
-    d.scan(ean13("201234501234"), 5000)                             # a weight label: no waiting
+    d.weight(2480, 1900)  # B weighed within the window
+    d.scan(ean13("201234501234"), 5000)  # a weight label: no waiting
     d.scan(GTIN_A, 6000)
-    d.weight(999, 9000)                           # too late for A (window 2 s)
+    d.weight(999, 9000)  # too late for A (window 2 s)
     d.tick(9001)
     moves = d.moves()
     assert [(m["gtin"][-13:], m.get("qty"), m.get("weight_g")) for m in moves] == [
-        (GTIN_A, 12, None), (GTIN_B, None, 2480), (ean13("201234500000"), None, 1234), (GTIN_A, 1, None)]
-    assert all(m["type"] == "receive" and m["doc"] == "INV-2024/118" and m["to"] == "DOCK-1"
-               and m["from"] == "supplier" for m in moves)
+        (GTIN_A, 12, None),
+        (GTIN_B, None, 2480),
+        (ean13("201234500000"), None, 1234),
+        (GTIN_A, 1, None),
+    ]
+    assert all(
+        m["type"] == "receive"
+        and m["doc"] == "INV-2024/118"
+        and m["to"] == "DOCK-1"
+        and m["from"] == "supplier"
+        for m in moves
+    )
     assert moves[0]["scan"] == "scan-1300"
     assert [r["at"] - T0 for r in d.sink.of("stock_move")] == [1300, 1400, 5000, 6000]
 
 
 def test_mode_commands_issue_transfer_waste(tmp_path: Path) -> None:
     d = Dock(tmp_path, pair_window_s=0)
-    for code in ("CMD:MODE:TRANSFER", "CMD:LOC:A-1", "CMD:TO:B-2", "CMD:DOC:TR-9", GTIN_A,
-                 "CMD:MODE:WASTE", GTIN_B, "CMD:MODE:ISSUE", "CMD:DOC:CLEAR"):
+    for code in (
+        "CMD:MODE:TRANSFER",
+        "CMD:LOC:A-1",
+        "CMD:TO:B-2",
+        "CMD:DOC:TR-9",
+        GTIN_A,
+        "CMD:MODE:WASTE",
+        GTIN_B,
+        "CMD:MODE:ISSUE",
+        "CMD:DOC:CLEAR",
+    ):
         d.scan(code, 1)
     assert d.scan(GTIN_A, 2) == {"result": "ignored", "reason": "issue: scan the document first"}
     d.scan("ISS-4", 3)
     d.scan(GTIN_A, 4)
     assert [(m["type"], m["from"], m["to"], m["doc"]) for m in d.moves()] == [
-        ("transfer", "A-1", "B-2", "TR-9"), ("waste", "A-1", "waste", "TR-9"), ("issue", "A-1", "issued", "ISS-4")]
+        ("transfer", "A-1", "B-2", "TR-9"),
+        ("waste", "A-1", "waste", "TR-9"),
+        ("issue", "A-1", "issued", "ISS-4"),
+    ]
 
 
 def test_stock_take_by_command_barcodes_blind_and_totals(tmp_path: Path) -> None:
@@ -95,11 +120,19 @@ def test_stock_take_by_command_barcodes_blind_and_totals(tmp_path: Path) -> None
     closed = d.scan("CMD:COUNT:CLOSE", 3000, device="room")
     assert closed == {"result": "session-closed", "session": opened["session"], "lines": 4}
     counts = [r["data"] for r in d.sink.of("count")]
-    assert [(c["gtin"][-13:], c["qty"]) for c in counts] == [(GTIN_A, 1), (GTIN_A, 1), (GTIN_B, 1), (GTIN_B, 6)]
+    assert [(c["gtin"][-13:], c["qty"]) for c in counts] == [
+        (GTIN_A, 1),
+        (GTIN_A, 1),
+        (GTIN_B, 1),
+        (GTIN_B, 6),
+    ]
     assert all(c["session"] == opened["session"] and c["location"] == "A-12" for c in counts)
     sessions = [r["data"] for r in d.sink.of("count_session")]
     assert [s["state"] for s in sessions] == ["open", "closed"]
-    assert sessions[1]["totals"] == {"0" + GTIN_B: {"lines": 2, "qty": 7}, "0" + GTIN_A: {"lines": 2, "qty": 2}}
+    assert sessions[1]["totals"] == {
+        "0" + GTIN_B: {"lines": 2, "qty": 7},
+        "0" + GTIN_A: {"lines": 2, "qty": 2},
+    }
     assert sessions[1]["locations"] == ["A-12"]
 
 
@@ -131,7 +164,7 @@ def test_sessions_and_pending_items_survive_a_restart(tmp_path: Path) -> None:
     d.scan(GTIN_A, 2, device="room")
     d.scan("INV-7", 3)
     d.scan(GTIN_B, 4)  # pending: waits for a weight
-    d.engine.close()   # the agent stops (or dies) here
+    d.engine.close()  # the agent stops (or dies) here
 
     d2 = Dock(tmp_path, sink)
     d2.tick(10_000)
@@ -164,8 +197,16 @@ def test_a_record_the_buffer_refuses_for_good_is_parked_not_blocking(tmp_path: P
     sink = MemorySink()
     d = Dock(tmp_path, sink, pair_window_s=0)
     with d.engine.store.tx() as db:
-        d.engine.store.enqueue(db, {"id": "0190a000-0000-7000-8000-000000000001", "kind": "count", "at": T0,
-                                    "src": "scanner:dock", "data": {"session": "s"}})
+        d.engine.store.enqueue(
+            db,
+            {
+                "id": "0190a000-0000-7000-8000-000000000001",
+                "kind": "count",
+                "at": T0,
+                "src": "scanner:dock",
+                "data": {"session": "s"},
+            },
+        )
     d.scan("INV-1", 2)
     d.scan(GTIN_A, 3)
     assert [m["gtin"][-13:] for m in d.moves()] == [GTIN_A]

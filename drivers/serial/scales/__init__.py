@@ -26,7 +26,8 @@ ScaleConfig = Annotated[
     | Annotated[cas.Config, Tag("cas")]
     | Annotated[line_regex.Config, Tag("line-regex")],
     Discriminator(
-        _protocol_of, custom_error_type="scale_protocol",
+        _protocol_of,
+        custom_error_type="scale_protocol",
         custom_error_message="protocol is missing or unknown; use one of: " + ", ".join(PROTOCOLS),
     ),
 ]

@@ -13,14 +13,19 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from drivers.serial.framing import DelimitedFramer, FrameStats, StxFramer
 from drivers.serial.portcfg import PortSettings
 
 Status = Literal["stable", "motion", "overload", "underload", "error", "info"]
 
 # Exact factors to grams; a reading is converted with Decimal and rounded half-even once.
 UNIT_GRAMS: dict[str, Decimal] = {
-    "g": Decimal(1), "kg": Decimal(1000), "t": Decimal(1_000_000),
-    "lb": Decimal("453.59237"), "oz": Decimal("28.349523125"), "mg": Decimal("0.001"),
+    "g": Decimal(1),
+    "kg": Decimal(1000),
+    "t": Decimal(1_000_000),
+    "lb": Decimal("453.59237"),
+    "oz": Decimal("28.349523125"),
+    "mg": Decimal("0.001"),
 }
 
 
@@ -55,20 +60,29 @@ class ScaleConfigBase(PortSettings):
 
     protocol: str
     poll_interval_s: Annotated[float, Field(ge=0.02, le=60)] = Field(
-        0.2, description="how often a polling scale is asked for its weight (streaming ones ignore it)")
+        0.2, description="how often a polling scale is asked for its weight (streaming ones ignore it)"
+    )
     response_timeout_s: Annotated[float, Field(gt=0, le=30)] = Field(
-        1.0, description="a polling scale that answers nothing this long is reported not responding")
+        1.0, description="a polling scale that answers nothing this long is reported not responding"
+    )
     zero_band_g: Annotated[int, Field(ge=0, le=100_000)] = Field(
-        5, description="a stable reading at or below this counts as an empty platter (re-arms the next weight)")
+        5,
+        description="a stable reading at or below this counts as an empty platter (re-arms the next weight)",
+    )
     change_band_g: Annotated[int, Field(ge=0, le=100_000)] = Field(
-        5, description="a stable reading that differs from the last recorded one by more than this is a new load")
-    max_frame_bytes: Annotated[int, Field(ge=16, le=4096)] = Field(256, description="longer frames are dropped")
+        5,
+        description="a stable reading differing from the last recorded one by more than this is a new load",
+    )
+    max_frame_bytes: Annotated[int, Field(ge=16, le=4096)] = Field(
+        256, description="longer frames are dropped"
+    )
 
 
 class ScaleProtocol(ABC):
     """Turns bytes from the scale into Readings; knows the commands to poll, zero and tare."""
 
     name: ClassVar[str]
+    framer: DelimitedFramer | StxFramer  # set by each protocol's __init__
 
     def __init__(self, config: ScaleConfigBase) -> None:
         self.config = config
@@ -90,6 +104,6 @@ class ScaleProtocol(ABC):
         return None
 
     @property
-    def stats(self) -> Any:
+    def stats(self) -> FrameStats:
         """The framer's counters (frames, garbage_bytes, overruns)."""
-        return getattr(self, "framer").stats
+        return self.framer.stats

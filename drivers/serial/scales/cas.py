@@ -15,19 +15,22 @@ from pydantic import Field
 from drivers.serial.framing import DelimitedFramer
 from drivers.serial.scales.base import Reading, ScaleConfigBase, ScaleProtocol, to_grams
 
-_FRAME = re.compile(rb"^(ST|US|OL),(GS|NT),(?:(.)(.),)?\s*([-+]?[ 0-9]*\.?[0-9]+)\s*(kg|g|t|lb)\s*$", re.DOTALL)
+_FRAME = re.compile(
+    rb"^(ST|US|OL),(GS|NT),(?:(.)(.),)?\s*([-+]?[ 0-9]*\.?[0-9]+)\s*(kg|g|t|lb)\s*$", re.DOTALL
+)
 
 
 class Config(ScaleConfigBase):
     protocol: Literal["cas"]
-    device_id: int | None = Field(None, ge=0, le=255,
-                                  description="only accept frames from this indicator id (byte value); none = any")
+    device_id: int | None = Field(
+        None, ge=0, le=255, description="only accept frames from this indicator id (byte value); none = any"
+    )
 
 
 class Protocol(ScaleProtocol):
     name = "cas"
 
-    def __init__(self, config: Config) -> None:  # type: ignore[override]
+    def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.cfg = config
         self.framer = DelimitedFramer(b"\r\n", max_len=config.max_frame_bytes)

@@ -18,12 +18,16 @@ from drivers.serial.scales.base import UNIT_GRAMS, Reading, ScaleConfigBase, Sca
 
 class Config(ScaleConfigBase):
     protocol: Literal["line-regex"]
-    pattern: str = Field(r"^\s*(?:(?P<overload>OL)|(?P<motion>[?M])?\s*(?P<weight>[-+]?\d+(?:\.\d+)?)\s*"
-                         r"(?P<unit>kg|g|lb)?)\s*$",
-                         description="regex with named groups weight, and optionally unit, motion, overload")
+    pattern: str = Field(
+        r"^\s*(?:(?P<overload>OL)|(?P<motion>[?M])?\s*(?P<weight>[-+]?\d+(?:\.\d+)?)\s*"
+        r"(?P<unit>kg|g|lb)?)\s*$",
+        description="regex with named groups weight, and optionally unit, motion, overload",
+    )
     unit: Literal["g", "kg", "lb", "oz", "t"] = Field("kg", description="unit when the line has none")
-    terminator: str = Field("\n", description="line end, e.g. \"\\r\\n\" or \"<CR>\" (CR is stripped anyway)")
-    poll_command: str | None = Field(None, description="sent every poll_interval_s, e.g. \"W\\r\"; none = streaming")
+    terminator: str = Field("\n", description='line end, e.g. "\\r\\n" or "<CR>" (CR is stripped anyway)')
+    poll_command: str | None = Field(
+        None, description='sent every poll_interval_s, e.g. "W\\r"; none = streaming'
+    )
 
     @field_validator("pattern")
     @classmethod
@@ -47,7 +51,7 @@ class Config(ScaleConfigBase):
 class Protocol(ScaleProtocol):
     name = "line-regex"
 
-    def __init__(self, config: Config) -> None:  # type: ignore[override]
+    def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.cfg = config
         self.rx = re.compile(config.pattern)

@@ -24,13 +24,14 @@ _ERRORS = {"ES": "syntax error", "ET": "transmission error", "EL": "logical erro
 class Config(ScaleConfigBase):
     protocol: Literal["mt-sics"]
     poll_command: Literal["SI", "S"] = Field(
-        "SI", description="SI answers at once (so motion is seen); S waits for stability and can block")
+        "SI", description="SI answers at once (so motion is seen); S waits for stability and can block"
+    )
 
 
 class Protocol(ScaleProtocol):
     name = "mt-sics"
 
-    def __init__(self, config: Config) -> None:  # type: ignore[override]
+    def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.cfg = config
         self.framer = DelimitedFramer(b"\r\n", max_len=config.max_frame_bytes)

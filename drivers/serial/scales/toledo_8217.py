@@ -27,13 +27,15 @@ class Config(ScaleConfigBase):
     protocol: Literal["toledo-8217"]
     bytesize: Literal[7, 8] = 7
     parity: Literal["N", "E", "O"] = "E"
-    unit: Literal["kg", "lb", "g"] = Field("kg", description="the unit the scale is set to (the format has none)")
+    unit: Literal["kg", "lb", "g"] = Field(
+        "kg", description="the unit the scale is set to (the format has none)"
+    )
 
 
 class Protocol(ScaleProtocol):
     name = "toledo-8217"
 
-    def __init__(self, config: Config) -> None:  # type: ignore[override]
+    def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.cfg = config
         self.framer = StxFramer(terminator=0x0D, max_len=min(config.max_frame_bytes, 32))
@@ -55,9 +57,13 @@ class Protocol(ScaleProtocol):
 
 
 def status_reading(status: int) -> Reading:
-    flags = {"motion": bool(status & MOTION), "over_capacity": bool(status & OVER),
-             "under_zero": bool(status & UNDER), "outside_zero_range": bool(status & OUTSIDE_ZERO),
-             "center_of_zero": bool(status & CENTER_ZERO)}
+    flags = {
+        "motion": bool(status & MOTION),
+        "over_capacity": bool(status & OVER),
+        "under_zero": bool(status & UNDER),
+        "outside_zero_range": bool(status & OUTSIDE_ZERO),
+        "center_of_zero": bool(status & CENTER_ZERO),
+    }
     detail = {"status": status, **{k: v for k, v in flags.items() if v}}
     if flags["over_capacity"]:
         return Reading("overload", detail=detail)

@@ -36,7 +36,7 @@ def checksum(body: bytes) -> int:
 class Protocol(ScaleProtocol):
     name = "toledo-continuous"
 
-    def __init__(self, config: Config) -> None:  # type: ignore[override]
+    def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.cfg = config
         self.framer = StxFramer(terminator=0x0D, trailer=1 if config.checksum else 0, max_len=32)

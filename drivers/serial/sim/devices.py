@@ -148,8 +148,11 @@ class Toledo8217Sim(ScaleSim):
             self.commands.append(c)
             if c == "W":
                 if self.motion or self.over or self.under or self.net < 0:
-                    self.write(frames.toledo_8217_status(motion=self.motion, over=self.over,
-                                                          under=self.under or self.net < 0))
+                    self.write(
+                        frames.toledo_8217_status(
+                            motion=self.motion, over=self.over, under=self.under or self.net < 0
+                        )
+                    )
                 else:
                     self.write(frames.toledo_8217_weight(self.net))
             elif c in "ZTC":
@@ -180,8 +183,13 @@ class ToledoContinuousSim(StreamingScaleSim):
     line = {"baudrate": 9600, "bytesize": 7, "parity": "E", "stopbits": 1}
 
     def frame(self) -> bytes:
-        return frames.toledo_continuous(self.net, self.tare_g, motion=self.motion, net=self.tare_g > 0,
-                                        out_of_range=self.over or self.under)
+        return frames.toledo_continuous(
+            self.net,
+            self.tare_g,
+            motion=self.motion,
+            net=self.tare_g > 0,
+            out_of_range=self.over or self.under,
+        )
 
 
 class CasSim(StreamingScaleSim):

@@ -11,10 +11,17 @@ def mt_sics_weight(grams: int, stable: bool = True, reply_id: str = "S", unit: s
     return f"{reply_id} {'S' if stable else 'D'} {value:>10} {unit}\r\n".encode()
 
 
-def toledo_status_byte(motion: bool = False, over: bool = False, under: bool = False,
-                       outside_zero: bool = False, center_zero: bool = False) -> int:
+def toledo_status_byte(
+    motion: bool = False,
+    over: bool = False,
+    under: bool = False,
+    outside_zero: bool = False,
+    center_zero: bool = False,
+) -> int:
     """Bits 0-4 as the 8213 demand status record; bits 5 and 6 always 1."""
-    return (0x01 * motion) | (0x02 * over) | (0x04 * under) | (0x08 * outside_zero) | (0x10 * center_zero) | 0x60
+    return (
+        (0x01 * motion) | (0x02 * over) | (0x04 * under) | (0x08 * outside_zero) | (0x10 * center_zero) | 0x60
+    )
 
 
 def toledo_8217_weight(grams: int) -> bytes:
@@ -26,8 +33,15 @@ def toledo_8217_status(**flags: bool) -> bytes:
     return b"\x02?" + bytes([toledo_status_byte(**flags)]) + b"\r"
 
 
-def toledo_continuous(grams: int, tare_g: int = 0, motion: bool = False, net: bool = False,
-                      out_of_range: bool = False, checksum: bool = True, tare_field: bool = True) -> bytes:
+def toledo_continuous(
+    grams: int,
+    tare_g: int = 0,
+    motion: bool = False,
+    net: bool = False,
+    out_of_range: bool = False,
+    checksum: bool = True,
+    tare_field: bool = True,
+) -> bytes:
     """kg with 3 decimals (SWA decimal code 5), SWB kg bit set."""
     swa = 0x20 | 0x08 | 5  # bit 5 always 1; increment x1; XXX.XXX
     swb = 0x20 | 0x10 | (0x01 * net) | (0x02 * (grams < 0)) | (0x04 * out_of_range) | (0x08 * motion)
@@ -41,11 +55,19 @@ def toledo_continuous(grams: int, tare_g: int = 0, motion: bool = False, net: bo
     return body
 
 
-def cas_22(grams: int, stable: bool = True, overload: bool = False, net: bool = False, device_id: int = 1) -> bytes:
+def cas_22(
+    grams: int, stable: bool = True, overload: bool = False, net: bool = False, device_id: int = 1
+) -> bytes:
     """`ST,GS,` id lamp `,` 8-byte data ` ` unit CR LF = 22 bytes."""
     head = b"OL" if overload else (b"ST" if stable else b"US")
     lamp = 0x80 | (0x40 * stable) | (0x04 * (not net))
-    data = f"{Decimal(grams) / 1000:08.3f}".encode() if grams >= 0 else f"-{Decimal(-grams) / 1000:07.3f}".encode()
-    frame = head + b"," + (b"NT" if net else b"GS") + b"," + bytes([device_id, lamp]) + b"," + data + b" kg\r\n"
+    data = (
+        f"{Decimal(grams) / 1000:08.3f}".encode()
+        if grams >= 0
+        else f"-{Decimal(-grams) / 1000:07.3f}".encode()
+    )
+    frame = (
+        head + b"," + (b"NT" if net else b"GS") + b"," + bytes([device_id, lamp]) + b"," + data + b" kg\r\n"
+    )
     assert len(frame) == 22, frame
     return frame

@@ -25,7 +25,10 @@ class PtyLink:
             raise RuntimeError("socat is not installed (apt-get install socat)")
         self.proc = subprocess.Popen(
             [socat, f"PTY,link={self.agent_side},raw,echo=0", f"PTY,link={self.device_side},raw,echo=0"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + timeout
         while not (self.agent_side.exists() and self.device_side.exists()):
             if self.proc.poll() is not None:
