@@ -3,7 +3,6 @@ is accepted, one from another CA is refused, and the broker presents a cert for 
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import stat
@@ -19,10 +18,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 from tests.peers.mosquitto import Mosquitto, TlsFiles
 from tests.peers.tls import TlsMaterial, make_tls_material
 
-# Started as root, Mosquitto drops to user "mosquitto", which cannot enter pytest's 0700
-# tmp folders to read the certificates; keep it root (only in tests).
-ROOT_STAYS_ROOT = "user root\n" if os.geteuid() == 0 else ""
-
 
 @pytest.fixture
 def material(tmp_path: Path) -> TlsMaterial:
@@ -32,8 +27,7 @@ def material(tmp_path: Path) -> TlsMaterial:
 @pytest.fixture
 def tls_broker(tmp_path: Path, material: TlsMaterial) -> Iterator[Mosquitto]:
     broker = Mosquitto(tmp_path / "mosquitto",
-                       tls=TlsFiles(material.ca_cert, material.server_cert, material.server_key),
-                       extra=ROOT_STAYS_ROOT).start()
+                       tls=TlsFiles(material.ca_cert, material.server_cert, material.server_key)).start()
     try:
         yield broker
     finally:
