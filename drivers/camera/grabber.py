@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from agent.interfaces import Component, Health
 from drivers.camera.config import CameraConfig
+from drivers.camera.onvif_client import CameraError
 from drivers.camera.secrets import scrub
 from drivers.camera.tamper import TamperJudge, to_gray
 
@@ -114,7 +115,13 @@ class FrameGrabber(Component):
     def _reader(self, stop: threading.Event) -> None:
         backoff = 1.0
         while not stop.is_set():
-            url = self._url()
+            try:
+                url = self._url()
+            except CameraError as exc:  # ONVIF could not say where the stream is
+                log.warning("camera %s: %s", self.cfg.name, exc)
+                backoff = backoff * 2 if exc.retryable else self.cfg.reconnect_max_s
+                stop.wait(min(backoff, self.cfg.reconnect_max_s))
+                continue
             cap = open_capture(url, self.cfg.transport, self.cfg.stale_after_s)
             got = False
             if cap is not None:

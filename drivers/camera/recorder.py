@@ -21,6 +21,7 @@ from pathlib import Path
 
 from agent.interfaces import Component, Health
 from drivers.camera.config import RecordingConfig
+from drivers.camera.onvif_client import CameraError
 from drivers.camera.ring import Ring, Segment
 from drivers.camera.secrets import scrub
 
@@ -70,12 +71,20 @@ class Recorder(Component):
             self.ring.recover_parts()
             while not stop.is_set():
                 before = self.segments_written
-                self._run_once(stop)
+                permanent = False
+                try:
+                    self._run_once(stop)
+                except CameraError as exc:  # ONVIF could not say where the stream is
+                    log.warning("camera %s: %s", self.camera, exc)
+                    permanent = not exc.retryable
                 self.ring.recover_parts()  # the segment open when ffmpeg ended
                 self.ring.prune()
                 if stop.is_set():
                     break
-                backoff = 1.0 if self.segments_written > before else min(backoff * 2, self.backoff_max_s)
+                if permanent:
+                    backoff = self.backoff_max_s
+                else:
+                    backoff = 1.0 if self.segments_written > before else min(backoff * 2, self.backoff_max_s)
                 log.info("camera %s: recorder restarts in %.0f s", self.camera, backoff)
                 if stop.wait(backoff):
                     break

@@ -1,4 +1,4 @@
-"""Builds this family's supervised components from the config (placeholder until its drivers land)."""
+"""Builds the camera subsystem's supervised components from the config (drivers.camera.system)."""
 
 from __future__ import annotations
 
@@ -6,4 +6,8 @@ from agent.interfaces import AgentContext, Component
 
 
 def build_components(ctx: AgentContext) -> list[Component]:
-    return []
+    if not ctx.config.cameras:
+        return []
+    from drivers.camera.system import CameraSystem  # opencv and ffmpeg only when cameras are configured
+
+    return CameraSystem(ctx).components

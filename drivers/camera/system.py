@@ -1,0 +1,135 @@
+"""Wiring of the camera subsystem: per camera a source, a recorder and a frame grabber; one clipper.
+
+Built once by runtime.build_components(ctx). Everything that reaches the core goes through
+the AgentContext: device events (online/offline/tamper/clock_drift/...), committed records
+(clip rules), central commands (clip, snapshot) and the media sink.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.interfaces import AgentContext, Component
+from drivers.camera.clipper import Clipper, ClipRequest
+from drivers.camera.config import CameraConfig
+from drivers.camera.grabber import FrameGrabber
+from drivers.camera.recorder import Recorder
+from drivers.camera.ring import Ring
+from drivers.camera.rules import RuleListener
+from drivers.camera.source import CameraSource, OnvifWatch
+from drivers.camera.tamper import MotionDetector, in_hours
+
+log = logging.getLogger(__name__)
+
+
+def recordings_dir(config: Any) -> Path:
+    rec = config.recording
+    return Path(rec.dir) if rec.dir is not None else Path(config.agent.data_dir) / "recordings"
+
+
+def check_rules(config: Any) -> None:
+    """Clip rules must name recorded cameras; said at start, not when the first waste is booked."""
+    recorded = {c.name for c in config.cameras if c.record}
+    for i, rule in enumerate(config.clip_rules):
+        if rule.camera not in recorded:
+            raise ValueError(f"clip_rules[{i}].camera = {rule.camera!r}: no recorded camera of that name; "
+                             f"recorded cameras: {', '.join(sorted(recorded)) or 'none'}")
+
+
+class CameraSystem:
+    def __init__(self, ctx: AgentContext):
+        self.ctx = ctx
+        config = ctx.config
+        check_rules(config)
+        self.rec_cfg = config.recording
+        self.dir = recordings_dir(config)
+        self.sources: dict[str, CameraSource] = {}
+        self.rings: dict[str, Ring] = {}
+        self.grabbers: dict[str, FrameGrabber] = {}
+        self.components: list[Component] = []
+        for cam in config.cameras:
+            self._add_camera(cam)
+        self.clipper = Clipper(self.rings, ctx.media, self.rec_cfg, self.dir / ".work",
+                               on_event=lambda cam, ev, d: self.event(cam, ev, d))
+        self.components.append(self.clipper)
+        if config.clip_rules:
+            ctx.subscribe_records(RuleListener(config.clip_rules, self.clipper.request))
+        from drivers.camera.commands import CameraCommands
+        commands = CameraCommands(self)
+        ctx.register_command("clip", commands.clip)
+        ctx.register_command("snapshot", commands.snapshot)
+
+    def event(self, camera: str, event: str, detail: dict[str, Any]) -> None:
+        """A device_event for the camera; a full buffer must not kill the camera's threads."""
+        try:
+            self.ctx.device_event(f"camera:{camera}", event, detail, src=f"camera:{camera}")
+        except Exception as exc:
+            log.warning("camera %s: could not record %s: %s", camera, event, exc)
+
+    def _add_camera(self, cam: CameraConfig) -> None:
+        name = cam.name
+        source = CameraSource(cam, lambda ev, d: self.event(name, ev, d))
+        self.sources[name] = source
+        if cam.record:
+            ring = Ring(self.dir / name, self.rec_cfg.ring_minutes, self.rec_cfg.ring_mb * 2**20, self.rec_cfg.ffprobe)
+            self.rings[name] = ring
+            self.components.append(Recorder(name, source.main_url, ring, self.rec_cfg, cam.transport,
+                                            source.secrets, cam.reconnect_max_s))
+        grabber = FrameGrabber(cam, source.sub_url, lambda ev, d: self.event(name, ev, d), source.secrets,
+                               on_frame=FrameHooks(self, cam) if (cam.motion.enabled or cam.snapshot_interval_s)
+                               else None)
+        self.grabbers[name] = grabber
+        self.components.append(grabber)
+        if cam.onvif is not None:
+            self.components.append(OnvifWatch(source))
+
+    def snapshot(self, camera: str, reason: dict[str, Any]) -> str:
+        """JPEG of the newest frame handed to the media sink; returns the MEDIA_ID."""
+        jpeg, at_ms = self.grabbers[camera].snapshot_jpeg()
+        work = self.dir / ".work"
+        work.mkdir(parents=True, exist_ok=True)
+        path = work / f"snap-{camera}-{at_ms}-{time.monotonic_ns()}.jpg"
+        path.write_bytes(jpeg)
+        try:
+            return self.ctx.media.add_media(path, camera=camera, media_type="image/jpeg", start_ms=at_ms,
+                                            end_ms=at_ms, reason=reason, src=f"camera:{camera}")
+        finally:
+            path.unlink(missing_ok=True)
+
+
+class FrameHooks:
+    """Per judged frame: motion after hours (a clip) and periodic snapshots."""
+
+    def __init__(self, system: CameraSystem, cam: CameraConfig):
+        self.system = system
+        self.cam = cam
+        self.motion = MotionDetector(cam.motion)
+        self.last_motion_clip = 0.0
+        self.last_snapshot = time.monotonic()
+
+    def __call__(self, frame: npt.NDArray[np.uint8], gray: npt.NDArray[np.uint8]) -> None:
+        now = time.monotonic()
+        m = self.cam.motion
+        if m.enabled:
+            local = datetime.now()
+            moving = self.motion.moving(gray)
+            if moving and in_hours(m.hours, local.hour * 60 + local.minute) \
+                    and now - self.last_motion_clip >= m.cooldown_s and self.cam.name in self.system.rings:
+                self.last_motion_clip = now
+                at = int(time.time() * 1000)
+                self.system.clipper.request(ClipRequest(self.cam.name, at - 5000, at + int(m.clip_s * 1000),
+                                                        {"motion": True, "rule": "motion", "hours": m.hours}))
+                self.system.event(self.cam.name, "motion", {"camera": self.cam.name})
+        if self.cam.snapshot_interval_s and now - self.last_snapshot >= self.cam.snapshot_interval_s:
+            self.last_snapshot = now
+            try:
+                self.system.snapshot(self.cam.name, {"periodic_s": self.cam.snapshot_interval_s})
+            except Exception as exc:
+                log.warning("camera %s: periodic snapshot failed: %s", self.cam.name, exc)
