@@ -140,6 +140,7 @@ def test_envelope_rules() -> None:
         "records[0].kind: unknown kind 'nope'; allowed: sale,"
     )
     assert reason([{"data": {}}]).startswith("records[0].kind: missing kind")
+    assert reason([{"kind": ["sale"], "data": {}}]).startswith("records[0].kind: unknown kind ['sale']")
     assert reason([{"kind": "weight"}]) == "records[0].data: missing data"
     assert reason([{"kind": "weight", "data": [1]}]) == "records[0].data: must be a map"
     assert reason([one("weight", ts=1)]).startswith("records[0]: unknown key 'ts'")
@@ -229,7 +230,7 @@ record = (
     st.fixed_dictionaries(
         {},
         optional={
-            "kind": st.sampled_from(KINDS) | json_leaf,
+            "kind": st.sampled_from(KINDS) | json_value,
             "data": json_value | st.sampled_from(list(VALID.values())),
             "id": json_leaf,
             "at": json_leaf | st.just(NOW),
