@@ -65,6 +65,16 @@ def make_client(cfg: ReceiverSection, client_id: str, *, manual_ack: bool) -> mq
     return client
 
 
+def closed_early(cfg: ReceiverSection, rc: Any) -> str:
+    """Why a connection ended before CONNACK, with the likely cause for a TLS client certificate."""
+    hint = ""
+    if cfg.tls and cfg.cert_file is not None:
+        hint = " (with TLS this usually means the broker refused cert_file: is it signed by a CA it trusts?)"
+    elif cfg.tls:
+        hint = " (the broker may require a client certificate: set cert_file and client_key_file)"
+    return f"the broker closed the connection before accepting it: {rc}{hint}"
+
+
 class MqttLink:
     def __init__(self, cfg: ReceiverSection, on_message: MessageFn):
         self.cfg = cfg
@@ -135,7 +145,10 @@ class MqttLink:
     ) -> None:
         with self._lock:
             self.connected = False
-        if rc.value != 0:
+        if not self._subscribed_ev.is_set():  # still in start(): fail it now instead of at its timeout
+            self._error = closed_early(self.cfg, rc)
+            self._subscribed_ev.set()
+        elif rc.value != 0:
             log.warning("disconnected from the broker: %s; paho reconnects", rc)
 
     def _subscribed(
@@ -210,8 +223,14 @@ def publish_once(cfg: ReceiverSection, topic: str, payload: bytes, client_id: st
             outcome["error"] = f"broker refused the publish: {rc}"
         done.set()
 
+    def on_disconnect(c: mqtt.Client, u: Any, f: Any, rc: ReasonCode, p: Any) -> None:
+        if not done.is_set():
+            outcome.setdefault("error", closed_early(cfg, rc))
+            done.set()
+
     client.on_connect = on_connect
     client.on_publish = on_publish
+    client.on_disconnect = on_disconnect
     try:
         client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=True)
     except (OSError, ssl.SSLError) as exc:
