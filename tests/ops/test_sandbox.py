@@ -22,10 +22,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-UNIT = ROOT / "systemd" / "coopagent.service"
-TOLERATED = ["mbind", "set_mempolicy", "fchown"]
-MODES = {"unit": [], "strict": ["--trap", *(a for c in TOLERATED for a in ("--allow", c))]}
+from tests.ops.sandbox import MODES, UNIT
+from tests.ops.sandbox import REPO as ROOT
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze"),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.test_sandbox import MODES, UNIT
+from tests.ops.sandbox import MODES, UNIT
 from tests.peers.agent import Branch, sale
 from tests.peers.mosquitto import Mosquitto
 from tests.peers.net import port_open, wait_for
