@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import serial
 
@@ -28,7 +28,7 @@ class SimDevice:
         self.lock = threading.Lock()
         self.received = bytearray()
 
-    def start(self) -> SimDevice:
+    def start(self) -> Self:
         self.port = serial.Serial(str(self.path), timeout=0.02, **self.line)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"sim-{type(self).__name__}", daemon=True)
