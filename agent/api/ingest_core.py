@@ -140,7 +140,8 @@ class IngestCore:
             if type(rec) is dict:
                 if "src" not in rec:
                     rec["src"] = src
-                refused = API_REFUSED_KINDS.get(rec.get("kind"))  # type: ignore[arg-type]
+                kind = rec.get("kind")
+                refused = API_REFUSED_KINDS.get(kind) if type(kind) is str else None
                 if refused is not None:
                     return error(422, f"records[{i}].kind: {refused}", i)
         return records

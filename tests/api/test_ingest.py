@@ -149,6 +149,8 @@ def test_422_unknown_kind_missing_fields_and_media(serve: Serve) -> None:
     bad = rec("sale")
     del bad["data"]["lines"][0]["gtin"]
     check(api.post({"records": [bad]}), 422, "records[0].data.lines[0]: missing gtin", 0)
+    check(api.post({"records": [{"kind": ["sale"]}]}), 422, "records[0].kind: unknown kind ['sale']", 0)
+    check(api.post({"records": [rec(), 5]}), 422, "records[1]: must be a map with kind and data", 1)
     media = {"kind": "media", "data": {"media": "m"}}
     check(
         api.post({"records": [rec(), media]}), 422, "records[1].kind: media records are made by the agent", 1
@@ -177,3 +179,40 @@ def test_503_when_the_buffer_is_not_running(serve: Serve) -> None:
     api = serve()
     api.sink.stop()
     check(api.post({"records": [rec()]}), 503, "the buffer is not running")
+
+
+ODD = [None, True, -1, 2**63, 1.5, "", "x" * 300, [], {}, [1, "a"], {"k": [None]}, "6281007032285"]
+
+
+def mutate(rng: random.Random, value: Any, depth: int = 0) -> Any:
+    """Delete, retype or nest one spot of a valid record, at random (seeded)."""
+    if isinstance(value, dict) and value and depth < 4 and rng.random() < 0.7:
+        key = rng.choice(sorted(value))
+        out = dict(value)
+        roll = rng.random()
+        if roll < 0.25:
+            del out[key]
+        elif roll < 0.5:
+            out[key] = rng.choice(ODD)
+        else:
+            out[key] = mutate(rng, value[key], depth + 1)
+        return out
+    if isinstance(value, list) and value and rng.random() < 0.7:
+        i = rng.randrange(len(value))
+        return [*value[:i], mutate(rng, value[i], depth + 1), *value[i + 1 :]]
+    return rng.choice(ODD)
+
+
+def test_mutated_records_get_a_4xx_with_a_reason_never_a_500(serve: Serve) -> None:
+    api = serve()
+    rng = random.Random(20261129)
+    seen: set[int] = set()
+    for _ in range(150):
+        kind = rng.choice(sorted(set(VALID) - {"media"}))  # media holds bytes, not JSON
+        body = {"records": [rec("weight"), mutate(rng, rec(kind, id=f"m{rng.random()}"))]}
+        r = api.post(body)
+        assert r.status_code in (201, 400, 409, 422), r.text
+        if r.status_code != 201:
+            assert r.json()["reason"]
+        seen.add(r.status_code)
+    assert 422 in seen
