@@ -140,7 +140,7 @@ class WorkflowConfig(Section):
     )
     doc_pattern: str = Field(
         r"^(?=.*[A-Za-z])[A-Za-z0-9/_.-]{3,40}$",
-        description="in receive/issue/transfer mode, a non-GTIN read matching this sets "
+        description="in a move mode (receive, issue, transfer, waste), a non-GTIN read matching this sets "
         "the delivery or transfer document",
     )
     blind_count: bool = Field(True, description="stock-take sessions hide running totals from the counter")
