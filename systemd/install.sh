@@ -8,8 +8,9 @@
 # user `coopagent` (groups dialout, video), a venv in /opt/coopagent/venv with the project,
 # /etc/coopagent/agent.toml from config/agent.example.toml if missing, a random API token
 # (0600), the device key made by `coopagent keys init` as the service user (0600), the
-# systemd unit (enabled, restarted only if it was running), and finally it prints the
-# public key PEM to register at the centre.
+# systemd unit (enabled, restarted only if it was running), /usr/local/sbin/coopagent-svc
+# (run a coopagent command as the service would), and finally it prints the public key
+# PEM to register at the centre.
 #
 # Options (the test suite uses them to install into a temporary root):
 #   --root DIR         install below DIR instead of / (implies --no-systemctl; the user is
@@ -107,6 +108,9 @@ tar -C "$SRC" --exclude=.git --exclude=.venv --exclude='*.egg-info' --exclude=bu
   --exclude=__pycache__ -cf - . | tar -C "$BUILD" -xf -
 "${PIP[@]}" "$BUILD"
 rm -rf "$OPT/docs" && cp -r "$SRC/docs" "$OPT/docs"   # the unit's Documentation=
+# The technician's wrapper: coopagent commands as the service user, with its credentials.
+install -d -m 0755 "$R/usr/local/sbin"
+install -m 0755 -o root -g root "$SRC/systemd/coopagent-svc" "$R/usr/local/sbin/coopagent-svc"
 COOPAGENT=$VENV/bin/coopagent
 [ -x "$COOPAGENT" ] || die "$COOPAGENT was not installed"
 

@@ -122,6 +122,9 @@ def test_install_into_a_root_then_again(tmp_path: Path) -> None:
     unit = root / "etc/systemd/system/coopagent.service"
     assert unit.read_text() == (ROOT_DIR / "systemd/coopagent.service").read_text()
     assert "usbserial" in (root / "etc/modules-load.d/coopagent.conf").read_text()
+    svc = root / "usr/local/sbin/coopagent-svc"
+    assert svc.read_bytes() == (ROOT_DIR / "systemd/coopagent-svc").read_bytes()
+    assert stat.S_IMODE(svc.stat().st_mode) == 0o755
     local = tmp_path / "verify" / "coopagent.service"
     local.parent.mkdir()
     local.write_text(unit.read_text().replace("/opt/coopagent/venv/bin/coopagent", str(coopagent)))
@@ -154,5 +157,6 @@ def test_unknown_option_is_an_error(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_shellcheck_clean() -> None:
-    r = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["shellcheck", str(SCRIPT), str(ROOT_DIR / "systemd" / "coopagent-svc")],
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout
