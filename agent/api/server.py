@@ -10,6 +10,7 @@ committed or refused, never left half way) and close.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import socket
@@ -62,26 +63,43 @@ def check_listen(api: ApiSection) -> list[tuple[int, str]]:
 
 
 def bind(api: ApiSection) -> list[socket.socket]:
+    """Listening sockets for every address of [api] listen ("localhost" is often 127.0.0.1 and ::1).
+
+    An address family the host lacks (IPv6 switched off) is skipped when another address
+    binds; any other failure, a busy port above all, is an error naming the address.
+    """
     socks: list[socket.socket] = []
+    skipped: list[str] = []
     try:
         for family, host in check_listen(api):
             sock = socket.socket(family, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.bind((host, api.port))
             except OSError as exc:
+                sock.close()
+                if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                    skipped.append(f"{host} ({exc.strerror})")
+                    continue
                 raise OSError(
                     exc.errno, f"[api] listen: cannot bind {host} port {api.port}: {exc.strerror}"
                 ) from None
+            socks.append(sock)
             sock.listen(1024)
             sock.setblocking(False)
+        if not socks:
+            raise OSError(
+                errno.EADDRNOTAVAIL,
+                f"[api] listen: no address of {api.listen!r} can be bound: " + ", ".join(skipped),
+            )
     except BaseException:
         for s in socks:
             s.close()
         raise
+    if skipped:
+        log.warning("api: skipped %s", ", ".join(skipped))
     return socks
 
 

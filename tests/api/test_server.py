@@ -18,7 +18,7 @@ from agent.config.core import ApiSection
 from buffer.store import Store
 from tests.api.conftest import TOKEN, Api, make_config, make_store, status_doc, stored
 from tests.api.test_ingest import rec
-from tests.peers.net import port_open, wait_for
+from tests.peers.net import free_port, port_open, wait_for
 
 Serve = Callable[..., Api]
 
@@ -176,3 +176,28 @@ def test_concurrent_requests_are_in_flight_together(serve: Serve) -> None:
     assert asyncio.run(main()) == [201] * 200
     assert api.count() == 200
     assert watched[0].max_pending > 1
+
+
+def test_localhost_serves_on_every_loopback_address_it_resolves_to(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = make_config(tmp_path, listen=f"localhost:{port}")
+    sink = make_store(tmp_path / "s.sqlite3")
+    comp = ApiComponent(cfg, sink, status_doc, lambda: b"ok\n")
+    stop = threading.Event()
+    t = threading.Thread(target=comp.run, args=(stop,))
+    t.start()
+    try:
+        wait_for(comp.started.is_set, what="listening")
+        families = {info[0] for info in socket.getaddrinfo("localhost", port, type=socket.SOCK_STREAM)}
+        hosts = ["127.0.0.1"] + (["[::1]"] if socket.AF_INET6 in families and socket.has_ipv6 else [])
+        for host in hosts:
+            try:
+                r = httpx.get(f"http://{host}:{port}/metrics")
+            except httpx.ConnectError:
+                assert host == "[::1]", "IPv4 loopback must serve"
+                continue  # ::1 was skipped because this host has no IPv6 loopback
+            assert r.status_code == 200 and r.text == "ok\n"
+    finally:
+        stop.set()
+        t.join(10)
+        sink.close()
