@@ -10,6 +10,7 @@ it reports (GetSystemDateAndTime), to test clock drift. Prints "ready" when list
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 import time
@@ -30,6 +31,16 @@ class SkewedONVIF(ONVIFService):
                             year=now.tm_year, month=now.tm_mon, day=now.tm_mday)
         return self._wrap_envelope(body)
 
+    def create_probe_match(self, relates_to: str) -> str:
+        """ipycam 1.3.0 answers a Probe with Action .../ProbeMatch and a bare <d:ProbeMatch>;
+        WS-Discovery (2005/04) defines Action .../ProbeMatches with <d:ProbeMatches> around the
+        matches, and conforming clients (PyPI wsdiscovery, Home Assistant's) drop ipycam's reply.
+        Real cameras send the conforming form, so the peer is corrected here, nothing else."""
+        xml = super().create_probe_match(relates_to)
+        return (xml.replace("/discovery/ProbeMatch</wsa:Action>", "/discovery/ProbeMatches</wsa:Action>")
+                .replace("<d:ProbeMatch>", "<d:ProbeMatches><d:ProbeMatch>")
+                .replace("</d:ProbeMatch>", "</d:ProbeMatch></d:ProbeMatches>"))
+
 
 class Shell:
     """What ipycam's HTTP handler needs of an IPCamera for /onvif/ requests."""
@@ -49,8 +60,9 @@ def main() -> int:
     p.add_argument("--password", default="")
     p.add_argument("--clock-offset", type=float, default=0.0)
     p.add_argument("--discovery", action="store_true", help="answer WS-Discovery probes (use in a netns)")
+    p.add_argument("--until-signal", action="store_true", help="run until SIGTERM instead of stdin EOF")
     a = p.parse_args()
-    cfg = CameraConfig(name="Dock Camera", manufacturer="PythonCam", model="VirtualCam-1",
+    cfg = CameraConfig(name="Dock-Camera", manufacturer="PythonCam", model="VirtualCam-1",
                        serial_number=a.serial, local_ip=a.host, onvif_port=a.port, rtsp_port=a.rtsp_port,
                        main_stream_name="main", sub_stream_name="sub", main_width=640, main_height=360,
                        sub_width=320, sub_height=180)
@@ -65,8 +77,13 @@ def main() -> int:
     if a.discovery:
         discovery = WSDiscoveryServer(onvif)
         discovery.start()
+    if a.until_signal:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
     print("ready", flush=True)
-    sys.stdin.read()  # until the test closes our stdin
+    if a.until_signal:
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    else:
+        sys.stdin.read()  # until the test closes our stdin
     if discovery:
         discovery.stop()
     server.shutdown()
