@@ -9,8 +9,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import serial
+from uuid6 import uuid7
 
-from agent.interfaces import AgentContext, RecordRejected
+from agent.interfaces import AgentContext, BufferFull, BufferUnavailable, RecordRejected
 from drivers.serial.config import ScannerConfig, WorkflowConfig
 from drivers.serial.framing import DelimitedFramer
 from drivers.serial.placement import PlacementFilter
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 class ScannerDevice(SerialReader):
     kind = "scanner"
+    hold_max = 1000  # reads held while the buffer is down or full (a few hours of a busy dock)
+    retry_s = 1.0
 
     def __init__(
         self, cfg: ScannerConfig, ctx: AgentContext, wf: WorkflowConfig, engine: WorkflowEngine | None = None
@@ -35,6 +38,9 @@ class ScannerDevice(SerialReader):
         self.interpreter = ScanInterpreter(wf)
         self.engine = engine
         self.framer = self._framer()
+        self._held: collections.deque[tuple[dict[str, Any], dict[str, Any]]] = collections.deque()
+        self._dropped = 0
+        self._next_try = 0.0
 
     def _framer(self) -> DelimitedFramer:
         return DelimitedFramer(self.scfg.suffix_bytes, self.scfg.prefix_bytes, self.scfg.max_frame_bytes)
@@ -50,21 +56,77 @@ class ScannerDevice(SerialReader):
         if not frame.strip(b"\r\n"):
             return  # an empty frame: CR LF from a scanner configured for CR, or a double suffix
         scan = self.interpreter.interpret(frame)
-        record = {"kind": "scan", "at": at_ms, "src": self.name, "data": {**scan, "scanner": self.cfg.name}}
-        try:
-            ids = self.ctx.records.submit([record])
-        except RecordRejected as exc:
-            log.error("%s: scan not recorded: %s", self.name, exc)
-            self.set_health("degraded")
+        # The id is chosen here so a read held through a buffer outage is re-posted idempotently.
+        record = {
+            "id": str(uuid7()),
+            "kind": "scan",
+            "at": at_ms,
+            "src": self.name,
+            "data": {**scan, "scanner": self.cfg.name},
+        }
+        if len(self._held) >= self.hold_max:
+            self._dropped += 1
+        else:
+            self._held.append((record, scan))
+        self._deliver(time.monotonic())
+
+    def on_idle(self, port: serial.Serial, now: float) -> None:
+        if self._held and now >= self._next_try:
+            self._deliver(now)
+
+    def _deliver(self, now: float) -> None:
+        """Commit held reads in order; while the buffer is down or full they wait here (bounded),
+        and reads beyond hold_max become one `gap` record when it is back."""
+        if now < self._next_try:
             return
+        while self._held:
+            record, scan = self._held[0]
+            try:
+                self.ctx.records.submit([record])
+            except (BufferFull, BufferUnavailable, TimeoutError) as exc:
+                if self._health != "degraded":
+                    log.error("%s: buffer refused a read, holding %d: %s", self.name, len(self._held), exc)
+                    self.set_health("degraded")
+                self._next_try = now + self.retry_s
+                return
+            except RecordRejected as exc:  # invalid for good: retrying cannot help
+                log.error("%s: scan refused: %s", self.name, exc)
+            else:
+                self._workflow(scan, record)
+            self._held.popleft()
+        if self._dropped:
+            try:
+                self.ctx.records.submit(
+                    [
+                        {
+                            "kind": "gap",
+                            "src": self.name,
+                            "data": {
+                                "what": f"{self._dropped} scan reads",
+                                "reason": f"buffer refused records with {self.hold_max} reads already held",
+                            },
+                        }
+                    ]
+                )
+                self._dropped = 0
+            except RecordRejected as exc:
+                log.error("%s: gap record not stored: %s", self.name, exc)
+                return
         if self._health == "degraded":
             self.set_health("ok")
-        if self.engine is not None:
-            try:
-                outcome = self.engine.on_scan(self.cfg.name, scan, at_ms, ids[0] if ids else None)
-                log.debug("%s: %s", self.name, outcome)
-            except Exception:  # a workflow bug must not stop the scanner; the scan is already recorded
-                log.exception("%s: workflow failed on a scan", self.name)
+
+    def _workflow(self, scan: dict[str, Any], record: dict[str, Any]) -> None:
+        if self.engine is None:
+            return
+        try:
+            outcome = self.engine.on_scan(self.cfg.name, scan, record["at"], record["id"])
+        except Exception:  # a workflow bug must not stop the scanner; the scan is already recorded
+            log.exception("%s: workflow failed on a scan", self.name)
+            return
+        log.debug("%s: %s", self.name, outcome)
+        if outcome.get("result") == "refused":
+            # No screen at the dock: the refusal is evidence the centre (and the technician) can see.
+            self.event("command_refused", {"command": scan.get("raw"), "reason": outcome.get("reason")})
 
 
 class ScaleDevice(SerialReader):

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from agent.cli.main import cli
@@ -23,16 +24,23 @@ def test_serial_list_runs() -> None:
     assert r.exit_code == 0 and r.output.strip()
 
 
-def test_barcode_sheet_pdf_and_png(tmp_path: Path) -> None:
+def test_barcode_sheet_pdf_and_errors(tmp_path: Path) -> None:
     r = invoke("serial", "barcodes", "--out", str(tmp_path / "s.pdf"), "--location", "A-12")
     assert r.exit_code == 0, r.output
     pdf = (tmp_path / "s.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") >= 2
-    r = invoke("serial", "barcodes", "--out", str(tmp_path / "s.png"))
-    assert r.exit_code == 0 and (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert invoke("serial", "barcodes", "--out", str(tmp_path / "s.svg")).exit_code == 2
     bad = invoke("serial", "barcodes", "--out", str(tmp_path / "x.pdf"), "--location", "no spaces")
     assert bad.exit_code == 2 and "--location 'no spaces'" in bad.output
+
+
+@pytest.mark.slow
+def test_barcode_sheet_png_pages(tmp_path: Path) -> None:
+    """PNG rendering (cairo, 150 dpi) takes seconds: one file per page."""
+    r = invoke("serial", "barcodes", "--out", str(tmp_path / "s.png"))
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "s-2.png").exists() and "wrote" in r.output
 
 
 def _run_cli_while(args: list[str], keep_doing: Callable[[], None]) -> Result:

@@ -209,3 +209,88 @@ def test_silent_polled_scale_is_reported_not_responding(
         what="not responding event",
     )
     assert ctx.health["scale:dock"] == "degraded"
+
+
+def test_reads_wait_out_a_buffer_outage_in_order_and_overflow_is_a_gap(
+    pty_pair: Callable[[str], PtyLink], run_component: Callable[..., Running]
+) -> None:
+    """While the buffer refuses records, reads are held (bounded) with their arrival time and id,
+    then committed in order; what did not fit becomes one `gap` record, not silence."""
+    link = pty_pair("outage")
+    ctx, dev = scanner_ctx(link.agent_side)
+    dev.hold_max = 3
+    dev.retry_s = 0.05
+    run_component(dev)
+    sim = ScannerSim(link.device_side).start()
+    try:
+        wait_for(lambda: ctx.records.events("online"), what="online")
+        ctx.records.fail = True
+        codes = ["5901234123457", "4006381333931", "9506000134352", "96385074", "12345670"]
+        for code in codes:
+            sim.scan(code)
+        wait_for(lambda: dev._dropped == 2, what="two reads beyond the hold limit")
+        assert ctx.health["scanner:dock"] == "degraded" and ctx.records.of("scan") == []
+        ctx.records.fail = False
+        wait_for(lambda: ctx.records.of("gap"), what="the gap record")
+    finally:
+        sim.stop()
+    scans = ctx.records.of("scan")
+    assert [s["data"]["raw"] for s in scans] == codes[:3]
+    assert scans[0]["at"] <= scans[1]["at"] <= scans[2]["at"]
+    assert ctx.records.of("gap")[0]["data"]["what"] == "2 scan reads"
+    assert ctx.health["scanner:dock"] == "ok"
+
+
+def test_a_flood_of_garbage_neither_grows_memory_nor_stops_the_reader(
+    pty_pair: Callable[[str], PtyLink], run_component: Callable[..., Running]
+) -> None:
+    import random
+
+    link = pty_pair("flood")
+    ctx, dev = scanner_ctx(link.agent_side, max_frame_bytes=256)
+    run_component(dev)
+    sim = ScannerSim(link.device_side).start()
+    rnd = random.Random(1234)
+    try:
+        wait_for(lambda: ctx.records.events("online"), what="online")
+        noise = bytes(b for b in rnd.randbytes(1 << 20) if b != 0x0D)
+        sim.write(noise + b"\r")  # without a prefix, only a suffix ends an overlong frame
+        sim.scan("5901234123457")
+        wait_for(
+            lambda: any(s["data"]["raw"].endswith("5901234123457") for s in ctx.records.of("scan")),
+            timeout=30,
+            what="the read after 1 MiB of noise",
+        )
+        assert dev.framer.buffered <= 256 + 1
+        assert dev.framer.stats.overruns >= 1
+        assert [s["data"]["raw"] for s in ctx.records.of("scan")] == ["5901234123457"]
+    finally:
+        sim.stop()
+
+
+def test_a_refused_command_is_a_device_event(
+    tmp_path: Path, pty_pair: Callable[[str], PtyLink], run_component: Callable[..., Running]
+) -> None:
+    """A stock room has no screen: a command the workflow refuses must leave a visible trace."""
+    from drivers.serial import runtime
+
+    link = pty_pair("refuse")
+    cfg = parse_config(
+        {
+            "agent": {"data_dir": str(tmp_path / "data")},
+            "api": {"token_file": str(tmp_path / "t")},
+            "scanners": [{"name": "dock", "port": str(link.agent_side), "mode": "count"}],
+        }
+    )
+    ctx = FakeContext(cfg, MemorySink())
+    for c in runtime.build_components(ctx):
+        run_component(c)
+    sim = ScannerSim(link.device_side).start()
+    try:
+        wait_for(lambda: ctx.records.events("online"), what="online")
+        sim.scan("CMD:COUNT:CLOSE")
+        ev = wait_for(lambda: ctx.records.events("command_refused"), what="command_refused event")
+    finally:
+        sim.stop()
+    assert ev[0]["device"] == "scanner:dock" and "no open session" in ev[0]["detail"]["reason"]
+    assert ctx.records.of("scan")[0]["data"]["command"] == "count-close"

@@ -81,3 +81,16 @@ def test_any_bytes_give_a_scan_record_without_crashing(raw: bytes) -> None:
     d = SI.interpret(raw)
     assert isinstance(d["valid"], bool) and "raw" in d and "symbology" in d
     assert d["valid"] or d.get("reason")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_any_command_text_parses_or_is_refused_with_a_reason(tail: str) -> None:
+    from agent.workflows.commands import Command, CommandError, parse_command
+
+    try:
+        cmd = parse_command("CMD:" + tail)
+    except CommandError as exc:
+        assert str(exc)
+    else:
+        assert isinstance(cmd, Command)
