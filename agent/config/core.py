@@ -17,11 +17,13 @@ SPEC_MAX_PAYLOAD = 256 * 1024
 
 
 class AgentSection(Section):
+    """Who this agent is and where it keeps its state."""
+
     device: str = Field("demo-society/branch-1/agent-1",
                         description="SOCIETY/BRANCH/DEVICE, each part [a-z0-9][a-z0-9-]{0,31}")
     data_dir: Path = Field(Path("/var/lib/coopagent"), description="SQLite buffer, media and the device key")
     key_file: Path | None = Field(None, description="device key; default data_dir/device_key.pem")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log verbosity (journal)")
 
     @field_validator("device")
     @classmethod
@@ -37,24 +39,32 @@ class AgentSection(Section):
 
 
 class UplinkSection(Section):
+    """The MQTT link to the centre (spec uplink-v1): broker, TLS or password, window, timers."""
+
     broker: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port (TLS)")
     topic_prefix: str = Field("coop/v1", description="topics are PREFIX/SOCIETY/BRANCH/DEVICE/...")
     central_key: Path = Field(Path("/etc/coopagent/central.pub.pem"), description="central server's Ed25519 public key (PEM)")
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    username: str | None = None
-    password_file: Path | None = None
+    ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate (mqtts)")
+    cert_file: Path | None = Field(None, description="client certificate for the broker (mqtts)")
+    key_file: Path | None = Field(None, description="private key of cert_file (not the device signing key)")
+    username: str | None = Field(None, description="broker user name")
+    password_file: Path | None = Field(None, description="file holding the broker password; relative names are "
+                                       "looked up in $CREDENTIALS_DIRECTORY")
     client_id: str | None = Field(None, description="default: coopagent-SOCIETY-BRANCH-DEVICE")
-    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
-    session_expiry_s: Annotated[int, Field(ge=0, le=7 * 86400)] = 86400
-    inflight_window: Annotated[int, Field(ge=1, le=1000)] = 32
-    max_payload_bytes: Annotated[int, Field(ge=4096, le=SPEC_MAX_PAYLOAD)] = SPEC_MAX_PAYLOAD
-    backoff_min_s: Annotated[float, Field(gt=0, le=60)] = 0.5
-    backoff_max_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
-    status_interval_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
-    resend_after_s: Annotated[float, Field(ge=1, le=86400)] = 30.0
-    command_max_skew_s: Annotated[int, Field(ge=1, le=86400)] = 300
+    keepalive_s: Annotated[int, Field(ge=5, le=3600, description="MQTT keepalive")] = 30
+    session_expiry_s: Annotated[int, Field(ge=0, le=7 * 86400, description=(
+        "MQTT 5 session expiry: how long the broker keeps acks and commands for us while we are away"))] = 86400
+    inflight_window: Annotated[int, Field(ge=1, le=1000, description=(
+        "batches published but not yet acked by the centre, at most"))] = 32
+    max_payload_bytes: Annotated[int, Field(ge=4096, le=SPEC_MAX_PAYLOAD, description=(
+        "cap on one MQTT payload (spec: 256 KiB); batches close early to stay under it"))] = SPEC_MAX_PAYLOAD
+    backoff_min_s: Annotated[float, Field(gt=0, le=60, description="first reconnect/retry delay")] = 0.5
+    backoff_max_s: Annotated[float, Field(gt=0, le=3600, description="reconnect/retry delay cap (jittered)")] = 60.0
+    status_interval_s: Annotated[float, Field(ge=1, le=3600, description="retained status every ...")] = 60.0
+    resend_after_s: Annotated[float, Field(ge=1, le=86400, description=(
+        "no central ack this long while batches are out: resend from the lowest unacked seq"))] = 30.0
+    command_max_skew_s: Annotated[int, Field(ge=1, le=86400, description=(
+        "a central command whose `at` is further than this from our clock is refused"))] = 300
 
     @field_validator("broker")
     @classmethod
@@ -102,10 +112,12 @@ class UplinkSection(Section):
 
 
 class ApiSection(Section):
+    """The local ingest API for the branch POS/ERP (HTTP, bearer token, loopback)."""
+
     listen: str = Field("127.0.0.1:8470", description="HOST:PORT; loopback unless you know why not")
     token_file: Path = Field(Path("/etc/coopagent/api.token"), description="bearer token for the local API")
-    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 4 * 1024 * 1024
-    max_records_per_request: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024, description="413 above this")] = 4 * 1024 * 1024
+    max_records_per_request: Annotated[int, Field(ge=1, le=100_000, description="413 above this")] = 5000
     allow_non_loopback: bool = Field(False, description="must be true to listen on a non-loopback address")
 
     @field_validator("listen")
@@ -134,8 +146,11 @@ class ApiSection(Section):
 
 
 class BufferSection(Section):
-    batch_max_records: Annotated[int, Field(ge=1, le=100_000)] = 500
-    batch_max_age_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    """The SQLite buffer and how records are sealed into batches."""
+
+    batch_max_records: Annotated[int, Field(ge=1, le=100_000, description="seal a batch at this many records")] = 500
+    batch_max_age_s: Annotated[float, Field(gt=0, le=3600, description=(
+        "seal when the oldest unsealed record is this old"))] = 2.0
     batch_min_age_s: Annotated[float, Field(ge=0, le=3600)] = Field(
         0.1, description="seal this early while the uplink is connected and idle; 0 = always wait batch_max_age_s")
     max_db_mb: Annotated[int, Field(ge=0)] = Field(0, description="cap on the SQLite file; 0 = until the disk is full")
@@ -150,18 +165,24 @@ class BufferSection(Section):
 
 
 class MediaSection(Section):
+    """Clips and snapshots on disk and on their way to the centre."""
+
     dir: Path | None = Field(None, description="default data_dir/media")
-    chunk_bytes: Annotated[int, Field(ge=1024, le=250 * 1024)] = 128 * 1024
+    chunk_bytes: Annotated[int, Field(ge=1024, le=250 * 1024, description="media chunk size on the wire")] = 128 * 1024
     bandwidth_kbps: Annotated[int, Field(ge=0)] = Field(0, description="cap on media upload; 0 = no cap")
     quota_mb: Annotated[int, Field(ge=1)] = 2048
 
 
 class SupervisorSection(Section):
-    max_restarts: Annotated[int, Field(ge=1, le=1000)] = 5
-    restart_window_s: Annotated[float, Field(gt=0)] = 60.0
-    backoff_max_s: Annotated[float, Field(gt=0)] = 30.0
+    """Restarting crashed components."""
+
+    max_restarts: Annotated[int, Field(ge=1, le=1000, description="crashes per window before a component is down")] = 5
+    restart_window_s: Annotated[float, Field(gt=0, description="the window, and the cool-down once down")] = 60.0
+    backoff_max_s: Annotated[float, Field(gt=0, description="cap on the delay between restarts")] = 30.0
 
 
 class ClockSection(Section):
-    jump_threshold_s: Annotated[float, Field(gt=0)] = 2.0
-    check_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    """Watching the system clock (NTP sync, jumps)."""
+
+    jump_threshold_s: Annotated[float, Field(gt=0, description="a wall-clock step this big is a clock_jump event")] = 2.0
+    check_interval_s: Annotated[float, Field(gt=0, description="how often the clock is checked")] = 5.0

@@ -1,0 +1,53 @@
+"""COSE_Sign1 verification refuses what it must; deterministic encoding is exact."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.cose import CoseError, dumps_deterministic, kid_for, protected_header, sign1, verify1
+
+
+def keys(k: Ed25519PrivateKey) -> dict[bytes, object]:
+    return {kid_for(k.public_key()): k.public_key()}
+
+
+def test_round_trip_and_alg_minus_19_accepted() -> None:
+    k = Ed25519PrivateKey.generate()
+    msg = sign1(dumps_deterministic({"v": 1}), k)
+    assert verify1(msg, keys(k)).payload == {"v": 1}  # type: ignore[arg-type]
+    # A receiver may accept -19 (RFC 9864's name for the same algorithm): so do we.
+    prot = dumps_deterministic({1: -19, 4: kid_for(k.public_key())})
+    sig = k.sign(cbor2.dumps(["Signature1", prot, b"", b"\xa0"], canonical=True))
+    m19 = cbor2.dumps(cbor2.CBORTag(18, [prot, {}, b"\xa0", sig]))
+    assert verify1(m19, keys(k)).alg == -19  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mutate,reason", [
+    (lambda arr: [arr[0], arr[1], arr[2] + b"\x00", arr[3]], "bad signature"),
+    (lambda arr: [dumps_deterministic({1: -7, 4: cbor2.loads(arr[0])[4]}), arr[1], arr[2], arr[3]],
+     "unsupported alg"),
+    (lambda arr: [dumps_deterministic({1: -8}), {4: cbor2.loads(arr[0])[4]}, arr[2], arr[3]], "no kid"),
+    (lambda arr: arr[:3], "array of 4"),
+])
+def test_tampered_messages_are_refused(mutate: object, reason: str) -> None:
+    k = Ed25519PrivateKey.generate()
+    arr = list(cbor2.loads(sign1(b"\xa0", k)).value)
+    bad = cbor2.dumps(cbor2.CBORTag(18, mutate(arr)))  # type: ignore[operator]
+    with pytest.raises(CoseError, match=reason):
+        verify1(bad, keys(k))  # type: ignore[arg-type]
+
+
+def test_untagged_and_unknown_key_refused() -> None:
+    k = Ed25519PrivateKey.generate()
+    msg = sign1(b"\xa0", k)
+    with pytest.raises(CoseError, match="tag 18"):
+        verify1(cbor2.dumps(list(cbor2.loads(msg).value)), keys(k))  # type: ignore[arg-type]
+    with pytest.raises(CoseError, match="unknown kid"):
+        verify1(msg, keys(Ed25519PrivateKey.generate()))  # type: ignore[arg-type]
+
+
+def test_protected_header_is_deterministic_map_of_alg_then_kid() -> None:
+    kid = bytes(range(16))
+    assert protected_header(kid) == b"\xa2\x01\x27\x04\x50" + kid
