@@ -59,12 +59,14 @@ class Server:
             factory.set_shared(args.shared)
             factory.connect("media-configure", self._configured)
             if args.user:
-                factory.add_role_from_structure(Gst.Structure.from_string(
-                    "user, media.factory.access=(boolean)true, media.factory.construct=(boolean)true")[0])
+                perms = GstRtspServer.RTSPPermissions()
+                perms.add_role_from_structure(Gst.Structure.new_from_string(
+                    "user, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"))
+                factory.set_permissions(perms)
             mounts.add_factory(f"/{tag}", factory)
         if args.user:
             auth = GstRtspServer.RTSPAuth()
-            token = GstRtspServer.RTSPToken.new_empty()
+            token = GstRtspServer.RTSPToken()
             token.set_string("media.factory.role", "user")
             auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password), token)
             self.server.set_auth(auth)
