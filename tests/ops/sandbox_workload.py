@@ -3,7 +3,7 @@
 Each step is one kind of system call traffic the unit's filter must allow: SQLite in WAL
 mode with synchronous=FULL, the device key (O_EXCL, fsync, 0600), clock sync via
 adjtimex, a serial line on a real pseudo-terminal with pyserial (termios and modem-line
-ioctls), loopback TCP, a libffi callback and the heavy imports (OpenCV, FastAPI, paho).
+ioctls), loopback TCP, a libffi callback, OpenCV on an image and the heavy imports.
 Prints one "ok STEP" line per step; any failure raises and exits non-zero.
 
 Usage: python tests/ops/sandbox_workload.py WORKDIR
@@ -93,8 +93,22 @@ def ffi_callback() -> None:
     step("ffi")
 
 
+def vision() -> None:
+    """OpenCV's SIMD code paths (precompiled and dispatched, no JIT) on a real image."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    frame = rng.integers(0, 255, size=(180, 320, 3), dtype=np.uint8)
+    ok, jpg = cv2.imencode(".jpg", frame)
+    assert ok
+    back = cv2.imdecode(jpg, cv2.IMREAD_COLOR)
+    gray = cv2.cvtColor(cv2.GaussianBlur(back, (5, 5), 0), cv2.COLOR_BGR2GRAY)
+    assert gray.shape == (180, 320) and cv2.Laplacian(gray, cv2.CV_64F).var() > 0
+    step("vision")
+
+
 def imports() -> None:
-    import cv2  # noqa: F401
     import fastapi  # noqa: F401
     import paho.mqtt.client  # noqa: F401
     import uvicorn  # noqa: F401
@@ -111,6 +125,7 @@ def main() -> None:
     serial_pty()
     tcp_loopback()
     ffi_callback()
+    vision()
     imports()
 
 

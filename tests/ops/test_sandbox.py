@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,7 @@ def test_agent_workload_runs_under_the_unit_filter(tmp_path: Path, mode: str) ->
     r = sandboxed(MODES[mode], sys.executable, "tests/ops/sandbox_workload.py", str(tmp_path))
     assert r.returncode == 0, f"rc {r.returncode}\n{r.stdout}\n{r.stderr[-3000:]}"
     steps = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("ok ")]
-    assert steps == ["sqlite", "key", "clock", "serial", "tcp", "ffi", "imports"]
+    assert steps == ["sqlite", "key", "clock", "serial", "tcp", "ffi", "vision", "imports"]
 
 
 @pytest.mark.slow
@@ -99,3 +100,41 @@ def test_protect_system_emulation_is_really_applied(tmp_path: Path) -> None:
     expected = [f"wrote {state / 'ok'}", f"refused {outside} Read-only file system"]
     assert r.stdout.splitlines() == expected, r.stderr
     assert (state / "ok").exists() and not outside.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+def test_ffmpeg_records_rtsp_under_the_unit_filter(tmp_path: Path, mode: str) -> None:
+    """The camera recorder's own ffmpeg command (drivers.camera.recorder) pulling a real
+    RTSP stream over TCP from the GStreamer test camera, as the service runs it."""
+    from drivers.camera.recorder import ffmpeg_record_args
+    from tests.peers.net import wait_for
+    from tests.peers.rtsp_server import RtspCamera
+
+    cam = RtspCamera(tmp_path / "cam", width=320, height=180, fps=10, gop=10, kbps=300).start()
+    ring = tmp_path / "ring"
+    ring.mkdir()
+    args = ffmpeg_record_args("ffmpeg", cam.url("main"), ring / "part-%06d.ts", segment_s=1, io_timeout_s=5)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.ops.sandbox", str(UNIT), *MODES[mode], "--", *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    closed: list[str] = []  # the segment list on stdout names each part once ffmpeg closed it
+    reader = threading.Thread(target=lambda: closed.extend(ln for ln in proc.stdout or [] if ln.strip()))
+    reader.start()
+    try:
+        wait_for(lambda: len(closed) >= 2 or proc.poll() is not None, timeout=30, what="two closed segments")
+        assert proc.poll() is None, f"ffmpeg ended early: rc {proc.returncode}"
+        proc.terminate()  # as the recorder stops it
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        reader.join(10)
+        cam.stop()
+    assert proc.returncode != -31, f"SIGSYS: a forbidden system call\n{err}"
+    parts = sorted(ring.glob("part-*.ts"))
+    assert len(parts) >= 2
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                            "stream=codec_name", "-of", "csv=p=0", str(parts[0])],
+                           capture_output=True, text=True, timeout=30, check=True)
+    assert set(probe.stdout.split()) == {"h264"}  # MPEG-TS lists the stream under its program too
