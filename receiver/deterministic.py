@@ -77,3 +77,46 @@ def is_deterministic(value: Any, raw: bytes) -> bool:
     if cbor2.dumps(value) == raw and _shape_ok(value):
         return True
     return dumps_deterministic(value) == raw
+
+
+def _array_head(n: int) -> bytes:
+    """CBOR major type 4 head in its shortest form (RFC 8949 section 4.2.1)."""
+    if n < 24:
+        return bytes([0x80 | n])
+    for limit, ai, width in ((1 << 8, 24, 1), (1 << 16, 25, 2), (1 << 32, 26, 4)):
+        if n < limit:
+            return bytes([0x80 | ai]) + n.to_bytes(width, "big")
+    return bytes([0x80 | 27]) + n.to_bytes(8, "big")
+
+
+_RECORDS_KEY = cbor2.dumps("records")
+
+
+def record_encodings(payload: dict[str, Any], raw: bytes) -> list[bytes] | None:
+    """The deterministic encoding of each record when `raw` is that of the whole batch, else None.
+
+    A batch's keys sort with "records" last, so its deterministic encoding is the map head,
+    the other entries, the "records" key, the array head and then the records one after
+    the other: the fast path encodes each record once and checks the splice against `raw`,
+    which yields the bytes the store keeps for each record at no extra cost.
+    """
+    records = payload.get("records")
+    keys = list(payload)
+    if type(records) is list and keys[-1:] == ["records"] and len(keys) < 24:
+        head = dict(payload)
+        del head["records"]
+        encoded = [cbor2.dumps(r) for r in records]
+        spliced = b"".join(
+            [
+                bytes([0xA0 | len(keys)]),
+                cbor2.dumps(head)[1:],
+                _RECORDS_KEY,
+                _array_head(len(records)),
+                *encoded,
+            ]
+        )
+        if spliced == raw and _shape_ok(payload):
+            return encoded
+    if dumps_deterministic(payload) != raw:
+        return None
+    return [dumps_deterministic(r) for r in records] if type(records) is list else []

@@ -30,7 +30,7 @@ from receiver.writer import Writer
 
 log = logging.getLogger(__name__)
 
-GROUP_MAX = 500  # messages per transaction
+GROUP_MAX = 50  # messages per transaction: up to ~25,000 records, one fsync, acks within ~0.5 s
 TICK_S = 0.25  # housekeeping when idle: media asks, resends, refused publishes
 PRUNE_EVERY_S = 60.0
 

@@ -46,14 +46,24 @@ class ReceiverStore:
     def records(self, dev: str) -> list[dict[str, Any]]:
         """Every stored record of the device in chain order (seq, then position in its batch)."""
         rows = self.conn.execute(
-            "SELECT r.id, r.kind, r.at, r.src, r.data, r.seq FROM records r JOIN devices d ON d.did = r.did "
-            "WHERE d.dev = ? ORDER BY r.rowid",
+            "SELECT r.body, r.seq FROM records r JOIN devices d ON d.did = r.did "
+            "WHERE d.dev = ? ORDER BY r.rowid",  # insertion order is chain order (seq, pos)
             (dev,),
         ).fetchall()
-        return [
-            {"id": r[0], "kind": r[1], "at": r[2], "src": r[3], "data": cbor2.loads(r[4]), "seq": r[5]}
-            for r in rows
-        ]
+        out = []
+        for body, seq in rows:
+            rec = cbor2.loads(body)
+            out.append(
+                {
+                    "id": rec["id"],
+                    "kind": rec["kind"],
+                    "at": rec["at"],
+                    "src": rec["src"],
+                    "data": rec["data"],
+                    "seq": seq,
+                }
+            )
+        return out
 
     def record_count(self, dev: str) -> int:
         row = self.conn.execute("SELECT records FROM devices WHERE dev = ?", (dev,)).fetchone()
