@@ -86,6 +86,13 @@ class MediaStore:
 
         try:
             evicted = self.store.call(op).result(timeout=60)
+        except BufferFull as exc:
+            dest.unlink(missing_ok=True)
+            # The clip is lost: say so in the chain (spec: gap), then tell the caller.
+            self.store.submit([{"kind": "gap", "src": src, "data": {
+                "what": "media", "media": media_id, "camera": camera, "bytes": size, "start": start_ms,
+                "end": end_ms, "reason": exc.reason}}])
+            raise
         except BaseException:
             dest.unlink(missing_ok=True)
             raise

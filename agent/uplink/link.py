@@ -81,6 +81,7 @@ class Uplink(Component):
         self.last_error: str | None = None
         self.refused_pubacks = 0
         self.connects = 0
+        self.media_chunks_sent = 0
         self._status_force = False
         self._reset_tracking()
 
@@ -397,6 +398,7 @@ class Uplink(Component):
                 self._lost(f"publish failed: {mqtt.error_string(info.rc)}")
                 return
             self._mids[info.mid] = ("media", (media_id, index))
+            self.media_chunks_sent += 1
 
     # -- status ------------------------------------------------------------------
     def _signed_status(self, state: str) -> bytes:
