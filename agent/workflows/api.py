@@ -73,9 +73,7 @@ def count_open(body: OpenIn, authorization: Auth = None) -> JSONResponse:
             if len(engine.scanners) != 1:
                 raise WorkflowError(f"name the device: one of {', '.join(engine.scanners)}", 400)
             device = next(iter(engine.scanners))
-        return engine.open_session(
-            body.location, device, blind=body.blind, recount=body.recount, src="api:local"
-        )
+        return engine.open_session(body.location, device, blind=body.blind, recount=body.recount, src="api:local")
 
     return _call(authorization, go, 201)
 

@@ -46,9 +46,7 @@ class WorkflowError(Exception):
 
 
 class WorkflowEngine:
-    def __init__(
-        self, wf: WorkflowConfig, scanners: Sequence[ScannerConfig], data_dir: Path, sink: RecordSink
-    ) -> None:
+    def __init__(self, wf: WorkflowConfig, scanners: Sequence[ScannerConfig], data_dir: Path, sink: RecordSink) -> None:
         self.wf = wf
         self.sink = sink
         self.scanners = {s.name: s for s in scanners}
@@ -64,9 +62,7 @@ class WorkflowEngine:
         self.store.close()
 
     # -- inputs ---------------------------------------------------------------------------------
-    def on_scan(
-        self, device: str, scan: Mapping[str, Any], at: int, scan_id: str | None = None
-    ) -> dict[str, Any]:
+    def on_scan(self, device: str, scan: Mapping[str, Any], at: int, scan_id: str | None = None) -> dict[str, Any]:
         """Apply one read from scanner `device`; returns what happened (for the CLI and logs)."""
         if scan.get("type") == "command":
             if not scan.get("valid"):
@@ -127,16 +123,13 @@ class WorkflowEngine:
     ) -> dict[str, Any]:
         at = now_ms() if at is None else at
         if device not in self.scanners:
-            raise WorkflowError(
-                f"no scanner named {device!r}; configured: {', '.join(self.scanners) or 'none'}", 404
-            )
+            raise WorkflowError(f"no scanner named {device!r}; configured: {', '.join(self.scanners) or 'none'}", 404)
         with self.store.tx() as db:
             st = self._station(db, device)
             cur = self.store.open_session_of(db, device=device)
             if cur:
                 raise WorkflowError(
-                    f"scanner {device} already has session {cur['id']} open at "
-                    f"{cur['location']}; close it first"
+                    f"scanner {device} already has session {cur['id']} open at {cur['location']}; close it first"
                 )
             cur = self.store.open_session_of(db, location=location)
             if cur:
@@ -277,9 +270,7 @@ class WorkflowEngine:
         with self.store.tx() as db:
             st = self._station(db, device)
             self._finish_pending(db, st, None)
-            key = {"mode": "mode", "doc": "doc", "loc": "location", "to": "to_loc", "qty": "multiplier"}[
-                action
-            ]
+            key = {"mode": "mode", "doc": "doc", "loc": "location", "to": "to_loc", "qty": "multiplier"}[action]
             st[key] = arg
             self.store.save_station(db, st)
         self.flush()
@@ -343,13 +334,9 @@ class WorkflowEngine:
         st["pending"] = None
         return self._finish(db, st, item, weight_g)
 
-    def _finish(
-        self, db: Any, st: dict[str, Any], item: dict[str, Any], weight_g: int | None
-    ) -> dict[str, Any]:
+    def _finish(self, db: Any, st: dict[str, Any], item: dict[str, Any], weight_g: int | None) -> dict[str, Any]:
         src = f"scanner:{st['device']}"
-        measure: dict[str, int] = (
-            {"weight_g": weight_g} if weight_g is not None else {"qty": int(item["qty"])}
-        )
+        measure: dict[str, int] = {"weight_g": weight_g} if weight_g is not None else {"qty": int(item["qty"])}
         extra: dict[str, Any] = {
             k: item[k]
             for k in ("scan", "price_fils", "price_minor", "batch", "serial", "expiry", "best_before")

@@ -19,7 +19,7 @@ from typing import Any
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stations (
   device TEXT PRIMARY KEY, mode TEXT NOT NULL, doc TEXT, location TEXT, to_loc TEXT,
-  multiplier INTEGER NOT NULL DEFAULT 1, pending TEXT
+  multiplier INTEGER NOT NULL DEFAULT 1, pending TEXT, cfg_mode TEXT
 );
 CREATE TABLE IF NOT EXISTS sessions (
   id TEXT PRIMARY KEY, location TEXT NOT NULL, device TEXT, state TEXT NOT NULL,
@@ -110,13 +110,17 @@ class WorkflowStore:
     def station(
         self, db: sqlite3.Connection, device: str, default_mode: str, default_loc: str | None
     ) -> dict[str, Any]:
+        """The station's state. Modes switched by command barcodes survive restarts; a new `mode`
+        in the config (the technician's intent) replaces the stored one once."""
         row = db.execute("SELECT * FROM stations WHERE device = ?", (device,)).fetchone()
         if row is None:
             db.execute(
-                "INSERT INTO stations(device, mode, location) VALUES (?, ?, ?)",
-                (device, default_mode, default_loc),
+                "INSERT INTO stations(device, mode, location, cfg_mode) VALUES (?, ?, ?, ?)",
+                (device, default_mode, default_loc, default_mode),
             )
-            row = db.execute("SELECT * FROM stations WHERE device = ?", (device,)).fetchone()
+        elif row["cfg_mode"] != default_mode:
+            db.execute("UPDATE stations SET mode=?, cfg_mode=? WHERE device=?", (default_mode, default_mode, device))
+        row = db.execute("SELECT * FROM stations WHERE device = ?", (device,)).fetchone()
         st = dict(row)
         st["pending"] = json.loads(st["pending"]) if st["pending"] else None
         return st
@@ -148,16 +152,13 @@ class WorkflowStore:
         if device is not None:
             row = db.execute("SELECT * FROM sessions WHERE device=? AND state='open'", (device,)).fetchone()
         else:
-            row = db.execute(
-                "SELECT * FROM sessions WHERE location=? AND state='open'", (location,)
-            ).fetchone()
+            row = db.execute("SELECT * FROM sessions WHERE location=? AND state='open'", (location,)).fetchone()
         return dict(row) if row else None
 
     @staticmethod
     def last_closed(db: sqlite3.Connection, location: str) -> dict[str, Any] | None:
         row = db.execute(
-            "SELECT * FROM sessions WHERE location=? AND state='closed' "
-            "ORDER BY closed_at DESC, rowid DESC LIMIT 1",
+            "SELECT * FROM sessions WHERE location=? AND state='closed' ORDER BY closed_at DESC, rowid DESC LIMIT 1",
             (location,),
         ).fetchone()
         return dict(row) if row else None

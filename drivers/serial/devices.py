@@ -9,11 +9,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import serial
-from uuid6 import uuid7
 
-from agent.interfaces import AgentContext, BufferFull, BufferUnavailable, RecordRejected
+from agent.interfaces import AgentContext
 from drivers.serial.config import ScannerConfig, WorkflowConfig
 from drivers.serial.framing import DelimitedFramer
+from drivers.serial.holding import HeldRecords
 from drivers.serial.placement import PlacementFilter
 from drivers.serial.port import SerialReader
 from drivers.serial.scales import ScaleConfigBase, make_protocol
@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 
 class ScannerDevice(SerialReader):
     kind = "scanner"
-    hold_max = 1000  # reads held while the buffer is down or full (a few hours of a busy dock)
-    retry_s = 1.0
 
     def __init__(
         self, cfg: ScannerConfig, ctx: AgentContext, wf: WorkflowConfig, engine: WorkflowEngine | None = None
@@ -38,9 +36,7 @@ class ScannerDevice(SerialReader):
         self.interpreter = ScanInterpreter(wf)
         self.engine = engine
         self.framer = self._framer()
-        self._held: collections.deque[tuple[dict[str, Any], dict[str, Any]]] = collections.deque()
-        self._dropped = 0
-        self._next_try = 0.0
+        self.held = HeldRecords(self, "scan reads")
 
     def _framer(self) -> DelimitedFramer:
         return DelimitedFramer(self.scfg.suffix_bytes, self.scfg.prefix_bytes, self.scfg.max_frame_bytes)
@@ -52,68 +48,16 @@ class ScannerDevice(SerialReader):
         for frame in self.framer.feed(data):
             self.handle_frame(frame, at_ms)
 
+    def on_idle(self, port: serial.Serial, now: float) -> None:
+        if self.held:
+            self.held.deliver(now)
+
     def handle_frame(self, frame: bytes, at_ms: int) -> None:
         if not frame.strip(b"\r\n"):
             return  # an empty frame: CR LF from a scanner configured for CR, or a double suffix
         scan = self.interpreter.interpret(frame)
-        # The id is chosen here so a read held through a buffer outage is re-posted idempotently.
-        record = {
-            "id": str(uuid7()),
-            "kind": "scan",
-            "at": at_ms,
-            "src": self.name,
-            "data": {**scan, "scanner": self.cfg.name},
-        }
-        if len(self._held) >= self.hold_max:
-            self._dropped += 1
-        else:
-            self._held.append((record, scan))
-        self._deliver(time.monotonic())
-
-    def on_idle(self, port: serial.Serial, now: float) -> None:
-        if self._held and now >= self._next_try:
-            self._deliver(now)
-
-    def _deliver(self, now: float) -> None:
-        """Commit held reads in order; while the buffer is down or full they wait here (bounded),
-        and reads beyond hold_max become one `gap` record when it is back."""
-        if now < self._next_try:
-            return
-        while self._held:
-            record, scan = self._held[0]
-            try:
-                self.ctx.records.submit([record])
-            except (BufferFull, BufferUnavailable, TimeoutError) as exc:
-                if self._health != "degraded":
-                    log.error("%s: buffer refused a read, holding %d: %s", self.name, len(self._held), exc)
-                    self.set_health("degraded")
-                self._next_try = now + self.retry_s
-                return
-            except RecordRejected as exc:  # invalid for good: retrying cannot help
-                log.error("%s: scan refused: %s", self.name, exc)
-            else:
-                self._workflow(scan, record)
-            self._held.popleft()
-        if self._dropped:
-            try:
-                self.ctx.records.submit(
-                    [
-                        {
-                            "kind": "gap",
-                            "src": self.name,
-                            "data": {
-                                "what": f"{self._dropped} scan reads",
-                                "reason": f"buffer refused records with {self.hold_max} reads already held",
-                            },
-                        }
-                    ]
-                )
-                self._dropped = 0
-            except RecordRejected as exc:
-                log.error("%s: gap record not stored: %s", self.name, exc)
-                return
-        if self._health == "degraded":
-            self.set_health("ok")
+        record = {"kind": "scan", "at": at_ms, "src": self.name, "data": {**scan, "scanner": self.cfg.name}}
+        self.held.add(record, time.monotonic(), lambda rec: self._workflow(scan, rec))
 
     def _workflow(self, scan: dict[str, Any], record: dict[str, Any]) -> None:
         if self.engine is None:
@@ -143,6 +87,7 @@ class ScaleDevice(SerialReader):
         self._last_poll = 0.0
         self._last_rx = 0.0
         self._silent = False
+        self.held = HeldRecords(self, "weights")
 
     def request(self, what: str) -> bool:
         """Queue a zero / tare / clear-tare command for the reader thread; False if the protocol has none."""
@@ -168,6 +113,8 @@ class ScaleDevice(SerialReader):
             self._writes.clear()
         for cmd in pending:
             port.write(cmd)
+        if self.held:
+            self.held.deliver(now)
         poll = self.protocol.poll_command()
         if poll is not None and now - self._last_poll >= self.scfg.poll_interval_s:
             self._last_poll = now
@@ -176,14 +123,14 @@ class ScaleDevice(SerialReader):
             self.scfg.response_timeout_s, 2 * self.scfg.poll_interval_s
         ):
             self._silent = True
-            self.set_health("degraded")
+            self.problem("silent", True)
             self.event("error", {"state": "not responding", "port": self.cfg.port})
 
     def on_bytes(self, data: bytes, at_ms: int) -> None:
         self._last_rx = time.monotonic()
         if self._silent:
             self._silent = False
-            self.set_health("ok")
+            self.problem("silent", False)
             self.event("recovered", {"state": "responding"})
         for reading in self.protocol.feed(data):
             d = self.filter.update(reading)
@@ -202,13 +149,13 @@ class ScaleDevice(SerialReader):
         data: dict[str, Any] = {"grams": grams, "scale": self.cfg.name, "net": net}
         if tare_g:
             data["tare_g"] = tare_g
-        try:
-            self.ctx.records.submit([{"kind": "weight", "at": at_ms, "src": self.name, "data": data}])
-        except RecordRejected as exc:
-            log.error("%s: weight not recorded: %s", self.name, exc)
+        record = {"kind": "weight", "at": at_ms, "src": self.name, "data": data}
+        self.held.add(record, time.monotonic(), lambda rec: self._workflow(grams, at_ms))
+
+    def _workflow(self, grams: int, at_ms: int) -> None:
+        if self.engine is None:
             return
-        if self.engine is not None:
-            try:
-                self.engine.on_weight(self.cfg.name, grams, at_ms)
-            except Exception:
-                log.exception("%s: workflow failed on a weight", self.name)
+        try:
+            self.engine.on_weight(self.cfg.name, grams, at_ms)
+        except Exception:  # a workflow bug must not stop the scale; the weight is already recorded
+            log.exception("%s: workflow failed on a weight", self.name)

@@ -45,6 +45,7 @@ class SerialReader(Component):
         self.name = f"{self.kind}:{cfg.name}"
         self.state: str | None = None  # None until the first open attempt, then "online"/"offline"
         self._health: Health = "down"
+        self._problems: set[str] = set()  # why an online device is degraded ("buffer", "silent")
 
     def health(self) -> Health:
         return self._health
@@ -56,20 +57,33 @@ class SerialReader(Component):
         except Exception:  # the buffer reports its own failures; the reader must keep reading
             log.exception("%s: could not record device_event %s", self.name, event)
 
-    def set_health(self, health: Health) -> None:
-        self._health = health
-        self.ctx.set_health(self.name, health)
+    def problem(self, name: str, present: bool) -> None:
+        """Mark or clear one reason for `degraded`; health is recomputed from all of them."""
+        if present:
+            self._problems.add(name)
+        else:
+            self._problems.discard(name)
+        self._update_health()
+
+    def _update_health(self, stopped: bool = False) -> None:
+        health: Health = (
+            "down" if stopped or self.state != "online" else ("degraded" if self._problems else "ok")
+        )
+        if health != self._health:
+            self._health = health
+            self.ctx.set_health(self.name, health)
 
     def _set_state(self, state: str, detail: dict[str, Any]) -> None:
         if state == self.state:
             return
         self.state = state
         log.info("%s %s (%s)", self.name, state, self.cfg.port)
-        self.set_health("ok" if state == "online" else "down")
+        self._update_health()
         self.event(state, {"port": self.cfg.port, **detail})
 
     def run(self, stop: threading.Event) -> None:
         delay = self.cfg.reconnect_min_s
+        self.ctx.set_health(self.name, self._health)
         try:
             while not stop.is_set():
                 try:
@@ -111,4 +125,4 @@ class SerialReader(Component):
         """Called after every read (at least every READ_TIMEOUT_S): polling and timeouts."""
 
     def on_stop(self) -> None:
-        self.set_health("down")
+        self._update_health(stopped=True)

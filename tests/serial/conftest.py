@@ -102,9 +102,7 @@ def count_api(tmp_path: Path, run_component: Callable[[Component], Running]) -> 
     server = ApiComponent(cfg, ctx.records, lambda: {}, lambda: b"", routers=[router])
     run_component(server)
     assert server.started.wait(15)
-    with httpx.Client(
-        base_url=f"http://{cfg.api.listen}", headers={"Authorization": f"Bearer {TOKEN}"}
-    ) as client:
+    with httpx.Client(base_url=f"http://{cfg.api.listen}", headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         yield CountApi(client, ctx.records, cfg_path)
     engine = runtime.workflow_engine()
     assert engine is not None

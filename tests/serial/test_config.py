@@ -71,19 +71,11 @@ def test_toml_example_from_the_issue(tmp_path: Path) -> None:
             "overlap",
         ),
         (
-            {
-                "workflow": {
-                    "variable_measure": [{"prefixes": ["20"], "measure": "weight_g", "value": [8, 13]}]
-                }
-            },
+            {"workflow": {"variable_measure": [{"prefixes": ["20"], "measure": "weight_g", "value": [8, 13]}]}},
             "must lie within digits 3 to 12",
         ),
         (
-            {
-                "workflow": {
-                    "variable_measure": [{"prefixes": ["20"], "measure": "weight_g", "value_check_digit": 8}]
-                }
-            },
+            {"workflow": {"variable_measure": [{"prefixes": ["20"], "measure": "weight_g", "value_check_digit": 8}]}},
             "value_check_digit = 8",
         ),
         (
@@ -108,9 +100,7 @@ def test_config_errors_name_key_value_and_fix(data: dict, expect: str) -> None:
 
 
 def test_cross_checks() -> None:
-    cfg = parse_config(
-        {"scanners": [{**SC, "scale": "nope"}, {"name": "b", "port": "/dev/ttyUSB1"}], "scales": [SL]}
-    )
+    cfg = parse_config({"scanners": [{**SC, "scale": "nope"}, {"name": "b", "port": "/dev/ttyUSB1"}], "scales": [SL]})
     msgs = cross_check(cfg.scanners, cfg.scales)
     assert any("scanners[0].scale = 'nope': no [[scales]] entry has that name (dock)" in m for m in msgs)
     assert any("scales[0].port = '/dev/ttyUSB1': already used by scanners[1]" in m for m in msgs)

@@ -65,10 +65,7 @@ def test_demo_script_through_the_serial_subsystem(
         )
     finally:
         sim.join(timeout=60)
-    moves = [
-        (m["data"]["gtin"], m["data"].get("qty"), m["data"].get("weight_g"))
-        for m in ctx.records.of("stock_move")
-    ]
+    moves = [(m["data"]["gtin"], m["data"].get("qty"), m["data"].get("weight_g")) for m in ctx.records.of("stock_move")]
     assert moves == [
         ("05901234123457", None, 2500),
         ("04006381333931", 6, None),

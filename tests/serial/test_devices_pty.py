@@ -68,9 +68,7 @@ def test_scanner_reads_become_scan_records(
     assert ctx.health["scanner:dock"] == "ok"
 
 
-def test_unplug_and_replug_recover_with_one_event_each(
-    tmp_path: Path, run_component: Callable[..., Running]
-) -> None:
+def test_unplug_and_replug_recover_with_one_event_each(tmp_path: Path, run_component: Callable[..., Running]) -> None:
     """The by-id link vanishes on unplug: one offline event, retries with backoff, online again on replug."""
     link = PtyLink(tmp_path / "by-id-scanner", tmp_path / "dev-side").start()
     ctx, dev = scanner_ctx(link.agent_side)
@@ -166,11 +164,7 @@ def test_mt_sics_zero_and_tare_reach_the_scale(
 ) -> None:
     link = pty_pair("zt")
     cfg = parse_config(
-        {
-            "scales": [
-                {"name": "dock", "port": str(link.agent_side), "protocol": "mt-sics", "poll_interval_s": 0.05}
-            ]
-        }
+        {"scales": [{"name": "dock", "port": str(link.agent_side), "protocol": "mt-sics", "poll_interval_s": 0.05}]}
     )
     ctx = FakeContext(cfg, MemorySink())
     dev = ScaleDevice(cfg.scales[0], ctx)
@@ -218,8 +212,8 @@ def test_reads_wait_out_a_buffer_outage_in_order_and_overflow_is_a_gap(
     then committed in order; what did not fit becomes one `gap` record, not silence."""
     link = pty_pair("outage")
     ctx, dev = scanner_ctx(link.agent_side)
-    dev.hold_max = 3
-    dev.retry_s = 0.05
+    dev.held.hold_max = 3
+    dev.held.retry_s = 0.05
     run_component(dev)
     sim = ScannerSim(link.device_side).start()
     try:
@@ -228,7 +222,7 @@ def test_reads_wait_out_a_buffer_outage_in_order_and_overflow_is_a_gap(
         codes = ["5901234123457", "4006381333931", "9506000134352", "96385074", "12345670"]
         for code in codes:
             sim.scan(code)
-        wait_for(lambda: dev._dropped == 2, what="two reads beyond the hold limit")
+        wait_for(lambda: dev.held.dropped == 2, what="two reads beyond the hold limit")
         assert ctx.health["scanner:dock"] == "degraded" and ctx.records.of("scan") == []
         ctx.records.fail = False
         wait_for(lambda: ctx.records.of("gap"), what="the gap record")
@@ -294,3 +288,27 @@ def test_a_refused_command_is_a_device_event(
         sim.stop()
     assert ev[0]["device"] == "scanner:dock" and "no open session" in ev[0]["detail"]["reason"]
     assert ctx.records.of("scan")[0]["data"]["command"] == "count-close"
+
+
+def test_a_weight_waits_out_a_buffer_outage(
+    pty_pair: Callable[[str], PtyLink], run_component: Callable[..., Running]
+) -> None:
+    link = pty_pair("w-outage")
+    cfg = parse_config({"scales": [{"name": "dock", "port": str(link.agent_side), "protocol": "cas"}]})
+    ctx = FakeContext(cfg, MemorySink())
+    dev = ScaleDevice(cfg.scales[0], ctx)
+    dev.held.retry_s = 0.05
+    sim = CasSim(link.device_side).start()
+    run_component(dev)
+    try:
+        wait_for(lambda: ctx.records.events("online"), what="online")
+        ctx.records.fail = True
+        sim.place(1500)
+        wait_for(lambda: len(dev.held) == 1, what="the weight held")
+        assert ctx.health["scale:dock"] == "degraded"
+        ctx.records.fail = False
+        wait_for(lambda: ctx.records.of("weight"), what="the weight committed")
+    finally:
+        sim.stop()
+    assert [w["data"]["grams"] for w in ctx.records.of("weight")] == [1500]
+    wait_for(lambda: ctx.health["scale:dock"] == "ok", what="health back to ok")

@@ -29,9 +29,7 @@ def test_receiving_and_stock_take_reach_the_receiver(branch: Branch) -> None:
     scanner = ScannerSim(scan_link.device_side).start()
     scale = MtSicsSim(scale_link.device_side).start()
     devices = {
-        "scanners": [
-            {"name": "dock", "port": str(scan_link.agent_side), "scale": "dock", "location": "DOCK-1"}
-        ],
+        "scanners": [{"name": "dock", "port": str(scan_link.agent_side), "scale": "dock", "location": "DOCK-1"}],
         "scales": [
             {
                 "name": "dock",

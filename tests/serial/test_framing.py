@@ -70,9 +70,7 @@ def test_delimited_any_chunking_same_frames_and_bounded(parts: list[bytes], seed
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.lists(
-        st.one_of(st.binary(max_size=30), st.sampled_from([b"\x02", b"\r", b"\x0201.234\r"])), max_size=60
-    ),
+    st.lists(st.one_of(st.binary(max_size=30), st.sampled_from([b"\x02", b"\r", b"\x0201.234\r"])), max_size=60),
     st.integers(0, 2**32 - 1),
 )
 def test_stx_any_chunking_same_frames_and_bounded(parts: list[bytes], seed: int) -> None:

@@ -19,9 +19,7 @@ ADAPTER: TypeAdapter[Any] = TypeAdapter(ScaleConfig)
 
 
 def proto(protocol: str, **kw: Any) -> ScaleProtocol:
-    return make_protocol(
-        ADAPTER.validate_python({"name": "t", "port": "/dev/null", "protocol": protocol, **kw})
-    )
+    return make_protocol(ADAPTER.validate_python({"name": "t", "port": "/dev/null", "protocol": protocol, **kw}))
 
 
 def statuses(rs: list[Reading]) -> list[tuple[str, int | None]]:
@@ -49,11 +47,7 @@ def test_mt_sics_replies() -> None:
         ("error", None),
         ("info", None),
     ]
-    assert (
-        p.poll_command() == b"SI\r\n"
-        and p.zero_command() == b"Z\r\n"
-        and p.clear_tare_command() == b"TAC\r\n"
-    )
+    assert p.poll_command() == b"SI\r\n" and p.zero_command() == b"Z\r\n" and p.clear_tare_command() == b"TAC\r\n"
     assert proto("mt-sics", poll_command="S").poll_command() == b"S\r\n"
 
 
@@ -89,18 +83,13 @@ def test_toledo_continuous_status_words_and_checksum() -> None:
     bad = bytearray(frames.toledo_continuous(999))
     bad[6] ^= 0x01  # one flipped bit: the checksum must catch it
     got = p.feed(
-        good
-        + bytes(bad)
-        + frames.toledo_continuous(700, motion=True)
-        + frames.toledo_continuous(0, out_of_range=True)
+        good + bytes(bad) + frames.toledo_continuous(700, motion=True) + frames.toledo_continuous(0, out_of_range=True)
     )
     assert statuses(got) == [("stable", 2500), ("motion", 700), ("overload", None)]
     assert got[0].net and got[0].tare_g == 300
     assert p.bad_checksums == 1  # type: ignore[attr-defined]
     short = proto("toledo-continuous", checksum=False, tare_field=False)
-    assert statuses(short.feed(frames.toledo_continuous(42, checksum=False, tare_field=False))) == [
-        ("stable", 42)
-    ]
+    assert statuses(short.feed(frames.toledo_continuous(42, checksum=False, tare_field=False))) == [("stable", 42)]
 
 
 def test_cas_22_byte_and_18_byte_frames() -> None:

@@ -53,9 +53,7 @@ def test_variable_measure_price_label_and_prefix_02() -> None:
 
 
 def test_rule_with_value_check_digit_verifies_it() -> None:
-    rule = VariableMeasureRule(
-        prefixes=["23"], item=(3, 6), value=(9, 12), value_check_digit=8, measure="weight_g"
-    )
+    rule = VariableMeasureRule(prefixes=["23"], item=(3, 6), value=(9, 12), value_check_digit=8, measure="weight_g")
     si = ScanInterpreter(WorkflowConfig(variable_measure=[rule]))
     value = "2875"
     good = ean13("234321" + "0" + str(gs1_price_weight_check_digit(value)) + value)

@@ -75,10 +75,7 @@ def test_receiving_doc_then_items_with_qty_weight_and_labels(tmp_path: Path) -> 
         (GTIN_A, 1, None),
     ]
     assert all(
-        m["type"] == "receive"
-        and m["doc"] == "INV-2024/118"
-        and m["to"] == "DOCK-1"
-        and m["from"] == "supplier"
+        m["type"] == "receive" and m["doc"] == "INV-2024/118" and m["to"] == "DOCK-1" and m["from"] == "supplier"
         for m in moves
     )
     assert moves[0]["scan"] == "scan-1300"
@@ -211,6 +208,23 @@ def test_a_record_the_buffer_refuses_for_good_is_parked_not_blocking(tmp_path: P
     d.scan(GTIN_A, 3)
     assert [m["gtin"][-13:] for m in d.moves()] == [GTIN_A]
     assert d.engine.store.rejected_count() == 1 and d.engine.store.outbox_size() == 0
+
+
+def test_mode_survives_restart_until_the_config_changes_it(tmp_path: Path) -> None:
+    d = Dock(tmp_path, pair_window_s=0)
+    d.scan("CMD:MODE:WASTE", 1)
+    d.engine.close()
+    d2 = Dock(tmp_path, pair_window_s=0)
+    d2.scan("W-1", 2)
+    d2.scan(GTIN_A, 3)
+    assert d2.moves()[-1]["type"] == "waste"
+    d2.engine.close()
+    d3 = Dock(tmp_path, pair_window_s=0)
+    d3.cfg.scanners[0].mode = "issue"
+    d3.engine.close()
+    d3.engine = type(d3.engine)(d3.cfg.workflow, d3.cfg.scanners, tmp_path, d3.sink)
+    d3.scan(GTIN_A, 4)
+    assert d3.moves()[-1]["type"] == "issue"
 
 
 def test_bad_commands_are_refused_not_applied(tmp_path: Path) -> None:
