@@ -47,7 +47,7 @@ def make_batches(
     for seq in range(1, n_records // per_batch + 1):
         recs = [
             {
-                "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                "id": new_id(rng, ms + seq, random_ids),
                 "kind": "sale",
                 "at": 1_764_000_000_000 + i,
                 "src": "api:pos-3",
@@ -114,7 +114,7 @@ def bench_core(cfg_path: Path, batches: list[bytes], group: int) -> float:
         w.commit()
     elapsed = time.perf_counter() - t0
     print(
-        f"  core CPU time {time.process_time() - c0:.2f} s (wall {elapsed:.2f} s; the rest is fsync and other load)"
+        f"  core CPU time {time.process_time() - c0:.2f} s (wall {elapsed:.2f} s: fsync, other load)"
     )
     stored = w.conn.execute("SELECT count(*) FROM records").fetchone()[0]
     w.conn.close()

@@ -203,7 +203,8 @@ class Writer:
         before = conn.total_changes
         did, seq = st.did, batch.seq
         conn.executemany(
-            "INSERT OR IGNORE INTO records (did, id, seq, pos, kind, at, src, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO records (did, id, seq, pos, kind, at, src, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(did, r[0], seq, i, r[1], r[2], r[3], r[4]) for i, r in enumerate(batch.rows)],
         )
         inserted = conn.total_changes - before
