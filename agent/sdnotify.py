@@ -91,6 +91,12 @@ class Notifier:
     def stopping(self, status: str | None = None) -> bool:
         return self.notify("STOPPING=1", *([self._status_line(status)] if status else []))
 
+    def extend_timeout(self, seconds: float) -> bool:
+        """Ask for `seconds` more before TimeoutStartSec/TimeoutStopSec kills us (systemd >= 236):
+        for a start that migrates or recovers a large buffer, or a stop that seals a big backlog.
+        Send it again before it runs out; it does not add up."""
+        return self.notify(f"EXTEND_TIMEOUT_USEC={max(0, int(seconds * 1e6))}")
+
     def status(self, text: str) -> bool:
         """Free text shown by `systemctl status coopagent`."""
         return self.notify(self._status_line(text))

@@ -42,6 +42,8 @@ def test_ready_status_watchdog_stopping_reach_the_socket(listener: tuple[socket.
     assert _recv(sock) == ["STATUS=uplink READY=1 injected"]
     assert n.stopping()
     assert _recv(sock) == ["STOPPING=1"]
+    assert n.extend_timeout(90.5)
+    assert _recv(sock) == ["EXTEND_TIMEOUT_USEC=90500000"]
     n.close()
 
 
