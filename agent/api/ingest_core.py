@@ -19,6 +19,7 @@ import orjson
 from agent.api import metrics
 from agent.api.auth import bearer_ok
 from agent.interfaces import RecordRejected, RecordSink
+from agent.records import JsonRecords
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class IngestCore:
                 refused = API_REFUSED_KINDS.get(kind) if type(kind) is str else None
                 if refused is not None:
                     return error(422, f"records[{i}].kind: {refused}", i)
-        return records
+        return JsonRecords(records)
 
     async def submit(self, records: list[Any]) -> Reply:
         """Hand the records to the sink and wait, without blocking the loop, for the durable commit."""
