@@ -113,3 +113,17 @@ def test_count_commands_through_the_agent_api(count_api: CountApi) -> None:
     r = invoke("count", "close", "--device", "room", "--config", cfg)
     assert r.exit_code == 0 and "closed: 0 lines" in r.output
     assert invoke("count", "status", "--config", cfg).output.strip() == "no open sessions"
+
+
+def test_count_without_a_running_agent_says_so(tmp_path: Path) -> None:
+    from tests.peers.net import free_port
+
+    tok = tmp_path / "tok"
+    tok.write_text("x" * 32)
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f'[api]\nlisten = "127.0.0.1:{free_port()}"\ntoken_file = "{tok}"\n')
+    r = invoke("count", "status", "--config", str(cfg))
+    assert r.exit_code == 2 and "cannot reach the agent" in r.output and "coopagent run" in r.output
+    cfg.write_text(f'[api]\ntoken_file = "{tmp_path / "missing"}"\n')
+    r = invoke("count", "status", "--config", str(cfg))
+    assert r.exit_code == 2 and "cannot read secret file" in r.output
