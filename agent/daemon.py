@@ -22,7 +22,6 @@ from agent.commands import CommandRouter
 from agent.config import AgentConfig
 from agent.interfaces import (
     AgentContext,
-    Command,
     CommandHandler,
     Component,
     Health,
@@ -171,9 +170,11 @@ class Agent(AgentContext):
             log.warning("could not record the stop event: %s", exc)
         for comp in reversed(self.components):
             self.supervisor.stop_one(comp)
-        for comp in (getattr(self, "api", None), self.clock):
-            if comp is not None:
-                self.supervisor.stop_one(comp)
+        producers: list[Component] = [self.clock]
+        if self.with_api:
+            producers.insert(0, self.api)
+        for comp in producers:
+            self.supervisor.stop_one(comp)
         self.workers.shutdown(wait=True, cancel_futures=True)
         self.store.stop()            # commit what is queued, seal what is left
         self.uplink.wake()

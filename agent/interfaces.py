@@ -9,9 +9,9 @@ sink calls block the calling thread until the records are durably committed.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypedDict

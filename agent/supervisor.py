@@ -63,7 +63,7 @@ class Supervisor:
             except Exception as exc:
                 slot.running = False
                 slot.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("component %s crashed: %s", comp.name, slot.last_error, exc_info=True)
+                log.exception("component %s crashed: %s", comp.name, slot.last_error)
                 now = time.monotonic()
                 slot.crashes.append(now)
                 while slot.crashes and now - slot.crashes[0] > self.cfg.restart_window_s:

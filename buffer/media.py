@@ -235,8 +235,12 @@ class MediaStore:
             "SELECT media_id, path FROM media WHERE state='complete' AND done_ms < ?", (cutoff,)).fetchall()
         for media_id, path in rows:
             Path(path).unlink(missing_ok=True)
-            self.store.call(lambda tx, m=media_id: tx.conn.execute(
-                "UPDATE media SET state='evicted' WHERE media_id=?", (m,)))
+        done = [(m,) for m, _ in rows]
+
+        def op(tx: WriterTxn) -> None:
+            tx.conn.executemany("UPDATE media SET state='evicted' WHERE media_id=?", done)
+        if done:
+            self.store.call(op)
         return len(rows)
 
 

@@ -231,8 +231,8 @@ class Writer(threading.Thread):
         self.full = False
         for fut, res in results:
             fut.set_result(res)
-        for fut, exc in failures:
-            fut.set_exception(exc)
+        for fut, failure in failures:
+            fut.set_exception(failure)
         if self.on_committed is not None and self._pending_committed:
             self.on_committed(self._pending_committed)
         if self._sealed_in_group and self.on_sealed is not None:
@@ -285,8 +285,8 @@ class Writer(threading.Thread):
         for i in range(0, len(given), 500):
             chunk = given[i:i + 500]
             marks = ",".join("?" * len(chunk))
-            existing.update(self.conn.execute(  # noqa: S608 - only placeholders are interpolated
-                f"SELECT id, fp FROM records WHERE id IN ({marks})", chunk).fetchall())
+            sql = f"SELECT id, fp FROM records WHERE id IN ({marks})"  # noqa: S608 - only '?' placeholders
+            existing.update(self.conn.execute(sql, chunk).fetchall())
         rows = []
         fresh: list[NormRecord] = []
         seen: dict[str, bytes] = {}

@@ -64,8 +64,10 @@ def _offline_status(cfg: AgentConfig, reason: str) -> dict[str, Any]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        unsealed = conn.execute("SELECT count(*) FROM records WHERE rowid > ?", (meta["sealed_upto_rowid"],)).fetchone()[0]
-        n_b, in_b = conn.execute("SELECT count(*), coalesce(sum(n_records),0) FROM batches WHERE acked_ms IS NULL").fetchone()
+        unsealed = conn.execute("SELECT count(*) FROM records WHERE rowid > ?",
+                                (meta["sealed_upto_rowid"],)).fetchone()[0]
+        n_b, in_b = conn.execute(
+            "SELECT count(*), coalesce(sum(n_records),0) FROM batches WHERE acked_ms IS NULL").fetchone()
         media = conn.execute("SELECT coalesce(sum(size),0) FROM media WHERE state='pending'").fetchone()[0]
         doc.update({"backlog": {"records": unsealed + in_b, "batches": n_b, "media_bytes": media},
                     "acked_seq": meta["acked_seq"], "last_seq": meta["last_seq"]})

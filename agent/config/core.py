@@ -43,7 +43,8 @@ class UplinkSection(Section):
 
     broker: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port (TLS)")
     topic_prefix: str = Field("coop/v1", description="topics are PREFIX/SOCIETY/BRANCH/DEVICE/...")
-    central_key: Path = Field(Path("/etc/coopagent/central.pub.pem"), description="central server's Ed25519 public key (PEM)")
+    central_key: Path = Field(Path("/etc/coopagent/central.pub.pem"),
+                              description="central server's Ed25519 public key (PEM)")
     ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate (mqtts)")
     cert_file: Path | None = Field(None, description="client certificate for the broker (mqtts)")
     key_file: Path | None = Field(None, description="private key of cert_file (not the device signing key)")
@@ -176,7 +177,8 @@ class MediaSection(Section):
 class SupervisorSection(Section):
     """Restarting crashed components."""
 
-    max_restarts: Annotated[int, Field(ge=1, le=1000, description="crashes per window before a component is down")] = 5
+    max_restarts: Annotated[int, Field(ge=1, le=1000,
+                                       description="crashes per window before a component is down")] = 5
     restart_window_s: Annotated[float, Field(gt=0, description="the window, and the cool-down once down")] = 60.0
     backoff_max_s: Annotated[float, Field(gt=0, description="cap on the delay between restarts")] = 30.0
 
@@ -184,5 +186,5 @@ class SupervisorSection(Section):
 class ClockSection(Section):
     """Watching the system clock (NTP sync, jumps)."""
 
-    jump_threshold_s: Annotated[float, Field(gt=0, description="a wall-clock step this big is a clock_jump event")] = 2.0
+    jump_threshold_s: Annotated[float, Field(gt=0, description="a wall-clock step this big is a clock_jump")] = 2.0
     check_interval_s: Annotated[float, Field(gt=0, description="how often the clock is checked")] = 5.0

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
@@ -48,7 +48,9 @@ class Outstanding:
     backoff: float = 0.0
 
 
-class MediaOutbox:  # pragma: no cover - interface; buffer/media.py implements it
+class MediaOutbox(Protocol):
+    """What the uplink needs of the media store (buffer/media.py implements it)."""
+
     def next_chunk(self) -> tuple[str, int, bytes] | None: ...
     def chunk_sent(self, media_id: str, index: int) -> None: ...
     def on_ack(self, media_id: str, missing: tuple[int, ...]) -> None: ...
@@ -83,6 +85,10 @@ class Uplink(Component):
         self.connects = 0
         self.media_chunks_sent = 0
         self._status_force = False
+        self._out: dict[int, Outstanding] = {}
+        self._mids: dict[int, tuple[str, Any]] = {}
+        self._next_seq = 1
+        self._last_seq_cache = 0
         self._reset_tracking()
 
     # -- called from other threads -----------------------------------------------
@@ -285,9 +291,9 @@ class Uplink(Component):
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             if msg.topic == self.topics.ack:
-                self._handle_ack(self.verifier.ack(msg.payload))
+                self._handle_ack(self.verifier.ack(bytes(msg.payload)))
             elif msg.topic == self.topics.cmd:
-                cmd = self.verifier.command(msg.payload, time.time_ns() // 1_000_000,
+                cmd = self.verifier.command(bytes(msg.payload), time.time_ns() // 1_000_000,
                                             self.ucfg.command_max_skew_s * 1000)
                 if cmd.cmd == "resend":
                     self._resend_cmd(cmd)
@@ -325,8 +331,8 @@ class Uplink(Component):
 
     # -- sending -----------------------------------------------------------------
     def _reset_tracking(self) -> None:
-        self._out: dict[int, Outstanding] = {}
-        self._mids: dict[int, tuple[str, Any]] = {}
+        self._out = {}
+        self._mids = {}
         acked = self.store.acked_seq() if self.store.started else 0
         self._next_seq = acked + 1
         self._last_seq_cache = 0

@@ -11,6 +11,7 @@ import ssl
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -32,7 +33,7 @@ class _ClosingSSLSocket(ssl.SSLSocket):
 
 
 def make_client(cfg: UplinkSection, client_id: str, will_topic: str, will_payload: bytes) -> mqtt.Client:
-    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
                          protocol=mqtt.MQTTv5, reconnect_on_failure=False)
     client.enable_logger()  # paho logs at DEBUG through the 'paho.mqtt.client' logger; no payloads
     if cfg.tls:
@@ -52,7 +53,7 @@ def make_client(cfg: UplinkSection, client_id: str, will_topic: str, will_payloa
 
 
 def connect_properties(cfg: UplinkSection) -> Properties:
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = cfg.session_expiry_s
     return props
 

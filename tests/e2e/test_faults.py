@@ -10,12 +10,11 @@ import time
 import uuid
 from typing import Any
 
+import cbor2
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-import cbor2
 
 from agent.cose import decode_unverified, dumps_deterministic, sign1
 from tests.peers.agent import Branch, sale

@@ -7,7 +7,7 @@ import hashlib
 import cbor2
 import pytest
 
-from agent.cose import verify1, kid_for
+from agent.cose import kid_for, verify1
 from tests.peers.agent import Branch, sale
 from tests.peers.net import wait_for
 
