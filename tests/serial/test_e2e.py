@@ -72,6 +72,11 @@ def test_receiving_and_stock_take_reach_the_receiver(branch: Branch) -> None:
         assert engine is not None and engine.status()["sessions"][0]["lines"] == 1
         scanner.scan(GTIN_A)
         wait_for(lambda: engine.status()["sessions"][0]["lines"] == 2, what="count after restart")
+        with branch.client() as c:  # the agent's own API serves the count routes with its token
+            st = c.get("/v1/count/status")
+            assert st.status_code == 200, st.text
+            assert st.json()["sessions"][0]["lines"] == 2 and "totals" not in st.json()["sessions"][0]
+            assert c.get("/v1/count/status", headers={"Authorization": "Bearer nope"}).status_code == 401
         scanner.scan("CMD:COUNT:CLOSE")
 
         wait_for(
