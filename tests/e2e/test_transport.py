@@ -136,3 +136,28 @@ def test_disk_full_answers_507_keeps_the_file_sound_and_resumes(branch: Branch, 
     wait_for(lambda: {r["id"] for r in branch.rx_records()} >= set(accepted), timeout=60,
              what="every accepted record at the receiver")
     assert agent.store.reader().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_username_and_password_from_a_file_and_a_clear_error_when_wrong(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "mq", passwords={"branch-1": "s3cret-pw", "central": "c3ntral"}).start()
+    branch = Branch(tmp_path / "branch", broker)
+    good = tmp_path / "pw-good"
+    good.write_text("s3cret-pw\n")
+    bad = tmp_path / "pw-bad"
+    bad.write_text("guess\n")
+    try:
+        (tmp_path / "rx-pw").write_text("c3ntral\n")
+        branch.start_receiver(receiver={"username": "central", "password_file": str(tmp_path / "rx-pw")})
+        agent = branch.start_agent(uplink={"username": "branch-1", "password_file": str(good)})
+        assert branch.post([sale(1)]).status_code == 201
+        wait_for(lambda: agent.store.backlog()["records"] == 0, timeout=20, what="acked with password auth")
+        branch.stop_agent()
+        agent = branch.start_agent(uplink={"username": "branch-1", "password_file": str(bad)})
+        wait_for(lambda: agent.uplink.last_error is not None, timeout=15, what="an auth error")
+        err = agent.uplink.last_error or ""
+        assert "refused the connection" in err and "password_file" in err, err
+        assert "guess" not in err and "s3cret" not in err
+        assert not agent.uplink.connected
+    finally:
+        branch.close()
+        broker.stop()

@@ -26,6 +26,7 @@ class Mosquitto:
     persistence: bool = False
     tls: TlsFiles | None = None
     max_queued: int = 1000
+    passwords: dict[str, str] | None = None  # user -> password; anonymous refused when set
     extra: str = ""
     proc: subprocess.Popen[bytes] | None = None
 
@@ -37,7 +38,7 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            f"allow_anonymous {'false' if self.passwords else 'true'}",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
             f"max_queued_messages {self.max_queued}",
@@ -50,6 +51,12 @@ class Mosquitto:
             # Started as root, mosquitto drops to user 'mosquitto', which cannot read pytest's
             # 0700 tmp dirs (certificates, persistence): keep the test runner's user.
             lines.append("user root")
+        if self.passwords:
+            pw = self.workdir / "passwords"
+            pw.write_text("")
+            for user, password in self.passwords.items():
+                subprocess.run(["mosquitto_passwd", "-b", str(pw), user, password], check=True)
+            lines.append(f"password_file {pw}")
         if self.tls:
             lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.cert}", f"keyfile {self.tls.key}",
                       f"require_certificate {'true' if self.tls.require_certificate else 'false'}"]
