@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 STOP_POLL_S = 0.1
 GRACEFUL_S = 10
+MAX_CONCURRENCY = 1024
 
 
 def check_listen(api: ApiSection) -> list[tuple[int, str]]:
@@ -149,7 +150,9 @@ class ApiComponent(Component):
             server_header=False,
             date_header=False,
             timeout_graceful_shutdown=GRACEFUL_S,
-            limit_concurrency=None,
+            # uvicorn answers 503 past this many connections + tasks; the token is checked before a
+            # body is read, so only authorised clients can make us hold bodies in memory at all.
+            limit_concurrency=MAX_CONCURRENCY,
             backlog=1024,
         )
         server = uvicorn.Server(config)

@@ -201,3 +201,60 @@ def test_localhost_serves_on_every_loopback_address_it_resolves_to(tmp_path: Pat
         stop.set()
         t.join(10)
         sink.close()
+
+
+class Gated:
+    """The real Store, whose answers are held back until `gate` is set (to catch a request in flight)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.gate = threading.Event()
+        self.submitted = threading.Event()
+
+    def submit_nowait(self, records: Any) -> Future[list[str]]:
+        inner = self.store.submit_nowait(records)
+        outer: Future[list[str]] = Future()
+
+        def release() -> None:
+            self.gate.wait(10)
+            exc = inner.exception(10)
+            if exc is not None:
+                outer.set_exception(exc)
+            else:
+                outer.set_result(inner.result())
+
+        threading.Thread(target=release, daemon=True).start()
+        self.submitted.set()
+        return outer
+
+
+def test_stop_lets_the_request_in_flight_finish_with_its_201(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)
+    store = make_store(tmp_path / "s.sqlite3")
+    sink = Gated(store)
+    comp = ApiComponent(cfg, sink, status_doc, lambda: b"")
+    stop = threading.Event()
+    t = threading.Thread(target=comp.run, args=(stop,))
+    t.start()
+    replies: list[httpx.Response] = []
+    try:
+        wait_for(comp.started.is_set, what="listening")
+        poster = threading.Thread(target=lambda: replies.append(httpx.post(
+            f"http://{cfg.api.listen}/v1/records", json={"records": [rec(id="late")]},
+            headers={"authorization": f"Bearer {TOKEN}"}, timeout=20)))
+        poster.start()
+        assert sink.submitted.wait(10)
+        stop.set()  # the server stops taking new connections but owes this request its answer
+        wait_for(lambda: not port_open(cfg.api.port), what="listener closed")
+        assert t.is_alive()
+        sink.gate.set()
+        poster.join(20)
+        t.join(20)
+        assert not t.is_alive()
+        assert replies[0].status_code == 201 and replies[0].json() == {"ids": ["late"]}
+        assert "late" in stored(store)
+    finally:
+        sink.gate.set()
+        stop.set()
+        t.join(10)
+        store.close()
