@@ -15,8 +15,6 @@ setup(
     package_data={"agent": ["py.typed"], "": ["*.sql", "*.toml"]},
     install_requires=[
         "paho-mqtt>=2.1,<3",
-        "sqlite-utils>=3.36,<5",
-        "apscheduler>=3.10,<4",
         "cryptography>=42,<51",
         "cbor2>=5.6,<7",
         "pydantic>=2.7,<3",
