@@ -20,9 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.cose import CoseError, decode_unverified, verify1
 from receiver.deterministic import is_deterministic, record_encodings
 
-KINDS = frozenset(
-    ("sale", "stock_move", "count", "count_session", "scan", "weight", "media", "device_event", "gap")
-)
+KINDS = frozenset(("sale", "stock_move", "count", "count_session", "scan", "weight", "media", "device_event", "gap"))
 MEDIA_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MEDIA_TYPES = {"video/mp4": ".mp4", "image/jpeg": ".jpg"}
 ZERO_HASH = b"\x00" * 32
@@ -112,9 +110,7 @@ def verify_signed(
     if payload.get("v") != 1 or not _is_int(payload.get("v")):
         raise Rejected("bad_payload", f"v = {payload.get('v')!r}; this receiver speaks version 1")
     if payload.get("dev") != dev:
-        raise Rejected(
-            "dev_mismatch", f"payload dev {payload.get('dev')!r} is not the topic's device {dev!r}"
-        )
+        raise Rejected("dev_mismatch", f"payload dev {payload.get('dev')!r} is not the topic's device {dev!r}")
     raw = verified.payload_bytes
     if "records" in payload:
         encoded = record_encodings(payload, raw)
@@ -132,9 +128,7 @@ def _manifest(data: Mapping[str, Any], record_id: str) -> Manifest:
 
     media = data.get("media")
     need("media", isinstance(media, str) and bool(MEDIA_ID_RE.match(media)), "must match [A-Za-z0-9_-]{1,64}")
-    need(
-        "camera", isinstance(data.get("camera"), str) and bool(data.get("camera")), "must be a non-empty text"
-    )
+    need("camera", isinstance(data.get("camera"), str) and bool(data.get("camera")), "must be a non-empty text")
     need("type", data.get("type") in MEDIA_TYPES, "must be video/mp4 or image/jpeg")
     for key in ("start", "end"):
         need(key, _is_int(data.get(key)), "must be epoch milliseconds (integer)")
@@ -179,13 +173,9 @@ def _rows(
             rec.get("data"),
         )
         if type(rid) is not str or not 0 < len(rid) <= MAX_RECORD_ID:
-            raise Rejected(
-                "bad_record", f"records[{i}].id = {rid!r}; must be a text of 1..{MAX_RECORD_ID}", seq
-            )
+            raise Rejected("bad_record", f"records[{i}].id = {rid!r}; must be a text of 1..{MAX_RECORD_ID}", seq)
         if kind not in KINDS:
-            raise Rejected(
-                "bad_record", f"records[{i}].kind = {kind!r}; version 1 kinds are {sorted(KINDS)}", seq
-            )
+            raise Rejected("bad_record", f"records[{i}].kind = {kind!r}; version 1 kinds are {sorted(KINDS)}", seq)
         if type(at) is not int:
             raise Rejected("bad_record", f"records[{i}].at = {at!r}; must be epoch milliseconds", seq)
         if type(src) is not str or not src:

@@ -98,9 +98,7 @@ def keys() -> None:
 
 @keys.command("init")
 @config_option
-@click.option(
-    "--force", is_flag=True, help="replace an existing key (every agent must get the new public key)"
-)
+@click.option("--force", is_flag=True, help="replace an existing key (every agent must get the new public key)")
 @handle_errors
 def keys_init(config_path: Path | None, force: bool) -> None:
     """Create the central key (Ed25519, PKCS#8 PEM, mode 0600)."""
@@ -146,9 +144,7 @@ def run(config_path: Path | None) -> None:
     from receiver.server import Receiver
 
     cfg = resolve(config_path)
-    logging.basicConfig(
-        level=cfg.receiver.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=cfg.receiver.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

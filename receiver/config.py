@@ -50,9 +50,7 @@ class ReceiverSection(Section):
         description="the central Ed25519 private key (PKCS#8 PEM, mode 0600)",
     )
     media_dir: Path = Field(Path("/var/lib/coop-receiver/media"), description="verified clips and snapshots")
-    devices_dir: Path | None = Field(
-        None, description="folder of SOCIETY.BRANCH.DEVICE[.anything].pem public keys"
-    )
+    devices_dir: Path | None = Field(None, description="folder of SOCIETY.BRANCH.DEVICE[.anything].pem public keys")
     ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate (mqtts)")
     cert_file: Path | None = Field(None, description="client certificate for the broker (mqtts)")
     client_key_file: Path | None = Field(None, description="private key of cert_file (not the central key)")
@@ -139,9 +137,7 @@ class ReceiverSection(Section):
 
 class DeviceEntry(Section):
     id: str = Field(description="SOCIETY/BRANCH/DEVICE")
-    public_key: list[Path] = Field(
-        description="the device's Ed25519 public key PEM (or a list, while keys rotate)"
-    )
+    public_key: list[Path] = Field(description="the device's Ed25519 public key PEM (or a list, while keys rotate)")
 
     @field_validator("id")
     @classmethod
@@ -161,7 +157,7 @@ class DeviceEntry(Section):
 
 
 class ReceiverConfig(Section):
-    receiver: ReceiverSection = Field(default_factory=ReceiverSection)  # type: ignore[arg-type]
+    receiver: ReceiverSection = Field(default_factory=ReceiverSection)
     devices: list[DeviceEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -206,9 +202,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
-        field = (
-            model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
-        )
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
         if field is None:
             return []
         ann = field.annotation
@@ -221,9 +215,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
 
 def _format(err: dict[str, Any]) -> str:
     loc = tuple(err["loc"])
-    key = (
-        ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(top level)"
-    )
+    key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(top level)"
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc)
         hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""

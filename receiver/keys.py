@@ -60,9 +60,7 @@ class DeviceRegistry:
             for path in sorted(folder.glob("*.pem")):
                 dev = device_id_from_filename(path)
                 if dev is None:
-                    log.warning(
-                        "devices_dir: %s is not named SOCIETY.BRANCH.DEVICE[.x].pem; ignored", path.name
-                    )
+                    log.warning("devices_dir: %s is not named SOCIETY.BRANCH.DEVICE[.x].pem; ignored", path.name)
                     continue
                 try:
                     pub = load_public_key(path)

@@ -95,16 +95,12 @@ class MediaAssembler:
                 chunks=r[9],
                 record_id=r[10],
             )
-            self._tracks[(r[0], r[1])] = Track(
-                r[0], man, self._spooled(r[0], r[1]), now + self.idle_s, self.idle_s
-            )
+            self._tracks[(r[0], r[1])] = Track(r[0], man, self._spooled(r[0], r[1]), now + self.idle_s, self.idle_s)
         if self.spool.is_dir():
             for media_dir in self.spool.glob("*/*/*/*"):
                 dev = "/".join(media_dir.relative_to(self.spool).parts[:3])
                 if (dev, media_dir.name) not in self._tracks:
-                    self._early[dev] = self._early.get(dev, 0) + sum(
-                        f.stat().st_size for f in media_dir.iterdir()
-                    )
+                    self._early[dev] = self._early.get(dev, 0) + sum(f.stat().st_size for f in media_dir.iterdir())
 
     # -- paths --------------------------------------------------------------------------
 
@@ -122,15 +118,12 @@ class MediaAssembler:
 
     # -- chunks -------------------------------------------------------------------------
 
-    def on_chunk(
-        self, dev: str, topic: str, media_id: str, index: int, data: bytes, reject: RejectFn
-    ) -> None:
+    def on_chunk(self, dev: str, topic: str, media_id: str, index: int, data: bytes, reject: RejectFn) -> None:
         key = (dev, media_id)
         track = self._tracks.get(key)
         if track is None:
             state = self.conn.execute(
-                "SELECT m.state FROM media m JOIN devices d ON d.did = m.did "
-                "WHERE d.dev = ? AND m.media_id = ?",
+                "SELECT m.state FROM media m JOIN devices d ON d.did = m.did WHERE d.dev = ? AND m.media_id = ?",
                 (dev, media_id),
             ).fetchone()
             if state is not None and state[0] == "complete":
@@ -158,9 +151,7 @@ class MediaAssembler:
         elif index == man.chunks - 1:
             self._ask(track)  # the last chunk came and there are holes: say which now
 
-    def _early_chunk(
-        self, dev: str, topic: str, media_id: str, index: int, data: bytes, reject: RejectFn
-    ) -> None:
+    def _early_chunk(self, dev: str, topic: str, media_id: str, index: int, data: bytes, reject: RejectFn) -> None:
         old = self._spool_dir(dev, media_id) / str(index)
         old_size = old.stat().st_size if old.exists() else 0
         used = self._early.get(dev, 0) - old_size

@@ -79,13 +79,9 @@ def check_command_args(cmd: str, args: Mapping[str, Any]) -> None:
     if cmd not in COMMANDS:
         raise ValueError(f"unknown command {cmd!r}; version 1 commands are {', '.join(COMMANDS)}")
     if cmd == "resend":
-        need(
-            "from_seq", type(args.get("from_seq")) is int and args["from_seq"] >= 1, "must be an integer >= 1"
-        )
+        need("from_seq", type(args.get("from_seq")) is int and args["from_seq"] >= 1, "must be an integer >= 1")
     if cmd in ("clip", "snapshot"):
-        need(
-            "camera", isinstance(args.get("camera"), str) and bool(args.get("camera")), "must be a camera id"
-        )
+        need("camera", isinstance(args.get("camera"), str) and bool(args.get("camera")), "must be a camera id")
     if cmd == "clip":
         for key in ("start", "end"):
             need(key, type(args.get(key)) is int and args[key] >= 0, "must be epoch milliseconds")

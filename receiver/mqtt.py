@@ -47,9 +47,7 @@ class Refused:
 
 
 def make_client(cfg: ReceiverSection, client_id: str, *, manual_ack: bool) -> mqtt.Client:
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack
-    )
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
     if cfg.tls:
         client.tls_set(
             ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
@@ -135,14 +133,10 @@ class MqttLink:
         with self._lock:
             self._gen += 1
             self.connected = True
-        log.info(
-            "connected to %s:%d (session present: %s)", self.cfg.host, self.cfg.port, flags.session_present
-        )
+        log.info("connected to %s:%d (session present: %s)", self.cfg.host, self.cfg.port, flags.session_present)
         client.subscribe([(t, SubscribeOptions(qos=1)) for t in self._subscriptions])
 
-    def _disconnected(
-        self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any
-    ) -> None:
+    def _disconnected(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
         with self._lock:
             self.connected = False
         if not self._subscribed_ev.is_set():  # still in start(): fail it now instead of at its timeout
@@ -151,9 +145,7 @@ class MqttLink:
         elif rc.value != 0:
             log.warning("disconnected from the broker: %s; paho reconnects", rc)
 
-    def _subscribed(
-        self, client: mqtt.Client, userdata: Any, mid: int, rcs: list[ReasonCode], props: Any
-    ) -> None:
+    def _subscribed(self, client: mqtt.Client, userdata: Any, mid: int, rcs: list[ReasonCode], props: Any) -> None:
         bad = [f"{t}: {rc}" for t, rc in zip(self._subscriptions, rcs, strict=False) if rc.is_failure]
         if bad:
             self._error = "subscription refused: " + "; ".join(bad)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Mapping
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 GROUP_MAX = 50  # messages per transaction: up to ~25,000 records, one fsync, acks within ~0.5 s
 TICK_S = 0.25  # housekeeping when idle: media asks, resends, refused publishes
 PRUNE_EVERY_S = 60.0
+RETRY_MIN_S = 0.5
+RETRY_MAX_S = 30.0
 
 
 @dataclass
@@ -57,13 +60,32 @@ class Worker(Component):
             while not stop.is_set():
                 group = self._take(stop)
                 if group:
-                    rx.process(group)
+                    self._process_until_done(group, stop)
                 rx.housekeeping()
                 if time.monotonic() - last_prune >= PRUNE_EVERY_S:
                     rx.prune()
                     last_prune = time.monotonic()
         finally:
             rx.writer.conn.close()
+
+    def _process_until_done(self, group: list[Inbound], stop: threading.Event) -> None:
+        """Retry a group whose commit failed (disk full, I/O error) with backoff until it succeeds.
+
+        Its messages are not PUBACKed, and MQTT 5 redelivers an unacked message only after a
+        reconnect: dropping the group would leave it stuck in the session, so it is kept and retried.
+        """
+        delay = RETRY_MIN_S
+        while True:
+            try:
+                self.rx.process(group)
+                self.rx.last_error = None
+                return
+            except sqlite3.Error as exc:
+                self.rx.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("cannot commit %d messages (%s); retrying in %.0f s", len(group), exc, delay)
+            if stop.wait(delay):
+                return
+            delay = min(delay * 2, RETRY_MAX_S)
 
     def _take(self, stop: threading.Event) -> list[Inbound]:
         q = self.rx.inbox
@@ -105,6 +127,7 @@ class Receiver:
         self._last_resend: dict[str, tuple[float, int]] = {}
         self._cmd_lock = threading.Lock()
         self.commits = 0
+        self.last_error: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -123,14 +146,17 @@ class Receiver:
         return self
 
     def stop(self) -> None:
-        """Disconnect first (nothing new comes in), then let the worker finish its group and close the DB."""
+        """Let the worker finish its group (its acks and PUBACKs go out), then disconnect.
+
+        Messages still queued are not PUBACKed: the broker delivers them again next session.
+        """
+        self._stop.set()
         try:
-            self.link.stop()
-        finally:
-            self._stop.set()
             if self._thread is not None:
                 self._thread.join(timeout=30)
                 self._thread = None
+        finally:
+            self.link.stop()
 
     def __enter__(self) -> Receiver:
         return self.start()
@@ -160,9 +186,7 @@ class Receiver:
         self.commits += 1
         # Durable now: tell the agents, then release the broker's copies.
         for dev in sorted(result.ack_devs):
-            self.link.publish(
-                device_topic(self.prefix, dev, "ack"), seq_ack(self.signer, dev, w.state(dev).contiguous)
-            )
+            self.link.publish(device_topic(self.prefix, dev, "ack"), seq_ack(self.signer, dev, w.state(dev).contiguous))
         self._publish_media_acks()
         for msg in group:
             self.link.ack(msg.mid, msg.qos, msg.gen)
@@ -188,6 +212,7 @@ class Receiver:
                 f"{len(msg.payload)} bytes; the cap is {self.config.receiver.max_payload_bytes}",
             )
             return
+        w.flush_states()  # so a rollback to the savepoint can reload this device's state from the DB
         w.conn.execute("SAVEPOINT msg")
         try:
             if t.kind == "batch":
@@ -198,15 +223,16 @@ class Receiver:
             elif self.registry.keys_for(t.dev) is None:
                 w.reject(dev, msg.topic, "unknown_device", "media chunk from a device with no registered key")
             elif t.index < 0 or not t.media_id or not _media_id_ok(t.media_id):
-                w.reject(
-                    dev, msg.topic, "bad_topic", "MEDIA_ID must match [A-Za-z0-9_-]{1,64}, INDEX be decimal"
-                )
+                w.reject(dev, msg.topic, "bad_topic", "MEDIA_ID must match [A-Za-z0-9_-]{1,64}, INDEX be decimal")
             else:
                 self.media.on_chunk(t.dev, msg.topic, t.media_id, t.index, msg.payload, w.reject)
             w.conn.execute("RELEASE msg")
+        except sqlite3.Error:
+            raise  # the database, not the message: the whole group is retried
         except Exception as exc:  # one poison message must not block everything queued behind it
             w.conn.execute("ROLLBACK TO msg")
             w.conn.execute("RELEASE msg")
+            w.forget(t.dev)
             log.exception("internal error on %s", msg.topic)
             w.reject(dev, msg.topic, "internal_error", f"{type(exc).__name__}: {exc}")
 
@@ -214,9 +240,7 @@ class Receiver:
 
     def _publish_media_acks(self) -> None:
         for dev, media_id, missing in self.media.take_outbox().acks:
-            self.link.publish(
-                device_topic(self.prefix, dev, "ack"), media_ack(self.signer, dev, media_id, missing)
-            )
+            self.link.publish(device_topic(self.prefix, dev, "ack"), media_ack(self.signer, dev, media_id, missing))
 
     def _ask_resends(self) -> None:
         """One signed resend per device with a gap, at most every resend_interval_s."""

@@ -37,8 +37,7 @@ def render_status(states: list[dict[str, Any]]) -> str:
             )
         )
         lines += [
-            f"  acked seq        {s['acked_seq']} "
-            f"(highest seen {s['highest_seq_seen']}, held {s['held_batches']})",
+            f"  acked seq        {s['acked_seq']} (highest seen {s['highest_seq_seen']}, held {s['held_batches']})",
             f"  records          {s['records']} (duplicate ids {s['duplicate_record_ids']})",
             f"  gaps             {_gaps(s['gaps'])}",
             f"  chain breaks     {s['chain_breaks']}",

@@ -74,8 +74,7 @@ class ReceiverStore:
         return [
             (r[0], r[1])
             for r in self.conn.execute(
-                "SELECT b.seq, b.cose FROM batches b JOIN devices d ON d.did = b.did "
-                "WHERE d.dev = ? ORDER BY b.seq",
+                "SELECT b.seq, b.cose FROM batches b JOIN devices d ON d.did = b.did WHERE d.dev = ? ORDER BY b.seq",
                 (dev,),
             )
         ]
@@ -164,9 +163,7 @@ class ReceiverStore:
             return int(self.conn.execute(sql, (did,)).fetchone()[0])
 
         media = dict(
-            self.conn.execute(
-                "SELECT state, count(*) FROM media WHERE did = ? GROUP BY state", (did,)
-            ).fetchall()
+            self.conn.execute("SELECT state, count(*) FROM media WHERE did = ? GROUP BY state", (did,)).fetchall()
         )
         return {
             "dev": dev,
@@ -179,9 +176,7 @@ class ReceiverStore:
             "held_batches": count("SELECT count(*) FROM pending WHERE did = ?"),
             "gaps": [list(g) for g in self.gaps(dev)],
             "chain_breaks": count("SELECT count(*) FROM chain_breaks WHERE did = ?"),
-            "rejections": int(
-                self.conn.execute("SELECT count(*) FROM rejections WHERE dev = ?", (dev,)).fetchone()[0]
-            ),
+            "rejections": int(self.conn.execute("SELECT count(*) FROM rejections WHERE dev = ?", (dev,)).fetchone()[0]),
             "last_status": json.loads(row[6]) if row[6] else None,
             "last_status_received_at": row[7],
             "media_complete": int(media.get("complete", 0)),

@@ -62,12 +62,13 @@ class Writer:
         self.result = GroupResult()
 
     def commit(self) -> GroupResult:
-        self._flush_states()
+        self.flush_states()
         self.conn.execute("COMMIT")
         return self.result
 
     def rollback(self) -> None:
-        self.conn.execute("ROLLBACK")
+        if self.conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR)
+            self.conn.execute("ROLLBACK")
         self._states.clear()  # reload from the database: the cached states may hold rolled-back values
 
     # -- device state -------------------------------------------------------------------
@@ -83,13 +84,11 @@ class Writer:
             cur = self.conn.execute("INSERT INTO devices (dev) VALUES (?)", (dev,))
             row = (cur.lastrowid, 0, b"\x00" * 32, 0)
         pending = self.conn.execute("SELECT count(*) FROM pending WHERE did = ?", (row[0],)).fetchone()[0]
-        st = DevState(
-            did=row[0], dev=dev, contiguous=row[1], last_hash=row[2], highest_seen=row[3], pending=pending
-        )
+        st = DevState(did=row[0], dev=dev, contiguous=row[1], last_hash=row[2], highest_seen=row[3], pending=pending)
         self._states[dev] = st
         return st
 
-    def _flush_states(self) -> None:
+    def flush_states(self) -> None:
         rows = [(s.contiguous, s.last_hash, s.highest_seen, s.did) for s in self._states.values() if s.dirty]
         if rows:
             self.conn.executemany(
@@ -98,11 +97,13 @@ class Writer:
         for s in self._states.values():
             s.dirty = False
 
+    def forget(self, dev: str) -> None:
+        """Drop the cached state of dev (after a rollback to a savepoint); it is read again when needed."""
+        self._states.pop(dev, None)
+
     def gaps(self) -> list[tuple[str, int]]:
         """(device, first missing seq) for every device with verified batches beyond its chain."""
-        rows = self.conn.execute(
-            "SELECT dev, contiguous FROM devices WHERE highest_seen > contiguous"
-        ).fetchall()
+        rows = self.conn.execute("SELECT dev, contiguous FROM devices WHERE highest_seen > contiguous").fetchall()
         return [(r[0], r[1] + 1) for r in rows]
 
     # -- rejections ---------------------------------------------------------------------
@@ -114,9 +115,7 @@ class Writer:
             (now_ms(), dev, topic, code, reason, seq),
         )
 
-    def _chain_break(
-        self, st: DevState, topic: str, seq: int, cose_hash: bytes, cose: bytes, reason: str
-    ) -> None:
+    def _chain_break(self, st: DevState, topic: str, seq: int, cose_hash: bytes, cose: bytes, reason: str) -> None:
         log.error("CHAIN BREAK %s seq %d: %s", st.dev, seq, reason)
         self.conn.execute(
             "INSERT INTO chain_breaks (did, seq, hash, reason, first_at, cose) VALUES (?, ?, ?, ?, ?, ?) "
@@ -126,10 +125,7 @@ class Writer:
         self.reject(st.dev, topic, "chain_break", reason, seq)
 
     def prune_rejections(self, keep: int) -> None:
-        devs = [
-            r[0]
-            for r in self.conn.execute("SELECT dev FROM rejections GROUP BY dev HAVING count(*) > ?", (keep,))
-        ]
+        devs = [r[0] for r in self.conn.execute("SELECT dev FROM rejections GROUP BY dev HAVING count(*) > ?", (keep,))]
         for dev in devs:
             self.conn.execute(
                 "DELETE FROM rejections WHERE dev = ? AND rid <= (SELECT rid FROM rejections "
@@ -148,9 +144,7 @@ class Writer:
             batch = check_batch(cose, dev, keys)
         except Rejected as exc:
             if exc.code == "chain_break" and exc.seq is not None:
-                self._chain_break(
-                    self.state(dev), topic, exc.seq, hashlib.sha256(cose).digest(), cose, exc.reason
-                )
+                self._chain_break(self.state(dev), topic, exc.seq, hashlib.sha256(cose).digest(), cose, exc.reason)
             else:
                 self.reject(dev, topic, exc.code, exc.reason, exc.seq)
             return
@@ -167,9 +161,7 @@ class Writer:
             self._hold(st, topic, batch)
 
     def _seen_before(self, st: DevState, topic: str, batch: Batch) -> None:
-        row = self.conn.execute(
-            "SELECT hash FROM batches WHERE did = ? AND seq = ?", (st.did, batch.seq)
-        ).fetchone()
+        row = self.conn.execute("SELECT hash FROM batches WHERE did = ? AND seq = ?", (st.did, batch.seq)).fetchone()
         if row is not None and row[0] == batch.hash:
             log.debug("duplicate %s seq %d; re-ack", st.dev, batch.seq)
         else:
@@ -196,23 +188,19 @@ class Writer:
             return False
         conn = self.conn
         conn.execute(
-            "INSERT INTO batches (did, seq, hash, sealed, n_records, received_at, cose) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO batches (did, seq, hash, sealed, n_records, received_at, cose) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (st.did, batch.seq, batch.hash, batch.sealed, len(batch.rows), now_ms(), batch.cose),
         )
         before = conn.total_changes
         did, seq = st.did, batch.seq
         conn.executemany(
-            "INSERT OR IGNORE INTO records (did, id, seq, pos, kind, at, src, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO records (did, id, seq, pos, kind, at, src, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(did, r[0], seq, i, r[1], r[2], r[3], r[4]) for i, r in enumerate(batch.rows)],
         )
         inserted = conn.total_changes - before
         dups = len(batch.rows) - inserted
         if dups:
-            log.warning(
-                "%s seq %d: %d record ids were already stored from an earlier batch", st.dev, seq, dups
-            )
+            log.warning("%s seq %d: %d record ids were already stored from an earlier batch", st.dev, seq, dups)
             self.reject(
                 st.dev,
                 topic,
@@ -231,9 +219,7 @@ class Writer:
         return True
 
     def _hold(self, st: DevState, topic: str, batch: Batch) -> None:
-        row = self.conn.execute(
-            "SELECT hash FROM pending WHERE did = ? AND seq = ?", (st.did, batch.seq)
-        ).fetchone()
+        row = self.conn.execute("SELECT hash FROM pending WHERE did = ? AND seq = ?", (st.did, batch.seq)).fetchone()
         if row is not None:
             if row[0] != batch.hash:
                 self._chain_break(

@@ -134,9 +134,7 @@ class AgentSide:
         )
         self.client.on_message = self._msg
         self.client.on_subscribe = lambda *a: self._ready.set()
-        self.client.on_connect = lambda c, *a: c.subscribe(
-            [(f"{prefix}/+/+/+/ack", 1), (f"{prefix}/+/+/+/cmd", 1)]
-        )
+        self.client.on_connect = lambda c, *a: c.subscribe([(f"{prefix}/+/+/+/ack", 1), (f"{prefix}/+/+/+/cmd", 1)])
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         assert self._ready.wait(10), "agent-side client did not subscribe"

@@ -42,9 +42,7 @@ def test_valid_chain_is_stored_and_acked_with_a_verifiable_signature(
     assert max(a["seq"] for a in acks) == 3
 
 
-def test_duplicate_is_ignored_and_reacked(
-    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
-) -> None:
+def test_duplicate_is_ignored_and_reacked(receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]) -> None:
     dev = devices[0]
     central = receiver.signer.key.public_key()
     first = dev.next_batch(2)
@@ -69,9 +67,7 @@ def test_gap_asks_for_signed_resend_and_fills_later(
     agent.wait_ack(central, dev.dev, 1)
     agent.publish("batch", dev.dev, b3)
     agent.publish("batch", dev.dev, b4)
-    cmds = wait_for(
-        lambda: [c for c in agent.decoded(central, "cmd") if c["cmd"] == "resend"], what="a resend command"
-    )
+    cmds = wait_for(lambda: [c for c in agent.decoded(central, "cmd") if c["cmd"] == "resend"], what="a resend command")
     assert cmds[0]["args"] == {"from_seq": 2} and cmds[0]["dev"] == dev.dev
     assert isinstance(cmds[0]["id"], str) and isinstance(cmds[0]["at"], int)
     with store_of(receiver) as s:
@@ -79,9 +75,7 @@ def test_gap_asks_for_signed_resend_and_fills_later(
         assert st["acked_seq"] == 1 and st["highest_seq_seen"] == 4 and st["held_batches"] == 2
         assert st["gaps"] == [[2, 2]]
         assert s.record_count(dev.dev) == 2
-    assert (
-        max(a["seq"] for a in agent.decoded(central, "ack") if a["dev"] == dev.dev) == 1
-    )  # never past the gap
+    assert max(a["seq"] for a in agent.decoded(central, "ack") if a["dev"] == dev.dev) == 1  # never past the gap
     agent.publish("batch", dev.dev, b2)
     agent.wait_ack(central, dev.dev, 4)
     with store_of(receiver) as s:
@@ -90,18 +84,14 @@ def test_gap_asks_for_signed_resend_and_fills_later(
         assert [r["seq"] for r in s.records(dev.dev)] == [1, 1, 2, 2, 3, 3, 4, 4]
 
 
-def test_resend_is_rate_limited_not_per_message(
-    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
-) -> None:
+def test_resend_is_rate_limited_not_per_message(receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]) -> None:
     dev = devices[0]
     central = receiver.signer.key.public_key()
     batches = [dev.next_batch(1) for _ in range(30)]
     for cose in batches[1:]:  # seq 1 never comes: 29 held batches
         agent.publish("batch", dev.dev, cose)
     wait_for(lambda: state(receiver, dev.dev).get("held_batches") == 29, what="29 held batches")
-    resends = wait_for(
-        lambda: [c for c in agent.decoded(central, "cmd") if c["cmd"] == "resend"], what="resend"
-    )
+    resends = wait_for(lambda: [c for c in agent.decoded(central, "cmd") if c["cmd"] == "resend"], what="resend")
     assert len(resends) <= 3  # interval 0.5 s; 29 messages must not give 29 commands
     assert all(c["args"] == {"from_seq": 1} for c in resends)
 

@@ -125,9 +125,7 @@ def test_status_reads_the_database_while_run_runs(
 
         def ready() -> dict[str, object] | None:
             d = status_json()
-            ok = any(
-                s["dev"] == dev.dev and s["last_status"] and s["held_batches"] == 1 for s in d["devices"]
-            )
+            ok = any(s["dev"] == dev.dev and s["last_status"] and s["held_batches"] == 1 for s in d["devices"])
             junk = any(s["dev"] == quiet.dev and s["rejections"] == 1 for s in d["devices"])
             return d if ok and junk else None
 
@@ -160,9 +158,7 @@ def test_send_command_and_request_clip_are_signed_for_the_device(
     code, out, err = invoke("send-command", dev.dev, "ping", "--config", str(rx_config))
     assert code == 0, err
     cid = out.strip()
-    cmd = wait_for(
-        lambda: next((c for c in agent.decoded(central, "cmd") if c["id"] == cid), None), what="ping"
-    )
+    cmd = wait_for(lambda: next((c for c in agent.decoded(central, "cmd") if c["id"] == cid), None), what="ping")
     assert cmd == {"v": 1, "dev": dev.dev, "id": cid, "cmd": "ping", "args": {}, "at": cmd["at"]}
     code, out, err = invoke(
         "request-clip",
@@ -177,17 +173,13 @@ def test_send_command_and_request_clip_are_signed_for_the_device(
     )
     assert code == 0, err
     cid = out.strip()
-    clip = wait_for(
-        lambda: next((c for c in agent.decoded(central, "cmd") if c["id"] == cid), None), what="clip"
-    )
+    clip = wait_for(lambda: next((c for c in agent.decoded(central, "cmd") if c["id"] == cid), None), what="clip")
     assert clip["cmd"] == "clip" and clip["args"] == {
         "camera": "dock-1",
         "start": 1795960800000,
         "end": 1795961100000,
     }
-    code, _, err = invoke(
-        "send-command", dev.dev, "resend", "--args", '{"from_seq": 0}', "--config", str(rx_config)
-    )
+    code, _, err = invoke("send-command", dev.dev, "resend", "--args", '{"from_seq": 0}', "--config", str(rx_config))
     assert code == 2 and "from_seq" in err
     code, _, err = invoke("send-command", "Not/A/Device", "ping", "--config", str(rx_config))
     assert code == 2 and "DEVICE = 'Not/A/Device'" in err

@@ -57,9 +57,7 @@ def test_fast_check_agrees_with_reencoding(value: Any) -> None:
 def test_known_non_deterministic_forms_are_caught() -> None:
     assert is_deterministic({"a": 1, "bb": 2}, bytes.fromhex("a2616101626262" + "02"))
     assert not is_deterministic({"bb": 2, "a": 1}, bytes.fromhex("a2626262026161" + "01"))  # longer key first
-    assert not is_deterministic(
-        {"a": 1.5}, bytes.fromhex("a16161fb3ff8000000000000")
-    )  # float64 where f16 fits
+    assert not is_deterministic({"a": 1.5}, bytes.fromhex("a16161fb3ff8000000000000"))  # float64 where f16 fits
     assert is_deterministic({"a": 1.5}, bytes.fromhex("a16161f93e00"))
     assert not is_deterministic({"a": 1}, bytes.fromhex("a161611801"))  # 1 in a two-byte head
     assert not is_deterministic([1], bytes.fromhex("9f01ff"))  # indefinite length

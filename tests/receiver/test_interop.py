@@ -72,9 +72,7 @@ def test_stored_chain_and_central_messages_verify_with_pycose(
     receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
 ) -> None:
     if not INTEROP_PY.exists():
-        pytest.skip(
-            f"{INTEROP_PY} missing: run `make interop-venv` (pycose needs cbor2<6, so it has its own venv)"
-        )
+        pytest.skip(f"{INTEROP_PY} missing: run `make interop-venv` (pycose needs cbor2<6, so it has its own venv)")
     dev = devices[0]
     stored, sent = chain_and_ack(receiver, agent, dev)
     central = receiver.signer.key.public_key()

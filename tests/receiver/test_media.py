@@ -110,9 +110,7 @@ def test_sha_mismatch_is_refused_and_all_chunks_asked_again(
         assert path is not None and path.suffix == ".jpg" and path.read_bytes() == content
 
 
-def test_missing_ack_lists_exactly_the_holes(
-    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
-) -> None:
+def test_missing_ack_lists_exactly_the_holes(receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]) -> None:
     dev = devices[0]
     content = clip(3, 6 * CHUNK - 1)
     parts = chunks_of(content)
@@ -137,9 +135,7 @@ def test_manifest_without_any_chunk_asks_for_all_after_idle(
     wait_media_ack(receiver, agent, "clip-3", [0, 1])
 
 
-def test_chunk_of_wrong_size_is_rejected(
-    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
-) -> None:
+def test_chunk_of_wrong_size_is_rejected(receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]) -> None:
     dev = devices[0]
     content = clip(5, 2 * CHUNK)
     agent.publish("batch", dev.dev, dev.next_batch(records=[manifest_record(dev, "clip-4", content)]))

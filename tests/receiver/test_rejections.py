@@ -75,9 +75,7 @@ def test_dev_mismatch_is_rejected(receiver: Receiver, agent: AgentSide, devices:
     assert_nothing_stored(receiver, b.dev)
 
 
-def test_non_deterministic_payload_is_rejected(
-    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
-) -> None:
+def test_non_deterministic_payload_is_rejected(receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]) -> None:
     dev = devices[0]
     p = dev.payload([dev.record()], 1, b"\x00" * 32)
     shuffled = dict(reversed(list(p.items())))  # same content, keys not in deterministic order

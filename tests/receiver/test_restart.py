@@ -97,9 +97,7 @@ def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
         for i, cose in enumerate(batches):
             agent.client.publish(f"coop/v1/{dev.dev}/batch", cose, qos=1)
             if i == 25:
-                wait_for(
-                    lambda: any(a.get("seq", 0) >= 5 for a in agent.decoded(central, "ack")), what="some acks"
-                )
+                wait_for(lambda: any(a.get("seq", 0) >= 5 for a in agent.decoded(central, "ack")), what="some acks")
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
                 assert proc.stderr is not None

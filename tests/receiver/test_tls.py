@@ -61,9 +61,7 @@ def test_client_certificate_connects(tmp_path: Path, tls: TlsMaterial, tls_broke
 
 
 @pytest.mark.slow
-def test_certificate_of_another_ca_is_refused_clearly(
-    tmp_path: Path, tls: TlsMaterial, tls_broker: Mosquitto
-) -> None:
+def test_certificate_of_another_ca_is_refused_clearly(tmp_path: Path, tls: TlsMaterial, tls_broker: Mosquitto) -> None:
     cfg = config(tmp_path, tls_broker.url, tls.ca_cert, tls.rogue_client_cert, tls.rogue_client_key)
     with pytest.raises(MqttError, match="refused cert_file"):
         publish_once(cfg.receiver, "coop/v1/soc-a/branch-1/agent-1/cmd", b"x", "rx-cli-rogue", 5)
