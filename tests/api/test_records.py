@@ -253,6 +253,7 @@ record = (
 )
 
 
+@pytest.mark.slow
 @settings(
     derandomize=True,
     database=None,

@@ -159,6 +159,7 @@ class Watched:
             self.pending -= 1
 
 
+@pytest.mark.slow
 def test_concurrent_requests_are_in_flight_together(serve: Serve) -> None:
     """200 one-record POSTs from 20 connections at once: all stored, several waiting on one commit."""
     watched: list[Watched] = []
