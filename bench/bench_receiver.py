@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import random
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,9 +36,7 @@ from agent.keys import generate_key_file, public_pem
 DEV = "bench-soc/branch-1/agent-1"
 
 
-def make_batches(
-    n_records: int, per_batch: int, key: Ed25519PrivateKey, random_ids: bool = False
-) -> list[bytes]:
+def make_batches(n_records: int, per_batch: int, key: Ed25519PrivateKey, random_ids: bool = False) -> list[bytes]:
     """Ids are time-ordered (UUIDv7, as the agent assigns them) unless random_ids (UUIDv4, the worst case
     for the (device, id) index)."""
     rng = random.Random(42)
@@ -79,9 +79,7 @@ def new_id(rng: random.Random, ms: int, random_ids: bool) -> str:
     if random_ids:
         return str(uuid.UUID(int=rng.getrandbits(128), version=4))
     # UUIDv7 layout (RFC 9562): 48-bit ms timestamp, version 7, random bits.
-    return str(
-        uuid.UUID(int=(ms << 80) | (7 << 76) | (rng.getrandbits(12) << 64) | (2 << 62) | rng.getrandbits(62))
-    )
+    return str(uuid.UUID(int=(ms << 80) | (7 << 76) | (rng.getrandbits(12) << 64) | (2 << 62) | rng.getrandbits(62)))
 
 
 def write_config(tmp: Path, key: Ed25519PrivateKey, port: int) -> Path:
@@ -105,6 +103,7 @@ def bench_core(cfg_path: Path, batches: list[bytes], group: int) -> float:
     cfg = load_receiver_config(cfg_path)
     w = Writer(connect(cfg.receiver.db.with_name("core.sqlite3"), writer=True), DeviceRegistry(cfg), 10_000)
     topic = f"coop/v1/{DEV}/batch"
+    n_rec = len(batches) * 500
     c0 = time.process_time()
     t0 = time.perf_counter()
     for i in range(0, len(batches), group):
@@ -113,29 +112,49 @@ def bench_core(cfg_path: Path, batches: list[bytes], group: int) -> float:
             w.on_batch(DEV, topic, cose)
         w.commit()
     elapsed = time.perf_counter() - t0
-    print(
-        f"  core CPU time {time.process_time() - c0:.2f} s (wall {elapsed:.2f} s: fsync, other load)"
-    )
+    cpu = time.process_time() - c0
+    print(f"  core: {n_rec / cpu:,.0f} records per CPU-second; CPU {cpu:.2f} s, wall {elapsed:.2f} s")
     stored = w.conn.execute("SELECT count(*) FROM records").fetchone()[0]
     w.conn.close()
     assert stored == len(batches) * 500, stored
     return elapsed
 
 
-def bench_broker(cfg_path: Path, batches: list[bytes], port: int) -> float:
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process, from /proc (the receiver runs in its own process)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_broker(cfg_path: Path, batches: list[bytes], port: int) -> tuple[float, float, float]:
+    """`coop-receiver run` as its own process, as in production; the batches are published from here.
+
+    Returns (seconds from the first publish to the signed ack of the last seq, receiver CPU seconds,
+    receiver peak RSS in MB).
+    """
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     from agent.cose import verify1
     from receiver.config import load_receiver_config
-    from receiver.server import Receiver
+    from receiver.keys import load_central_key
+    from tests.peers.net import wait_for
 
     cfg = load_receiver_config(cfg_path)
+    central = load_central_key(cfg.receiver.key_file).public_key()
+    keys = {kid_for(central): central}
     last = len(batches)
     done = threading.Event()
-    with Receiver(cfg) as rx:
-        central = rx.signer.key.public_key()
-        keys = {kid_for(central): central}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from receiver.cli import main; main()", "run", "--config", str(cfg_path)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stderr or []), daemon=True).start()
+    try:
+        wait_for(lambda: any("coop-receiver running" in ln for ln in lines), timeout=30, what="receiver")
+        cpu0 = _cpu_s(proc.pid)
 
         def on_msg(c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
             if verify1(msg.payload, keys).payload.get("seq") == last:
@@ -152,11 +171,18 @@ def bench_broker(cfg_path: Path, batches: list[bytes], port: int) -> float:
             agent.publish(f"coop/v1/{DEV}/batch", cose, qos=1)
         ok = done.wait(600)
         elapsed = time.perf_counter() - t0
+        cpu = _cpu_s(proc.pid) - cpu0
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        hwm = int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM:")).split()[1]) / 1024
         agent.disconnect()
         agent.loop_stop()
         assert ok, "no ack of the last batch"
-        print(f"  commit groups: {rx.commits}")
-    return elapsed
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    return elapsed, cpu, hwm
 
 
 def main() -> None:
@@ -196,10 +222,11 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
             wait_for(lambda: port_open(port), what="mosquitto")
-            el = bench_broker(cfg, batches, port)
+            el, cpu, hwm = bench_broker(cfg, batches, port)
             print(
-                f"broker (Mosquitto -> Receiver -> signed ack of the last seq): {n} records in {el:.2f} s = "
-                f"{n / el:,.0f} records/s"
+                f"broker (Mosquitto -> coop-receiver run -> signed ack of the last seq): {n} records in {el:.2f} s"
+                f" = {n / el:,.0f} records/s; receiver CPU {cpu:.2f} s = {n / cpu:,.0f} records per CPU-second;"
+                f" receiver peak RSS {hwm:.0f} MB"
             )
         print(f"max RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     finally:
