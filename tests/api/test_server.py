@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agent.api import ingest_core
 from agent.api.server import ApiComponent
 from agent.config.core import ApiSection
 from buffer.store import Store
@@ -259,3 +260,19 @@ def test_stop_lets_the_request_in_flight_finish_with_its_201(tmp_path: Path) -> 
         stop.set()
         t.join(10)
         store.close()
+
+
+def test_a_commit_that_never_comes_is_a_503_and_a_repost_is_safe(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_core, "COMMIT_TIMEOUT_S", 0.3)
+    gated: list[Gated] = []
+    api = serve(wrap=lambda s: gated.append(Gated(s)) or gated[0])
+    r = api.post({"records": [rec(id="slow-1")]})
+    assert r.status_code == 503
+    assert "did not confirm the commit within 0.3 s" in r.json()["reason"]
+    assert "re-post them with the same ids" in r.json()["reason"]
+    gated[0].gate.set()  # the buffer wakes up: the first attempt lands after all
+    wait_for(lambda: "slow-1" in stored(api.sink), what="late commit")
+    again = api.post({"records": [rec(id="slow-1")]})
+    assert again.status_code == 201 and api.count() == 1
