@@ -29,6 +29,7 @@ setup(
         "onvif-zeep-async>=3.1,<5",
         "uuid6>=2024.1",
         "reportlab>=4,<6",
+        "rlPyCairo>=0.4,<1",  # reportlab 5's only PNG backend (barcode sheets); builds pycairo
         "tomli-w>=1.0,<2",
     ],
     extras_require={

@@ -90,6 +90,11 @@ class Demo:
             "agent": {"device": DEVICE, "data_dir": str(r / "agent-data")},
             "uplink": {"broker": f"mqtt://127.0.0.1:{self.mqtt_port}", "central_key": str(r / "central.pub.pem")},
             "api": {"listen": f"127.0.0.1:{self.api_port}", "token_file": str(token)},
+            # The simulated dock (drivers.serial.sim): a scanner paired to an MT-SICS scale.
+            "scanners": [{"name": "dock", "port": str(r / "tty-scanner"), "scale": "dock", "location": "DOCK-1"}],
+            "scales": [{"name": "dock", "port": str(r / "tty-scale"), "protocol": "mt-sics",
+                        "poll_interval_s": 0.2}],
+            "workflow": {"pair_window_s": 3},
         }))
         dev_pub = r / "device.pub.pem"
         key_show = subprocess.run([str(BIN / "coopagent"), "keys", "show", "--pem", "--config", str(agent_cfg)],
@@ -111,10 +116,20 @@ class Demo:
         wait(lambda: port_open(self.mqtt_port), 10, "mosquitto")
         say(f"mosquitto listening on 127.0.0.1:{self.mqtt_port}")
         self.spawn("receiver", [str(BIN / "coop-receiver"), "run", "--config", str(rx_cfg)])
+        sim = self.spawn("serial-sim", [sys.executable, "-m", "drivers.serial.sim",
+                                        "--scanner-link", str(self.root / "tty-scanner"),
+                                        "--scale-link", str(self.root / "tty-scale"),
+                                        "--script", "both", "--pace", "0.3", "--exit"])
+        wait(lambda: (self.root / "tty-scale").exists(), 20, "the simulated scanner and scale")
+        say("simulated dock scanner and MT-SICS scale on pseudo-terminals; they play a receiving and a stock-take")
         self.spawn("agent", [str(BIN / "coopagent"), "run", "--config", str(agent_cfg)])
         wait(lambda: port_open(self.api_port), 30, "the agent's API")
         say(f"agent {DEVICE} up; local API on 127.0.0.1:{self.api_port}")
         self.feed()
+        wait(lambda: sim.poll() is not None, 180, "the serial script to finish")
+        if sim.returncode != 0:
+            raise SystemExit(f"demo: the serial simulator failed; see {self.root / 'serial-sim.log'}")
+        say("the receiving and the stock-take are done at the dock")
         self.show(agent_cfg, rx_cfg)
 
     def feed(self) -> None:
@@ -142,6 +157,14 @@ class Demo:
             return bool(doc.get("running")) and doc.get("backlog", {}).get("records") == 0
         wait(backlog_zero, 60, "the agent's backlog to reach zero")
         say("the centre acked everything: the agent's backlog is zero")
+        import sqlite3
+        rx = sqlite3.connect(f"file:{self.root / 'receiver.sqlite3'}?mode=ro", uri=True)
+        try:
+            kinds = dict(rx.execute("SELECT kind, count(*) FROM records GROUP BY kind").fetchall())
+        finally:
+            rx.close()
+        say("records verified and stored at the centre, by kind: "
+            + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
         for title, cmd in (("agent status", [str(BIN / "coopagent"), "status", "--config", str(agent_cfg)]),
                            ("receiver status", [str(BIN / "coop-receiver"), "status", "--config", str(rx_cfg)])):
             print(f"\n--- {title} ---", flush=True)

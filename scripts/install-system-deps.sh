@@ -10,6 +10,7 @@ PKGS=(
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp   # GStreamer RTSP test server
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-tools
   systemd                              # systemd-analyze verify for the unit
+  libcairo2-dev pkg-config             # pycairo (reportlab's PNG backend for barcode sheets) builds from source
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -47,6 +47,17 @@ class AgentConfig(Section):
                 seen.add(item.name)
         return self
 
+    @model_validator(mode="after")
+    def _serial_refs(self) -> AgentConfig:
+        """A scanner paired to a scale that does not exist, or two devices on one port, is a
+        config error (caught by `config check`), not a surprise at start."""
+        from drivers.serial.config import cross_check
+
+        problems = cross_check(self.scanners, self.scales)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @property
     def media_dir(self) -> Path:
         return self.media.dir if self.media.dir is not None else self.agent.data_dir / "media"

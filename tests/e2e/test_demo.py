@@ -16,3 +16,4 @@ def test_demo_runs_a_branch_to_zero_backlog() -> None:
     assert "the agent's backlog is zero" in r.stdout
     assert "agent stopped with exit code 0" in r.stdout
     assert "chain breaks     0" in r.stdout and "rejections       0" in r.stdout
+    assert "count_session 2" in r.stdout and "stock_move" in r.stdout and "weight" in r.stdout
