@@ -102,10 +102,23 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check --no-input --
 [ -z "$WHEELHOUSE" ] || PIP+=(--no-index --find-links "$WHEELHOUSE")
 # shellcheck disable=SC2206  # PIP_ARGS is a list of words on purpose
 [ -z "$PIP_ARGS" ] || PIP+=($PIP_ARGS)
-# Build from a copy: pip writes build/ and *.egg-info into the tree it builds.
-BUILD=$(mktemp -d); trap 'rm -rf "$BUILD"' EXIT
-tar -C "$SRC" --exclude=.git --exclude=.venv --exclude='*.egg-info' --exclude=build \
-  --exclude=__pycache__ -cf - . | tar -C "$BUILD" -xf -
+# Build from a copy: pip writes build/ and *.egg-info into the tree it builds. From a git
+# checkout the copy is what git sees (tracked and new files, nothing ignored: no venvs,
+# caches or build output); from a plain copy (a USB stick) the same by name.
+BUILD=$(mktemp -d); trap 'rm -rf "$BUILD" "$BUILD.tar"' EXIT
+rc=0
+if command -v git >/dev/null && git -C "$SRC" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git -C "$SRC" ls-files -z --cached --others --exclude-standard |
+    tar -C "$SRC" --null --ignore-failed-read -T - -cf "$BUILD.tar" || rc=$?
+else
+  tar -C "$SRC" --exclude-vcs --exclude='.venv*' --exclude='.*_cache' --exclude='*.egg-info' \
+    --exclude=build --exclude=dist --exclude=__pycache__ --exclude=.hypothesis -cf "$BUILD.tar" . || rc=$?
+fi
+# tar's status 1 means a file changed while it was read (someone is editing the tree):
+# the copy is still complete, so say so and go on; 2 is a real failure.
+[ "$rc" -le 1 ] || die "could not copy $SRC (tar status $rc)"
+[ "$rc" = 0 ] || echo "install.sh: warning: files changed while copying $SRC" >&2
+tar -C "$BUILD" -xf "$BUILD.tar"
 "${PIP[@]}" "$BUILD"
 rm -rf "$OPT/docs" && cp -r "$SRC/docs" "$OPT/docs"   # the unit's Documentation=
 # The technician's wrapper: coopagent commands as the service user, with its credentials.

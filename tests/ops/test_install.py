@@ -55,9 +55,9 @@ def prepare_venv(root: Path) -> None:
     (site / "test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
 
-def run_install(root: Path, template: Path) -> subprocess.CompletedProcess[str]:
+def run_install(root: Path, template: Path, src: Path = ROOT_DIR) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", str(SCRIPT), "--root", str(root), "--no-deps", "--config-template",
-                           str(template)], capture_output=True, text=True, timeout=600)
+                           str(template), "--src", str(src)], capture_output=True, text=True, timeout=600)
 
 
 def ids(root: Path) -> tuple[int, int]:
@@ -160,3 +160,66 @@ def test_shellcheck_clean() -> None:
     r = subprocess.run(["shellcheck", str(SCRIPT), str(ROOT_DIR / "systemd" / "coopagent-svc")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout
+
+
+def seed_backlog(root: Path, tmp_path: Path) -> None:
+    """Run the agent once, in-process and without a broker: its started/stopped events stay
+    in the buffer, unacknowledged, as on a PC that lost its uplink."""
+    from agent.config.loader import parse_config
+    from agent.daemon import Agent
+    from agent.keys import generate_key_file, public_pem
+    from tests.peers.net import free_port
+
+    central = generate_key_file(tmp_path / "central.key")
+    (tmp_path / "central.pub.pem").write_text(public_pem(central.public_key()))
+    cfg = parse_config({"agent": {"device": "test-society/branch-7/agent-1",
+                                  "data_dir": str(root / "var/lib/coopagent")},
+                        "uplink": {"broker": f"mqtt://127.0.0.1:{free_port()}",
+                                   "central_key": str(tmp_path / "central.pub.pem")}})
+    Agent(cfg, with_api=False).start().stop()
+
+
+def uninstall(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(ROOT_DIR / "systemd" / "uninstall.sh"), "--root", str(root), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_uninstall_keeps_data_and_purge_guards_the_backlog(tmp_path: Path) -> None:
+    """Installed from a plain copy of the source (no .git, as from a USB stick), which also
+    covers install.sh's copy path for trees that are not git checkouts."""
+    root = tmp_path / "root"
+    seed_root(root)
+    prepare_venv(root)
+    src = tmp_path / "src"
+    src.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT_DIR), "archive", "HEAD"], capture_output=True, check=True,
+                             timeout=60).stdout
+    subprocess.run(["tar", "-C", str(src), "-xf", "-"], input=archive, check=True, timeout=60)
+    template = tmp_path / "agent.example.toml"
+    template.write_text(f'[agent]\ndevice = "test-society/branch-7/agent-1"\n'
+                        f'data_dir = "{root}/var/lib/coopagent"\n')
+    installed = run_install(root, template, src)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    seed_backlog(root, tmp_path)
+    key = root / "var/lib/coopagent/device_key.pem"
+
+    refused = uninstall(root, "--purge")
+    assert refused.returncode != 0 and "not acknowledged" in refused.stderr, refused.stdout + refused.stderr
+    assert key.exists() and (root / "opt/coopagent/venv/bin/coopagent").exists(), "a refusal removes nothing"
+
+    plain = uninstall(root)
+    assert plain.returncode == 0, plain.stderr
+    assert not (root / "opt/coopagent").exists()
+    assert not (root / "etc/systemd/system/coopagent.service").exists()
+    assert not (root / "etc/modules-load.d/coopagent.conf").exists()
+    assert not (root / "usr/local/sbin/coopagent-svc").exists()
+    assert key.exists() and (root / "etc/coopagent/agent.toml").exists()
+
+    blind = uninstall(root, "--purge")  # the program is gone: the backlog cannot be checked
+    assert blind.returncode != 0 and "cannot check the buffer" in blind.stderr
+    assert key.exists()
+
+    purged = uninstall(root, "--purge", "--force")
+    assert purged.returncode == 0, purged.stderr
+    assert not (root / "var/lib/coopagent").exists() and not (root / "etc/coopagent").exists()
+    assert not re.search(r"^coopagent:", (root / "etc/passwd").read_text(), re.M)
