@@ -157,8 +157,8 @@ def test_unknown_option_is_an_error(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_shellcheck_clean() -> None:
-    r = subprocess.run(["shellcheck", str(SCRIPT), str(ROOT_DIR / "systemd" / "coopagent-svc")],
-                       capture_output=True, text=True, timeout=60)
+    scripts = [*sorted((ROOT_DIR / "systemd").glob("*.sh")), ROOT_DIR / "systemd" / "coopagent-svc"]
+    r = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout
 
 
