@@ -28,6 +28,24 @@ def _inner_model(ann: Any) -> type[BaseModel] | None:
     return None
 
 
+def _all_models(ann: Any) -> list[type[BaseModel]]:
+    """Every model in an annotation: one for a plain section, several for a tagged union."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    out: list[type[BaseModel]] = []
+    for arg in typing.get_args(ann):
+        out += [m for m in _all_models(arg) if m not in out]
+    return out
+
+
+def _tag(model: type[BaseModel]) -> str:
+    """The discriminator of a union variant, e.g. protocol = 'mt-sics'."""
+    for name, f in model.model_fields.items():
+        if typing.get_origin(f.annotation) is typing.Literal and len(typing.get_args(f.annotation)) == 1:
+            return f" ({name} = {typing.get_args(f.annotation)[0]!r})"
+    return ""
+
+
 def _type_name(ann: Any) -> str:
     origin = typing.get_origin(ann)
     if origin is typing.Literal:
@@ -87,10 +105,12 @@ def render() -> str:
            "Every key has a default unless marked required; unknown keys are errors.",
            "See `agent.example.toml` for a commented example."]
     for name, f in AgentConfig.model_fields.items():
-        sub = _inner_model(f.annotation)
-        assert sub is not None
+        models = _all_models(f.annotation)
+        assert models, name
         is_list = typing.get_origin(f.annotation) is list
-        out += section_rows(sub, f"[[{name}]]" if is_list else f"[{name}]")
+        for sub in models:
+            title = (f"[[{name}]]" if is_list else f"[{name}]") + (_tag(sub) if len(models) > 1 else "")
+            out += section_rows(sub, title)
     return "\n".join(out) + "\n"
 
 
