@@ -26,6 +26,7 @@ MEDIA_TYPES = {"video/mp4": ".mp4", "image/jpeg": ".jpg"}
 ZERO_HASH = b"\x00" * 32
 MAX_RECORD_ID = 128
 BATCH_KEYS = frozenset(("v", "dev", "seq", "prev", "sealed", "records"))
+RECORD_KEYS = frozenset(("id", "kind", "at", "src", "data"))
 
 
 class Rejected(Exception):
@@ -165,6 +166,13 @@ def _rows(
     for i, rec in enumerate(records):
         if type(rec) is not dict:
             raise Rejected("bad_record", f"records[{i}] is not a map", seq)
+        if len(rec) != 5 and rec.keys() - RECORD_KEYS:
+            raise Rejected(
+                "bad_record",
+                f"records[{i}] has keys {sorted(rec.keys() - RECORD_KEYS)} that v1 does not "
+                "define (extra fields belong in data)",
+                seq,
+            )
         rid, kind, at, src, data = (
             rec.get("id"),
             rec.get("kind"),
@@ -198,9 +206,9 @@ def check_batch(cose: bytes, dev: str, keys: Mapping[bytes, Ed25519PublicKey]) -
     seq = p.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise Rejected("bad_payload", f"seq = {seq!r}; must be an integer >= 1")
-    missing = BATCH_KEYS - p.keys()
-    if missing:
-        raise Rejected("bad_payload", f"missing keys {sorted(missing)}", seq)
+    if p.keys() != BATCH_KEYS:
+        missing, extra = sorted(BATCH_KEYS - p.keys()), sorted(map(str, p.keys() - BATCH_KEYS))
+        raise Rejected("bad_payload", f"batch keys: missing {missing}, not in v1 {extra}", seq)
     prev = p["prev"]
     if not isinstance(prev, bytes) or len(prev) != 32:
         raise Rejected("bad_payload", "prev must be 32 bytes (SHA-256)", seq)

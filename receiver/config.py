@@ -51,6 +51,9 @@ class ReceiverSection(Section):
     )
     media_dir: Path = Field(Path("/var/lib/coop-receiver/media"), description="verified clips and snapshots")
     devices_dir: Path | None = Field(None, description="folder of SOCIETY.BRANCH.DEVICE[.anything].pem public keys")
+    devices_rescan_s: Annotated[
+        float, Field(ge=0, le=3600, description="rescan devices_dir at most this often when an unknown device speaks")
+    ] = 10.0
     ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate (mqtts)")
     cert_file: Path | None = Field(None, description="client certificate for the broker (mqtts)")
     client_key_file: Path | None = Field(None, description="private key of cert_file (not the central key)")

@@ -3,9 +3,9 @@
 Device keys come from `[[devices]]` entries and from `devices_dir`, a folder of
 `SOCIETY.BRANCH.DEVICE[.anything].pem` files: a dot cannot occur in a device id part, so
 the first three dot-separated fields of the name are the id, and a technician registers a
-new branch by dropping one file there (the registry rescans it, rate-limited, when an
-unknown device speaks). A device may have several keys while it rotates; every key's kid is
-accepted for that device only.
+new branch by dropping one file there (the registry rescans it, at most every
+devices_rescan_s, when an unknown device speaks). A device may have several keys while it
+rotates; every key's kid is accepted for that device only.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from agent.keys import KeyError_, load_private_key, load_public_key
 from receiver.config import DEVICE_RE, ReceiverConfig
 
 log = logging.getLogger(__name__)
-
-RESCAN_MIN_S = 10.0
 
 
 def load_central_key(path: Path) -> Ed25519PrivateKey:
@@ -74,10 +72,10 @@ class DeviceRegistry:
         log.info("device registry: %d devices", len(keys))
 
     def keys_for(self, dev: str) -> dict[bytes, Ed25519PublicKey] | None:
-        """The device's keys, rescanning the folder (at most every 10 s) for a device not yet known."""
+        """The device's keys, rescanning the folder (at most every devices_rescan_s) for an unknown device."""
         with self._lock:
             found = self._keys.get(dev)
-            stale = time.monotonic() - self._last_scan >= RESCAN_MIN_S
+            stale = time.monotonic() - self._last_scan >= self._cfg.receiver.devices_rescan_s
         if found is None and stale and self._cfg.receiver.devices_dir is not None:
             self.reload()
             with self._lock:

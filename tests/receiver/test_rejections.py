@@ -101,6 +101,34 @@ def test_non_deterministic_payload_is_rejected(receiver: Receiver, agent: AgentS
         ({"prev": b"\x01" * 32}, "chain_break"),
         ({"records": [{"id": "x", "kind": "teleport", "at": 1, "src": "a", "data": {}}]}, "bad_record"),
         ({"records": [{"id": "x", "kind": "sale", "at": "yesterday", "src": "a", "data": {}}]}, "bad_record"),
+        ({"records": [{"id": "x", "kind": "sale", "at": 1, "src": "a", "data": {}, "note": "n"}]}, "bad_record"),
+        ({"records": [{"id": "x", "kind": "sale", "at": 1, "src": "a"}]}, "bad_record"),
+        ({"extra": 1}, "bad_payload"),
+        (
+            {
+                "records": [
+                    {
+                        "id": "m",
+                        "kind": "media",
+                        "at": 1,
+                        "src": "cam",
+                        "data": {
+                            "media": "m1",
+                            "camera": "dock",
+                            "type": "video/mp4",
+                            "start": 1,
+                            "end": 2,
+                            "size": 10,
+                            "sha256": b"x" * 31,
+                            "chunk": 10,
+                            "chunks": 1,
+                            "reason": {},
+                        },
+                    }
+                ]
+            },
+            "bad_record",
+        ),
     ],
 )
 def test_malformed_payloads_are_rejected(
