@@ -128,3 +128,16 @@ def test_prev_that_does_not_match_is_a_chain_break(
         st = s.device_state(dev.dev)
         assert st["acked_seq"] == 1 and s.record_count(dev.dev) == 1
         assert "prev" in s.chain_breaks(dev.dev)[0]["reason"]
+
+
+def test_stop_leaves_no_thread_behind(rx_config: Any) -> None:
+    """Home Assistant's rule: a component that stops must take its threads (worker, paho loop) with it."""
+    import threading
+
+    from receiver.config import load_receiver_config
+
+    before = {t.ident for t in threading.enumerate()}
+    rx = Receiver(load_receiver_config(rx_config)).start()
+    assert len({t.ident for t in threading.enumerate()} - before) >= 2  # the worker and paho's network loop
+    rx.stop()
+    wait_for(lambda: {t.ident for t in threading.enumerate() if t.is_alive()} <= before, what="threads to end")
