@@ -103,6 +103,7 @@ def vision() -> None:
     ok, jpg = cv2.imencode(".jpg", frame)
     assert ok
     back = cv2.imdecode(jpg, cv2.IMREAD_COLOR)
+    assert back is not None
     gray = cv2.cvtColor(cv2.GaussianBlur(back, (5, 5), 0), cv2.COLOR_BGR2GRAY)
     assert gray.shape == (180, 320) and cv2.Laplacian(gray, cv2.CV_64F).var() > 0
     step("vision")
