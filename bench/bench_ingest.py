@@ -154,7 +154,7 @@ class Sink:
                     self.ops += len(ops)
                 return inner(ops, *args, **kwargs)
 
-            writer._group = counted
+            writer._group = counted  # type: ignore[method-assign]
 
     def count(self) -> int:
         with sqlite3.connect(self.path) as c:
@@ -171,7 +171,7 @@ wrk.body = io.open("%s", "rb"):read("*a")
 """
 
 
-def wrk(url: str, body: bytes, tmp: Path, conns: int, seconds: float, threads: int) -> dict[str, float]:
+def wrk(url: str, body: bytes, tmp: Path, conns: int, seconds: float, threads: int) -> dict[str, Any]:
     body_file = tmp / f"body-{len(body)}.json"
     body_file.write_bytes(body)
     script = tmp / "post.lua"
