@@ -25,7 +25,7 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Annotated, Any, Literal, NamedTuple, NotRequired
 
@@ -294,16 +294,23 @@ def _check_value(value: Any, where: str, index: int, depth: int = 0) -> None:
 
 
 def new_id(now_ms: int | None = None) -> str:
-    """A UUIDv7 (RFC 9562 section 5.7): 48-bit ms timestamp, version 7, variant 10, 74 random bits.
+    """A UUIDv7 (RFC 9562 section 5.7): 48-bit ms timestamp, version 7, variant 10, 74 random bits."""
+    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    return next(_ids(ms, 1))
+
+
+def _ids(ms: int, n: int) -> Iterator[str]:
+    """n UUIDv7 for one millisecond, from one os.urandom call (one syscall, not n).
 
     Built from hex text rather than a 128-bit int because that is 2x faster in CPython.
     """
-    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     head = (ms & 0xFFFF_FFFF_FFFF).to_bytes(6, "big").hex()
-    rnd = os.urandom(10)
-    h = rnd.hex()
-    # h[0] and the top 2 bits of h[4] are replaced by the version (7) and the variant (0b10).
-    return f"{head[:8]}-{head[8:]}-7{h[1:4]}-{0x8 | rnd[2] >> 4 & 0x3:x}{h[5:8]}-{h[8:20]}"
+    prefix = f"{head[:8]}-{head[8:]}-7"
+    pool = os.urandom(10 * n)
+    for i in range(0, 10 * n, 10):
+        h = pool[i : i + 10].hex()
+        # h[0] and the top 2 bits of h[4] give way to the version (7) and the variant (0b10).
+        yield f"{prefix}{h[1:4]}-{0x8 | int(h[4], 16) & 0x3:x}{h[5:8]}-{h[8:20]}"
 
 
 def _json_round_trips(encoded: bytes, data: dict[str, Any]) -> bool:
@@ -357,6 +364,7 @@ def normalize_records(
     at_max = now + AT_MAX_AHEAD_MS
     out: list[NormRecord] = []
     seen: dict[str, int] = {}
+    fresh_ids: Iterator[str] | None = None
     for index, rec in enumerate(records):
         if type(rec) is not dict and not isinstance(rec, Mapping):
             raise _fail(index, "", "must be a map with kind and data")
@@ -384,7 +392,9 @@ def normalize_records(
 
         rid = rec.get("id")
         if rid is None:
-            rid, id_given = new_id(now), False
+            if fresh_ids is None:
+                fresh_ids = _ids(now, len(records) - index)
+            rid, id_given = next(fresh_ids), False
         elif not isinstance(rid, str) or not 1 <= len(rid) <= ID_MAX or not rid.isprintable():
             raise _fail(
                 index,

@@ -212,6 +212,17 @@ def test_fingerprint_matches_equal_content_and_ignores_a_filled_at() -> None:
     assert m1.fingerprint == m2.fingerprint
 
 
+def test_ids_made_for_a_request_are_distinct_uuidv7_and_given_ids_are_kept() -> None:
+    records = [one("weight") for _ in range(500)]
+    records[7]["id"] = "mine"
+    out = normalize_records(records, now_ms=NOW)
+    made = [r.id for r in out if not r.id_given]
+    assert out[7].id == "mine" and len(set(made)) == len(made) == 499
+    for s in made:
+        u = uuid.UUID(s)
+        assert u.version == 7 and u.variant == uuid.RFC_4122 and u.int >> 80 == NOW and str(u) == s
+
+
 def test_new_id_is_rfc9562_uuidv7_with_the_time() -> None:
     ids = {new_id(NOW) for _ in range(2000)}
     assert len(ids) == 2000
