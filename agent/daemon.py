@@ -176,6 +176,7 @@ class Agent(AgentContext):
         for comp in producers:
             self.supervisor.stop_one(comp)
         self.workers.shutdown(wait=True, cancel_futures=True)
+        self.notifier.extend_timeout(60)  # sealing a large backlog may outlast TimeoutStopSec
         self.store.stop()            # commit what is queued, seal what is left
         self.uplink.wake()
         self.supervisor.stop()       # the uplink last: offline status, then disconnect

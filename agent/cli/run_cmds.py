@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sqlite3
 import sys
@@ -19,9 +20,23 @@ from agent.config import AgentConfig, redacted
 from agent.config.base import read_secret
 
 
+class _JournalPrefix(logging.Formatter):
+    """Under systemd, stderr lines reach the journal at priority info unless they start with
+    <N> (sd-daemon(3)): prefixing them makes `journalctl -p warning` work."""
+
+    PRIO = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{self.PRIO.get(record.levelno, 6)}>" + super().format(record)
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalPrefix("%(levelname)s %(name)s: %(message)s"))  # the journal adds the time
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     logging.getLogger("paho").setLevel(logging.WARNING)
 
 
@@ -45,7 +60,9 @@ def run(config_path: Path | None) -> None:
     try:
         agent = Agent(cfg).start()
     except OSError as exc:
-        fail(f"cannot start: {exc}")
+        # Exit 1, not 2: a port in use or a full disk may pass, so systemd restarts it; exit 2
+        # (config and key errors) is RestartPreventExitStatus in the unit.
+        fail(f"cannot start: {exc}", code=1)
         return
     try:
         while not stop.wait(1.0):
