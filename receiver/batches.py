@@ -18,7 +18,7 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.cose import CoseError, decode_unverified, verify1
-from receiver.deterministic import is_deterministic, record_encodings
+from receiver.deterministic import is_deterministic
 
 KINDS = frozenset(("sale", "stock_move", "count", "count_session", "scan", "weight", "media", "device_event", "gap"))
 MEDIA_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -68,7 +68,7 @@ class Batch:
     cose: bytes
     hash: bytes  # SHA-256 of the whole COSE bytes: the next batch's prev
     kid: bytes
-    rows: list[tuple[str, str, int, str, bytes]]  # (id, kind, at, src, the record as CBOR)
+    rows: list[tuple[str, str, int, str]]  # (id, kind, at, src); the content stays in the batch's bytes
     media: list[Manifest] = field(default_factory=list)
 
 
@@ -92,13 +92,8 @@ def header_of(cose: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> bytes:
     return kid
 
 
-def verify_signed(
-    cose: bytes, dev: str, keys: Mapping[bytes, Ed25519PublicKey]
-) -> tuple[bytes, dict[str, Any], list[bytes]]:
-    """Verify a signed message (batch or status) of `dev`.
-
-    Returns (kid, payload map, the deterministic encoding of each record; empty without records).
-    """
+def verify_signed(cose: bytes, dev: str, keys: Mapping[bytes, Ed25519PublicKey]) -> tuple[bytes, dict[str, Any]]:
+    """Verify a signed message (batch or status) of `dev`; returns (kid, payload map)."""
     kid = header_of(cose, keys)
     try:
         verified = verify1(cose, dict(keys))
@@ -112,14 +107,9 @@ def verify_signed(
         raise Rejected("bad_payload", f"v = {payload.get('v')!r}; this receiver speaks version 1")
     if payload.get("dev") != dev:
         raise Rejected("dev_mismatch", f"payload dev {payload.get('dev')!r} is not the topic's device {dev!r}")
-    raw = verified.payload_bytes
-    if "records" in payload:
-        encoded = record_encodings(payload, raw)
-    else:
-        encoded = [] if is_deterministic(payload, raw) else None
-    if encoded is None:
+    if not is_deterministic(payload, verified.payload_bytes):
         raise Rejected("not_deterministic", "payload is not in deterministic CBOR encoding (RFC 8949 4.2.1)")
-    return kid, payload, encoded
+    return kid, payload
 
 
 def _manifest(data: Mapping[str, Any], record_id: str) -> Manifest:
@@ -156,12 +146,10 @@ def _manifest(data: Mapping[str, Any], record_id: str) -> Manifest:
     )
 
 
-def _rows(
-    records: Any, seq: int, encoded: list[bytes]
-) -> tuple[list[tuple[str, str, int, str, bytes]], list[Manifest]]:
+def _rows(records: Any, seq: int) -> tuple[list[tuple[str, str, int, str]], list[Manifest]]:
     if not isinstance(records, list) or not records:
         raise Rejected("bad_payload", "records must be a non-empty array", seq)
-    rows: list[tuple[str, str, int, str, bytes]] = []
+    rows: list[tuple[str, str, int, str]] = []
     media: list[Manifest] = []
     for i, rec in enumerate(records):
         if type(rec) is not dict:
@@ -192,9 +180,7 @@ def _rows(
             raise Rejected("bad_record", f"records[{i}].data must be a map", seq)
         if kind == "media":
             media.append(_manifest(data, rid))
-        # Stored as the record's own CBOR bytes: data may hold byte strings (a manifest's sha256)
-        # that JSON cannot, and the bytes are already at hand from the encoding check.
-        rows.append((rid, kind, at, src, encoded[i]))
+        rows.append((rid, kind, at, src))
     if len({r[0] for r in rows}) != len(rows):
         raise Rejected("bad_record", "the same record id occurs twice in one batch", seq)
     return rows, media
@@ -202,7 +188,7 @@ def _rows(
 
 def check_batch(cose: bytes, dev: str, keys: Mapping[bytes, Ed25519PublicKey]) -> Batch:
     """Everything about one batch that does not depend on the stored chain; raises Rejected."""
-    kid, p, encoded = verify_signed(cose, dev, keys)
+    kid, p = verify_signed(cose, dev, keys)
     seq = p.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise Rejected("bad_payload", f"seq = {seq!r}; must be an integer >= 1")
@@ -216,7 +202,7 @@ def check_batch(cose: bytes, dev: str, keys: Mapping[bytes, Ed25519PublicKey]) -
         raise Rejected("chain_break", "seq 1 must have prev = 32 zero bytes", seq)
     if not _is_int(p["sealed"]) or p["sealed"] < 0:
         raise Rejected("bad_payload", f"sealed = {p['sealed']!r}; must be epoch milliseconds", seq)
-    rows, media = _rows(p["records"], seq, encoded)
+    rows, media = _rows(p["records"], seq)
     return Batch(
         dev=dev,
         seq=seq,

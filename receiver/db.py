@@ -38,15 +38,14 @@ CREATE TABLE batches (
     cose BLOB NOT NULL,                        -- the exact bytes, so the chain can be re-proved later
     PRIMARY KEY (did, seq)
 );
-CREATE TABLE records (
-    did INTEGER NOT NULL,
+CREATE TABLE records (                         -- the index of every stored record: its content is
+    did INTEGER NOT NULL,                      -- in batches.cose (the signed bytes, kept once)
     id TEXT NOT NULL,
     seq INTEGER NOT NULL,
-    pos INTEGER NOT NULL,                      -- index in its batch: chain order is (seq, pos)
+    pos INTEGER NOT NULL,                      -- index in its batch's records array
     kind TEXT NOT NULL,
     at INTEGER NOT NULL,
     src TEXT NOT NULL,
-    body BLOB NOT NULL,                        -- the whole record in deterministic CBOR, as it was signed
     UNIQUE (did, id)
 );
 CREATE TABLE pending (

@@ -44,25 +44,30 @@ class ReceiverStore:
         return [r[0] for r in self.conn.execute("SELECT dev FROM devices ORDER BY dev")]
 
     def records(self, dev: str) -> list[dict[str, Any]]:
-        """Every stored record of the device in chain order (seq, then position in its batch)."""
-        rows = self.conn.execute(
-            "SELECT r.body, r.seq FROM records r JOIN devices d ON d.did = r.did "
-            "WHERE d.dev = ? ORDER BY r.rowid",  # insertion order is chain order (seq, pos)
-            (dev,),
-        ).fetchall()
-        out = []
-        for body, seq in rows:
-            rec = cbor2.loads(body)
-            out.append(
-                {
-                    "id": rec["id"],
-                    "kind": rec["kind"],
-                    "at": rec["at"],
-                    "src": rec["src"],
-                    "data": rec["data"],
-                    "seq": seq,
-                }
-            )
+        """Every stored record of the device in chain order (seq, then position in its batch).
+
+        The content is read from the signed batch bytes (kept once, as evidence); a record whose id
+        was already stored from an earlier batch is not returned again.
+        """
+        did = self._did(dev)
+        if did is None:
+            return []
+        stored = {(seq, pos) for seq, pos in self.conn.execute("SELECT seq, pos FROM records WHERE did = ?", (did,))}
+        out: list[dict[str, Any]] = []
+        for seq, cose in self.conn.execute("SELECT seq, cose FROM batches WHERE did = ? ORDER BY seq", (did,)):
+            payload = cbor2.loads(cbor2.loads(cose).value[2])
+            for pos, rec in enumerate(payload["records"]):
+                if (seq, pos) in stored:
+                    out.append(
+                        {
+                            "id": rec["id"],
+                            "kind": rec["kind"],
+                            "at": rec["at"],
+                            "src": rec["src"],
+                            "data": rec["data"],
+                            "seq": seq,
+                        }
+                    )
         return out
 
     def record_count(self, dev: str) -> int:

@@ -194,8 +194,8 @@ class Writer:
         before = conn.total_changes
         did, seq = st.did, batch.seq
         conn.executemany(
-            "INSERT OR IGNORE INTO records (did, id, seq, pos, kind, at, src, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(did, r[0], seq, i, r[1], r[2], r[3], r[4]) for i, r in enumerate(batch.rows)],
+            "INSERT OR IGNORE INTO records (did, id, seq, pos, kind, at, src) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(did, r[0], seq, i, r[1], r[2], r[3]) for i, r in enumerate(batch.rows)],
         )
         inserted = conn.total_changes - before
         dups = len(batch.rows) - inserted
@@ -274,7 +274,7 @@ class Writer:
             self.reject(dev, topic, "unknown_device", "status from a device with no registered key")
             return
         try:
-            _, payload, _ = verify_signed(cose, dev, keys)
+            _, payload = verify_signed(cose, dev, keys)
             _check_status(payload)
         except Rejected as exc:
             self.reject(dev, topic, exc.code, exc.reason)
