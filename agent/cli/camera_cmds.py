@@ -70,10 +70,18 @@ def discover_cmd(timeout_s: float, user: str | None, password_file: Path | None,
     except ValueError as exc:
         fail(str(exc))
     found = discover(user, password, timeout_s)
-    rows = [{"address": f"{f.host}:{f.port}", "xaddr": f.xaddr, "name": f.name,
-             "maker": f.info.manufacturer if f.info else None, "model": f.info.model if f.info else None,
-             "serial": f.info.serial if f.info else None, "error": scrub(f.error, password) if f.error else None}
-            for f in found]
+    rows = [
+        {
+            "address": f"{f.host}:{f.port}",
+            "xaddr": f.xaddr,
+            "name": f.name,
+            "maker": f.info.manufacturer if f.info else None,
+            "model": f.info.model if f.info else None,
+            "serial": f.info.serial if f.info else None,
+            "error": scrub(f.error, password) if f.error else None,
+        }
+        for f in found
+    ]
     if as_json:
         click.echo(json.dumps({"cameras": rows}, indent=2))
         return
@@ -124,9 +132,27 @@ def _source(cam: Any) -> Any:
 
 def _probe(url: str, ffprobe: str, timeout_s: float, transport: str) -> dict[str, Any]:
     out = subprocess.run(
-        [ffprobe, "-v", "error", "-rtsp_transport", transport, "-timeout", str(int(timeout_s * 1e6)),
-         "-select_streams", "v:0", "-show_entries", "stream=codec_name,width,height,avg_frame_rate",
-         "-of", "json", url], capture_output=True, text=True, timeout=timeout_s * 3, check=False)
+        [
+            ffprobe,
+            "-v",
+            "error",
+            "-rtsp_transport",
+            transport,
+            "-timeout",
+            str(int(timeout_s * 1e6)),
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,width,height,avg_frame_rate",
+            "-of",
+            "json",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s * 3,
+        check=False,
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "ffprobe failed")
     streams = json.loads(out.stdout).get("streams") or [{}]
@@ -150,7 +176,9 @@ def test_cmd(config_path: Path | None, name: str) -> None:
     try:
         if cam.onvif is not None:
             info = src.refresh()
-            click.echo(f"onvif    {info.manufacturer} {info.model} serial {info.serial} firmware {info.firmware}")
+            click.echo(
+                f"onvif    {info.manufacturer} {info.model} serial {info.serial} firmware {info.firmware}"
+            )
             drift = "unknown" if info.clock_drift_s is None else f"{info.clock_drift_s:+.1f} s"
             click.echo(f"clock    camera is {drift} from this PC (threshold {cam.clock_drift_s:g} s)")
         urls = {"main": src.main_url(), "sub": src.sub_url()}
@@ -159,14 +187,17 @@ def test_cmd(config_path: Path | None, name: str) -> None:
     for which, url in urls.items():
         try:
             s = _probe(url, cfg.recording.ffprobe, cam.stale_after_s, cam.transport)
-            click.echo(f"{which:<8} {scrub(url, src.password)}  {s.get('codec_name')} {s.get('width')}x"
-                       f"{s.get('height')} @ {s.get('avg_frame_rate')}")
+            click.echo(
+                f"{which:<8} {scrub(url, src.password)}  {s.get('codec_name')} {s.get('width')}x"
+                f"{s.get('height')} @ {s.get('avg_frame_rate')}"
+            )
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             problems += 1
             click.echo(f"{which:<8} {scrub(url, src.password)}  FAILED: {scrub(str(exc), src.password)}")
     cap = open_capture(urls["sub"], cam.transport, cam.stale_after_s)
-    ok = cap is not None and cap.read()[0]
+    ok = False
     if cap is not None:
+        ok = bool(cap.read()[0])
         cap.release()
     click.echo(f"frame    {'ok' if ok else 'FAILED: no frame from the sub stream'}")
     if problems or not ok:
@@ -197,6 +228,7 @@ def snapshot_cmd(config_path: Path | None, name: str, out: Path, use_main: bool)
     cap = open_capture(url, cam.transport, cam.stale_after_s)
     if cap is None:
         fail(f"camera {name}: stream {scrub(url, src.password)} does not open")
+        return
     try:
         ok, frame = cap.read()
     finally:

@@ -43,8 +43,14 @@ class ClipRequest:
 class Clipper(Component):
     name = "camera:clips"
 
-    def __init__(self, rings: Mapping[str, Ring], media: MediaSink, cfg: RecordingConfig, work_dir: Path,
-                 on_event: EventFn | None = None):
+    def __init__(
+        self,
+        rings: Mapping[str, Ring],
+        media: MediaSink,
+        cfg: RecordingConfig,
+        work_dir: Path,
+        on_event: EventFn | None = None,
+    ):
         self.rings = rings
         self.media = media
         self.cfg = cfg
@@ -86,9 +92,15 @@ class Clipper(Component):
         with self._cut_lock:
             clip = cut_clip(ring, req.start_ms, req.end_ms, out, self.cfg.ffmpeg, self.cfg.ffprobe)
         try:
-            media_id = self.media.add_media(clip.path, camera=req.camera, media_type="video/mp4",
-                                            start_ms=clip.start_ms, end_ms=clip.end_ms, reason=req.reason,
-                                            src=f"camera:{req.camera}")
+            media_id = self.media.add_media(
+                clip.path,
+                camera=req.camera,
+                media_type="video/mp4",
+                start_ms=clip.start_ms,
+                end_ms=clip.end_ms,
+                reason=req.reason,
+                src=f"camera:{req.camera}",
+            )
         finally:
             out.unlink(missing_ok=True)  # add_media moved it; anything left is ours to drop
         log.info("camera %s: clip %s (%d segments) for %s", req.camera, media_id, clip.segments, req.reason)
@@ -99,7 +111,9 @@ class Clipper(Component):
         """For central commands: block until due (bounded by clip_max_s), then cut and send."""
         delay = self.due_at(req) - time.time()
         if delay > self.cfg.clip_max_s:
-            raise ValueError(f"clip end is {delay:.0f} s in the future; at most {self.cfg.clip_max_s:g} s allowed")
+            raise ValueError(
+                f"clip end is {delay:.0f} s in the future; at most {self.cfg.clip_max_s:g} s allowed"
+            )
         ring = self.rings[req.camera]
         waiter = stop or threading.Event()
         while True:
@@ -146,8 +160,9 @@ class Clipper(Component):
             self.failed += 1
             log.warning("camera %s: clip for %s impossible: %s", req.camera, req.reason, exc)
             if self.on_event:
-                self.on_event(req.camera, "clip_failed", {"camera": req.camera, "reason": req.reason,
-                                                          "error": str(exc)})
+                self.on_event(
+                    req.camera, "clip_failed", {"camera": req.camera, "reason": req.reason, "error": str(exc)}
+                )
         except (ClipFailed, OSError) as exc:
             req.attempts += 1
             if req.attempts < 3:
@@ -155,8 +170,9 @@ class Clipper(Component):
                 return  # stays pending; retried on the next pass
             self.failed += 1
             if self.on_event:
-                self.on_event(req.camera, "clip_failed", {"camera": req.camera, "reason": req.reason,
-                                                          "error": str(exc)})
+                self.on_event(
+                    req.camera, "clip_failed", {"camera": req.camera, "reason": req.reason, "error": str(exc)}
+                )
         with self._lock:
             self._pending = [r for r in self._pending if r.id != req.id]
             self._save()

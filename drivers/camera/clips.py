@@ -48,15 +48,26 @@ def _start_time(ffprobe: str, seg: Segment) -> float:
     """First timestamp of a segment: ffmpeg's segmenter keeps the stream's clock (reset_timestamps 0)."""
     out = subprocess.run(
         [ffprobe, "-v", "error", "-show_entries", "format=start_time", "-of", "json", str(seg.path)],
-        capture_output=True, text=True, timeout=20, check=False)
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
     try:
         return float(json.loads(out.stdout)["format"]["start_time"])
     except (ValueError, KeyError, TypeError):
         return 0.0
 
 
-def cut_clip(ring: Ring, start_ms: int, end_ms: int, out: Path, ffmpeg: str = "ffmpeg",
-             ffprobe: str = "ffprobe", timeout_s: float = 60.0) -> Clip:
+def cut_clip(
+    ring: Ring,
+    start_ms: int,
+    end_ms: int,
+    out: Path,
+    ffmpeg: str = "ffmpeg",
+    ffprobe: str = "ffprobe",
+    timeout_s: float = 60.0,
+) -> Clip:
     if end_ms <= start_ms:
         raise ValueError(f"clip end {end_ms} is not after start {start_ms}")
     with ring.lock:  # pruning waits until the cut has read the files
@@ -79,10 +90,34 @@ def cut_clip(ring: Ring, start_ms: int, end_ms: int, out: Path, ffmpeg: str = "f
             lst.write("\n".join(lines) + "\n")
         try:
             proc = subprocess.run(
-                [ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "concat", "-safe", "0",
-                 "-i", lst.name, "-map", "0:v:0", "-c", "copy", "-movflags", "+faststart",
-                 "-f", "mp4", str(out)],
-                capture_output=True, text=True, timeout=timeout_s, check=False)
+                [
+                    ffmpeg,
+                    "-hide_banner",
+                    "-loglevel",
+                    "error",
+                    "-nostdin",
+                    "-y",
+                    "-f",
+                    "concat",
+                    "-safe",
+                    "0",
+                    "-i",
+                    lst.name,
+                    "-map",
+                    "0:v:0",
+                    "-c",
+                    "copy",
+                    "-movflags",
+                    "+faststart",
+                    "-f",
+                    "mp4",
+                    str(out),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=False,
+            )
         finally:
             Path(lst.name).unlink(missing_ok=True)
     if proc.returncode != 0 or not out.exists() or out.stat().st_size == 0:

@@ -38,33 +38,45 @@ class OnvifConfig(Section):
     host: str = Field(description="camera address; followed by serial number when DHCP moves it")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(80, description="ONVIF device service port")
     serial: str | None = Field(None, description="expected serial number; enables re-discovery by serial")
-    main_profile: Annotated[int, Field(ge=0, le=31)] = Field(0, description="index in GetProfiles for recording")
+    main_profile: Annotated[int, Field(ge=0, le=31)] = Field(
+        0, description="index in GetProfiles for recording"
+    )
     sub_profile: Annotated[int, Field(ge=0, le=31)] | None = Field(
-        None, description="index in GetProfiles for frame grabbing; default the last profile")
+        None, description="index in GetProfiles for frame grabbing; default the last profile"
+    )
     timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(5.0, description="per ONVIF request")
 
 
 class TamperConfig(Section):
     enabled: bool = True
     dark_level: Annotated[float, Field(ge=0, le=255)] = Field(
-        25.0, description="mean grey level below which the view counts as dark or covered")
+        25.0, description="mean grey level below which the view counts as dark or covered"
+    )
     min_contrast: Annotated[float, Field(ge=0, le=128)] = Field(
-        6.0, description="grey standard deviation below which the view counts as covered (uniform)")
+        6.0, description="grey standard deviation below which the view counts as covered (uniform)"
+    )
     blur_ratio: Annotated[float, Field(gt=0, lt=1)] = Field(
-        0.25, description="sharpness (Laplacian variance) below this share of the reference = out of focus")
+        0.25, description="sharpness (Laplacian variance) below this share of the reference = out of focus"
+    )
     moved_ratio: Annotated[float, Field(gt=0, lt=1)] = Field(
-        0.5, description="edge overlap with the reference below this = the scene moved")
+        0.5, description="edge overlap with the reference below this = the scene moved"
+    )
     hold_s: Annotated[float, Field(ge=0, le=3600)] = Field(
-        3.0, description="a condition must last this long before a tamper event (no flapping)")
+        3.0, description="a condition must last this long before a tamper event (no flapping)"
+    )
     learn_s: Annotated[float, Field(ge=0, le=3600)] = Field(
-        2.0, description="seconds of good frames that make the reference picture")
+        2.0, description="seconds of good frames that make the reference picture"
+    )
 
 
 class MotionConfig(Section):
     enabled: bool = False
-    hours: str = Field("20:00-07:00", description="local HH:MM-HH:MM when motion makes a clip (after closing)")
+    hours: str = Field(
+        "20:00-07:00", description="local HH:MM-HH:MM when motion makes a clip (after closing)"
+    )
     threshold: Annotated[float, Field(gt=0, le=1)] = Field(
-        0.02, description="share of changed pixels that counts as motion")
+        0.02, description="share of changed pixels that counts as motion"
+    )
     clip_s: Annotated[float, Field(ge=1, le=600)] = Field(20.0, description="clip length after motion")
     cooldown_s: Annotated[float, Field(ge=0, le=3600)] = Field(60.0, description="no new motion clip before")
 
@@ -82,20 +94,25 @@ class CameraConfig(Section):
     sub_url: str | None = Field(None, description="sub stream for frames; default the main stream")
     onvif: OnvifConfig | None = Field(None, description="ask the camera for its stream URIs instead of url")
     username: str | None = None
-    password_file: Path | None = Field(None, description="file with the password; relative = $CREDENTIALS_DIRECTORY")
+    password_file: Path | None = Field(
+        None, description="file with the password; relative = $CREDENTIALS_DIRECTORY"
+    )
     transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport; tcp survives NAT and loss")
     record: bool = Field(True, description="keep a continuous ring of the main stream")
     grab_fps: Annotated[float, Field(gt=0, le=30)] = Field(2.0, description="frames judged per second")
     stale_after_s: Annotated[float, Field(ge=1, le=300)] = Field(
-        5.0, description="no frame for this long = offline (read timeout and watchdog)")
+        5.0, description="no frame for this long = offline (read timeout and watchdog)"
+    )
     reconnect_max_s: Annotated[float, Field(ge=1, le=3600)] = Field(30.0, description="backoff ceiling")
     snapshot_interval_s: Annotated[float, Field(ge=0, le=86400)] = Field(
-        0.0, description="periodic snapshots uploaded as media; 0 = off")
+        0.0, description="periodic snapshots uploaded as media; 0 = off"
+    )
     clock_drift_s: Annotated[float, Field(gt=0, le=86400)] = Field(
-        5.0, description="ONVIF camera clock further than this from ours = device_event clock_drift")
+        5.0, description="ONVIF camera clock further than this from ours = device_event clock_drift"
+    )
     onvif_poll_s: Annotated[float, Field(ge=10, le=86400)] = Field(600.0, description="ONVIF re-check period")
-    tamper: TamperConfig = Field(default_factory=TamperConfig)
-    motion: MotionConfig = Field(default_factory=MotionConfig)
+    tamper: TamperConfig = Field(default_factory=lambda: TamperConfig.model_validate({}))
+    motion: MotionConfig = Field(default_factory=lambda: MotionConfig.model_validate({}))
 
     @field_validator("name")
     @classmethod
@@ -121,12 +138,14 @@ class CameraConfig(Section):
 class RecordingConfig(Section):
     dir: Path | None = Field(None, description="ring of segments; default data_dir/recordings")
     segment_s: Annotated[float, Field(ge=1, le=60)] = Field(
-        2.0, description="target segment length; a segment always starts at a keyframe")
+        2.0, description="target segment length; a segment always starts at a keyframe"
+    )
     ring_minutes: Annotated[float, Field(ge=1, le=7 * 24 * 60)] = Field(60.0, description="per camera")
     ring_mb: Annotated[int, Field(ge=16, le=1_000_000)] = Field(2048, description="per camera")
     clip_max_s: Annotated[float, Field(ge=1, le=3600)] = Field(600.0, description="longest clip cut")
     io_timeout_s: Annotated[float, Field(ge=1, le=120)] = Field(
-        5.0, description="ffmpeg gives up on a silent stream after this (then restarts with backoff)")
+        5.0, description="ffmpeg gives up on a silent stream after this (then restarts with backoff)"
+    )
     ffmpeg: str = Field("ffmpeg", description="ffmpeg executable")
     ffprobe: str = Field("ffprobe", description="ffprobe executable")
 
@@ -134,10 +153,12 @@ class RecordingConfig(Section):
 class ClipRuleConfig(Section):
     name: str = Field("rule", description="named in the clip's reason")
     kind: Literal["sale", "stock_move", "count", "count_session", "scan", "weight", "device_event"] = Field(
-        description="record kind the rule looks at")
+        description="record kind the rule looks at"
+    )
     match: dict[str, Any] = Field(
         default_factory=dict,
-        description="data keys that must match: a value = equal, a list = any of, true = present and truthy")
+        description="data keys that must match: a value = equal, a list = any of, true = present and truthy",
+    )
     src: str | None = Field(None, description="record src must equal this (e.g. 'api:pos-3'); none = any")
     camera: str = Field(description="camera name to clip")
     pre_s: Annotated[float, Field(ge=0, le=600)] = Field(10.0, description="seconds before the record's time")

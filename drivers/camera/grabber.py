@@ -36,8 +36,12 @@ _ENV_LOCK = threading.Lock()  # opencv reads its FFmpeg options from the environ
 
 def open_capture(url: str, transport: str, timeout_s: float) -> cv2.VideoCapture | None:
     """Open with open and read timeouts; None if the stream does not open in time."""
-    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(timeout_s * 1000),
-              cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(timeout_s * 1000)]
+    params = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+        int(timeout_s * 1000),
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+        int(timeout_s * 1000),
+    ]
     with _ENV_LOCK:
         os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{transport}"
         cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
@@ -48,8 +52,14 @@ def open_capture(url: str, transport: str, timeout_s: float) -> cv2.VideoCapture
 
 
 class FrameGrabber(Component):
-    def __init__(self, cfg: CameraConfig, url: Callable[[], str], on_event: EventFn,
-                 secrets: tuple[str | None, ...] = (), on_frame: FrameHook | None = None):
+    def __init__(
+        self,
+        cfg: CameraConfig,
+        url: Callable[[], str],
+        on_event: EventFn,
+        secrets: tuple[str | None, ...] = (),
+        on_frame: FrameHook | None = None,
+    ):
         self.name = f"camera:{cfg.name}:frames"
         self.cfg = cfg
         self._url = url
@@ -81,7 +91,9 @@ class FrameGrabber(Component):
         """JPEG of the newest frame and its epoch ms; raises LookupError if there is none fresh."""
         got = self.latest()
         if got is None:
-            raise LookupError(f"camera {self.cfg.name} has no frame younger than {self.cfg.stale_after_s:g} s")
+            raise LookupError(
+                f"camera {self.cfg.name} has no frame younger than {self.cfg.stale_after_s:g} s"
+            )
         ok, buf = cv2.imencode(".jpg", got[1], [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise LookupError("JPEG encoding failed")
@@ -95,7 +107,9 @@ class FrameGrabber(Component):
         cannot wait for grab() to return: it is the age of the last frame, checked twice a second.
         """
         reader_stop = threading.Event()
-        reader = threading.Thread(target=self._reader, args=(reader_stop,), daemon=True, name=f"{self.name}:read")
+        reader = threading.Thread(
+            target=self._reader, args=(reader_stop,), daemon=True, name=f"{self.name}:read"
+        )
         started = time.monotonic()
         reader.start()
         try:
@@ -132,7 +146,9 @@ class FrameGrabber(Component):
             backoff = 1.0 if got else min(backoff * 2, self.cfg.reconnect_max_s)
             if stop.is_set():
                 break
-            log.debug("camera %s: reconnecting to %s in %.0f s", self.cfg.name, scrub(url, *self.secrets), backoff)
+            log.debug(
+                "camera %s: reconnecting to %s in %.0f s", self.cfg.name, scrub(url, *self.secrets), backoff
+            )
             stop.wait(backoff)
 
     def _read(self, cap: cv2.VideoCapture, stop: threading.Event) -> bool:
@@ -140,9 +156,15 @@ class FrameGrabber(Component):
         next_judge = 0.0
         got = False
         while not stop.is_set():
+            asked = time.monotonic()
             if not cap.grab():
                 return got
             now = time.monotonic()
+            if now - asked >= 0.9 * self.cfg.stale_after_s:
+                # The read timed out; opencv 5.0 then hands out a frame left in the decoder
+                # instead of failing. A frozen camera must not look alive every few seconds.
+                log.debug("camera %s: grab took %.1f s; treating it as a timeout", self.cfg.name, now - asked)
+                return got
             got = True
             self.frames += 1
             self.last_frame_at = now
@@ -151,7 +173,7 @@ class FrameGrabber(Component):
             next_judge = now + interval
             ok, frame = cap.retrieve()
             if ok and frame is not None:
-                self._judge(frame)
+                self._judge(np.asarray(frame, dtype=np.uint8))
         return got
 
     def _judge(self, frame: npt.NDArray[np.uint8]) -> None:

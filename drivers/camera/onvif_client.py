@@ -66,18 +66,25 @@ class OnvifInfo:
 
 def _is_auth_failure(exc: BaseException) -> bool:
     text = f"{type(exc).__name__} {exc}".lower()
-    return any(s in text for s in ("not authorized", "notauthorized", "unauthorized", "autherror",
-                                   "authentication", "401"))
+    return any(
+        s in text
+        for s in ("not authorized", "notauthorized", "unauthorized", "autherror", "authentication", "401")
+    )
 
 
 def classify(exc: BaseException, where: str, *secrets: str | None) -> CameraError:
     """Map library exceptions to our two kinds, with a message that names no secret."""
     text = scrub(str(exc) or type(exc).__name__, *secrets)
     if _is_auth_failure(exc):
-        return CameraAuthError(f"{where}: ONVIF authentication failed (wrong username or password?); "
-                               "not retried until the config changes")
-    if isinstance(exc, (OSError, asyncio.TimeoutError, TimeoutError)) or "timeout" in type(exc).__name__.lower() \
-            or "connect" in type(exc).__name__.lower():
+        return CameraAuthError(
+            f"{where}: ONVIF authentication failed (wrong username or password?); "
+            "not retried until the config changes"
+        )
+    if (
+        isinstance(exc, (OSError, asyncio.TimeoutError, TimeoutError))
+        or "timeout" in type(exc).__name__.lower()
+        or "connect" in type(exc).__name__.lower()
+    ):
         return CameraUnreachable(f"{where}: camera unreachable: {text}")
     return CameraError(f"{where}: ONVIF error: {text}")
 
@@ -85,15 +92,23 @@ def classify(exc: BaseException, where: str, *secrets: str | None) -> CameraErro
 def _drift(reply: Any) -> float | None:
     try:
         u = reply.UTCDateTime
-        cam = dt.datetime(u.Date.Year, u.Date.Month, u.Date.Day, u.Time.Hour, u.Time.Minute, u.Time.Second,
-                          tzinfo=dt.UTC)
+        cam = dt.datetime(
+            u.Date.Year, u.Date.Month, u.Date.Day, u.Time.Hour, u.Time.Minute, u.Time.Second, tzinfo=dt.UTC
+        )
     except (AttributeError, TypeError, ValueError):
         return None
     return cam.timestamp() - time.time()
 
 
-async def _query(host: str, port: int, user: str | None, password: str | None, timeout_s: float,
-                 main_profile: int, sub_profile: int | None) -> OnvifInfo:
+async def _query(
+    host: str,
+    port: int,
+    user: str | None,
+    password: str | None,
+    timeout_s: float,
+    main_profile: int,
+    sub_profile: int | None,
+) -> OnvifInfo:
     from onvif import ONVIFCamera  # imported late: zeep's WSDL loading is slow and only needed here
 
     # no_cache: zeep would otherwise keep a SQLite cache in the home directory (WSDLs are local)
@@ -104,13 +119,26 @@ async def _query(host: str, port: int, user: str | None, password: str | None, t
             dev = await cam.create_devicemgmt_service()
             drift = _drift(await dev.GetSystemDateAndTime())
             di = await dev.GetDeviceInformation()
-            info = OnvifInfo(host, port, str(di.Manufacturer), str(di.Model), str(di.SerialNumber),
-                             str(di.FirmwareVersion), clock_drift_s=drift)
+            info = OnvifInfo(
+                host,
+                port,
+                str(di.Manufacturer),
+                str(di.Model),
+                str(di.SerialNumber),
+                str(di.FirmwareVersion),
+                clock_drift_s=drift,
+            )
             media = await cam.create_media_service()
             for p in await media.GetProfiles():
                 res = getattr(getattr(p, "VideoEncoderConfiguration", None), "Resolution", None)
-                info.profiles.append(Profile(str(p.token), str(getattr(p, "Name", "")),
-                                             getattr(res, "Width", None), getattr(res, "Height", None)))
+                info.profiles.append(
+                    Profile(
+                        str(p.token),
+                        str(getattr(p, "Name", "")),
+                        getattr(res, "Width", None),
+                        getattr(res, "Height", None),
+                    )
+                )
             if info.profiles:
                 main = info.profiles[min(main_profile, len(info.profiles) - 1)]
                 sub = info.profiles[-1 if sub_profile is None else min(sub_profile, len(info.profiles) - 1)]
@@ -127,8 +155,15 @@ async def _query(host: str, port: int, user: str | None, password: str | None, t
         await cam.close()
 
 
-def query(host: str, port: int, user: str | None, password: str | None, timeout_s: float = 5.0,
-          main_profile: int = 0, sub_profile: int | None = None) -> OnvifInfo:
+def query(
+    host: str,
+    port: int,
+    user: str | None,
+    password: str | None,
+    timeout_s: float = 5.0,
+    main_profile: int = 0,
+    sub_profile: int | None = None,
+) -> OnvifInfo:
     """GetDeviceInformation, GetSystemDateAndTime, GetProfiles, GetStreamUri x2, GetSnapshotUri."""
     where = f"ONVIF {host}:{port}"
     try:

@@ -28,16 +28,40 @@ from drivers.camera.secrets import scrub
 log = logging.getLogger(__name__)
 
 
-def ffmpeg_record_args(ffmpeg: str, url: str, part_pattern: Path, segment_s: float, io_timeout_s: float,
-                       transport: str = "tcp") -> list[str]:
+def ffmpeg_record_args(
+    ffmpeg: str, url: str, part_pattern: Path, segment_s: float, io_timeout_s: float, transport: str = "tcp"
+) -> list[str]:
     """The recording command; also what the benchmark compares against a bare `-c copy`."""
     return [
-        ffmpeg, "-hide_banner", "-loglevel", "warning", "-nostdin",
-        "-rtsp_transport", transport, "-timeout", str(int(io_timeout_s * 1_000_000)),
-        "-fflags", "+genpts", "-i", url,
-        "-map", "0:v:0", "-c", "copy",
-        "-f", "segment", "-segment_time", f"{segment_s:g}", "-segment_format", "mpegts",
-        "-segment_list", "pipe:1", "-segment_list_type", "csv", "-reset_timestamps", "0",
+        ffmpeg,
+        "-hide_banner",
+        "-loglevel",
+        "warning",
+        "-nostdin",
+        "-rtsp_transport",
+        transport,
+        "-timeout",
+        str(int(io_timeout_s * 1_000_000)),
+        "-fflags",
+        "+genpts",
+        "-i",
+        url,
+        "-map",
+        "0:v:0",
+        "-c",
+        "copy",
+        "-f",
+        "segment",
+        "-segment_time",
+        f"{segment_s:g}",
+        "-segment_format",
+        "mpegts",
+        "-segment_list",
+        "pipe:1",
+        "-segment_list_type",
+        "csv",
+        "-reset_timestamps",
+        "0",
         str(part_pattern),
     ]
 
@@ -45,8 +69,16 @@ def ffmpeg_record_args(ffmpeg: str, url: str, part_pattern: Path, segment_s: flo
 class Recorder(Component):
     """Keeps ffmpeg recording; a crash of ffmpeg is routine (camera outage), not a component crash."""
 
-    def __init__(self, camera: str, url: Callable[[], str], ring: Ring, cfg: RecordingConfig,
-                 transport: str = "tcp", secrets: tuple[str | None, ...] = (), backoff_max_s: float = 30.0):
+    def __init__(
+        self,
+        camera: str,
+        url: Callable[[], str],
+        ring: Ring,
+        cfg: RecordingConfig,
+        transport: str = "tcp",
+        secrets: tuple[str | None, ...] = (),
+        backoff_max_s: float = 30.0,
+    ):
         self.name = f"camera:{camera}:record"
         self.camera = camera
         self._url = url
@@ -94,16 +126,23 @@ class Recorder(Component):
     def _run_once(self, stop: threading.Event) -> None:
         run_id = str(int(time.time() * 1000))
         url = self._url()
-        args = ffmpeg_record_args(self.cfg.ffmpeg, url, self.ring.dir / f"part-{run_id}-%06d.ts",
-                                  self.cfg.segment_s, self.cfg.io_timeout_s, self.transport)
+        args = ffmpeg_record_args(
+            self.cfg.ffmpeg,
+            url,
+            self.ring.dir / f"part-{run_id}-%06d.ts",
+            self.cfg.segment_s,
+            self.cfg.io_timeout_s,
+            self.transport,
+        )
         self.runs += 1
         self._stderr_tail.clear()
-        self._proc = proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                             stderr=subprocess.PIPE, text=True)
-        readers = [threading.Thread(target=self._read_list, args=(proc,), daemon=True,
-                                    name=f"{self.name}:list"),
-                   threading.Thread(target=self._read_stderr, args=(proc,), daemon=True,
-                                    name=f"{self.name}:stderr")]
+        self._proc = proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        readers = [
+            threading.Thread(target=self._read_list, args=(proc,), daemon=True, name=f"{self.name}:list"),
+            threading.Thread(target=self._read_stderr, args=(proc,), daemon=True, name=f"{self.name}:stderr"),
+        ]
         for t in readers:
             t.start()
         log.info("camera %s: recording %s", self.camera, scrub(url, *self.secrets))
@@ -117,8 +156,12 @@ class Recorder(Component):
             if pipe is not None:
                 pipe.close()
         if not stop.is_set():
-            log.warning("camera %s: ffmpeg ended (code %s): %s", self.camera, proc.returncode,
-                        " | ".join(self._stderr_tail) or "no output")
+            log.warning(
+                "camera %s: ffmpeg ended (code %s): %s",
+                self.camera,
+                proc.returncode,
+                " | ".join(self._stderr_tail) or "no output",
+            )
 
     def _read_list(self, proc: subprocess.Popen[str]) -> None:
         """One CSV line per closed segment: NAME,START,END in stream seconds.
@@ -139,11 +182,14 @@ class Recorder(Component):
                 continue
             candidate = arrival_ms - end * 1000
             if offset is not None and candidate < offset - 20:
-                run = [(self.ring.rename(seg, int(a * 1000 + candidate), int(b * 1000 + candidate)), a, b)
-                       for seg, a, b in run]
+                run = [
+                    (self.ring.rename(seg, int(a * 1000 + candidate), int(b * 1000 + candidate)), a, b)
+                    for seg, a, b in run
+                ]
             offset = candidate if offset is None else min(offset, candidate)
-            seg = self.ring.add(self.ring.dir / Path(name).name, int(start * 1000 + offset),
-                                int(end * 1000 + offset))
+            seg = self.ring.add(
+                self.ring.dir / Path(name).name, int(start * 1000 + offset), int(end * 1000 + offset)
+            )
             if seg is not None:
                 run = run[-100:] + [(seg, start, end)]
                 self.segments_written += 1

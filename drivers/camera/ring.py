@@ -130,7 +130,11 @@ class Ring:
         try:
             out = subprocess.run(
                 [self.ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "json", str(path)],
-                capture_output=True, text=True, timeout=20, check=False)
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
+            )
             return float(json.loads(out.stdout)["format"]["duration"])
         except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError):
             return None

@@ -22,8 +22,12 @@ log = logging.getLogger(__name__)
 def _same(got: Any, want: Any) -> bool:
     if want is True:
         return bool(got)
-    if isinstance(want, (int, float, str)) and not isinstance(want, bool) and got is not None \
-            and not isinstance(got, (bool, dict, list)):
+    if (
+        isinstance(want, (int, float, str))
+        and not isinstance(want, bool)
+        and got is not None
+        and not isinstance(got, (bool, dict, list))
+    ):
         return str(got) == str(want)
     return bool(got == want)
 
@@ -54,8 +58,12 @@ class RuleListener:
             for rule in self.rules:
                 if not matches(rule, rec):
                     continue
-                req = ClipRequest(rule.camera, rec["at"] - int(rule.pre_s * 1000), rec["at"] + int(rule.post_s * 1000),
-                                  {"record": rec["id"], "kind": rec["kind"], "rule": rule.name})
+                req = ClipRequest(
+                    rule.camera,
+                    rec["at"] - int(rule.pre_s * 1000),
+                    rec["at"] + int(rule.post_s * 1000),
+                    {"record": rec["id"], "kind": rec["kind"], "rule": rule.name},
+                )
                 try:
                     self.request(req)
                 except Exception:  # a bad request must not break the core's notifier thread

@@ -74,8 +74,15 @@ class CameraSource:
                 return self.info
             assert self.host is not None and self.port is not None
             try:
-                info = query(self.host, self.port, self.cfg.username, self.password, onvif.timeout_s,
-                             onvif.main_profile, onvif.sub_profile)
+                info = query(
+                    self.host,
+                    self.port,
+                    self.cfg.username,
+                    self.password,
+                    onvif.timeout_s,
+                    onvif.main_profile,
+                    onvif.sub_profile,
+                )
             except CameraUnreachable:
                 info = self._follow_serial()
             except CameraAuthError as exc:
@@ -84,8 +91,10 @@ class CameraSource:
                 self.on_event("error", {"camera": self.cfg.name, "reason": "onvif_auth", "detail": str(exc)})
                 raise CameraAuthError(self.auth_failed) from None
             if onvif.serial and info.serial != onvif.serial:
-                raise CameraError(f"camera {self.cfg.name}: {self.host}:{self.port} is serial {info.serial!r}, "
-                                  f"not the configured {onvif.serial!r}")
+                raise CameraError(
+                    f"camera {self.cfg.name}: {self.host}:{self.port} is serial {info.serial!r}, "
+                    f"not the configured {onvif.serial!r}"
+                )
             self.info, self._resolved_at = info, time.monotonic()
         self._check_drift(info)
         return info
@@ -94,17 +103,32 @@ class CameraSource:
         onvif = self.cfg.onvif
         assert onvif is not None
         if not onvif.serial:
-            raise CameraUnreachable(f"camera {self.cfg.name}: ONVIF {self.host}:{self.port} does not answer "
-                                    "(set onvif.serial to follow an address change)")
+            raise CameraUnreachable(
+                f"camera {self.cfg.name}: ONVIF {self.host}:{self.port} does not answer "
+                "(set onvif.serial to follow an address change)"
+            )
         found = discovery.find_by_serial(onvif.serial, self.cfg.username, self.password, onvif.timeout_s)
         if found is None or found.info is None:
             raise CameraUnreachable(f"camera {self.cfg.name}: serial {onvif.serial} not found on the network")
         old = f"{self.host}:{self.port}"
         self.host, self.port = found.host, found.port
-        log.warning("camera %s moved from %s to %s:%s (serial %s)", self.cfg.name, old, found.host, found.port,
-                    onvif.serial)
-        self.on_event("address_changed", {"camera": self.cfg.name, "from": old,
-                                          "to": f"{found.host}:{found.port}", "serial": onvif.serial})
+        log.warning(
+            "camera %s moved from %s to %s:%s (serial %s)",
+            self.cfg.name,
+            old,
+            found.host,
+            found.port,
+            onvif.serial,
+        )
+        self.on_event(
+            "address_changed",
+            {
+                "camera": self.cfg.name,
+                "from": old,
+                "to": f"{found.host}:{found.port}",
+                "serial": onvif.serial,
+            },
+        )
         return found.info
 
     def _check_drift(self, info: OnvifInfo) -> None:
@@ -114,8 +138,10 @@ class CameraSource:
         over = abs(drift) > self.cfg.clock_drift_s
         if over and not self.drifting:
             log.warning("camera %s clock is %+.1f s off", self.cfg.name, drift)
-            self.on_event("clock_drift", {"camera": self.cfg.name, "drift_s": round(drift, 1),
-                                          "threshold_s": self.cfg.clock_drift_s})
+            self.on_event(
+                "clock_drift",
+                {"camera": self.cfg.name, "drift_s": round(drift, 1), "threshold_s": self.cfg.clock_drift_s},
+            )
         self.drifting = over
 
 

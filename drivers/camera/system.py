@@ -39,8 +39,10 @@ def check_rules(config: Any) -> None:
     recorded = {c.name for c in config.cameras if c.record}
     for i, rule in enumerate(config.clip_rules):
         if rule.camera not in recorded:
-            raise ValueError(f"clip_rules[{i}].camera = {rule.camera!r}: no recorded camera of that name; "
-                             f"recorded cameras: {', '.join(sorted(recorded)) or 'none'}")
+            raise ValueError(
+                f"clip_rules[{i}].camera = {rule.camera!r}: no recorded camera of that name; "
+                f"recorded cameras: {', '.join(sorted(recorded)) or 'none'}"
+            )
 
 
 class CameraSystem:
@@ -56,12 +58,18 @@ class CameraSystem:
         self.components: list[Component] = []
         for cam in config.cameras:
             self._add_camera(cam)
-        self.clipper = Clipper(self.rings, ctx.media, self.rec_cfg, self.dir / ".work",
-                               on_event=lambda cam, ev, d: self.event(cam, ev, d))
+        self.clipper = Clipper(
+            self.rings,
+            ctx.media,
+            self.rec_cfg,
+            self.dir / ".work",
+            on_event=lambda cam, ev, d: self.event(cam, ev, d),
+        )
         self.components.append(self.clipper)
         if config.clip_rules:
             ctx.subscribe_records(RuleListener(config.clip_rules, self.clipper.request))
         from drivers.camera.commands import CameraCommands
+
         commands = CameraCommands(self)
         ctx.register_command("clip", commands.clip)
         ctx.register_command("snapshot", commands.snapshot)
@@ -78,13 +86,28 @@ class CameraSystem:
         source = CameraSource(cam, lambda ev, d: self.event(name, ev, d))
         self.sources[name] = source
         if cam.record:
-            ring = Ring(self.dir / name, self.rec_cfg.ring_minutes, self.rec_cfg.ring_mb * 2**20, self.rec_cfg.ffprobe)
+            ring = Ring(
+                self.dir / name, self.rec_cfg.ring_minutes, self.rec_cfg.ring_mb * 2**20, self.rec_cfg.ffprobe
+            )
             self.rings[name] = ring
-            self.components.append(Recorder(name, source.main_url, ring, self.rec_cfg, cam.transport,
-                                            source.secrets, cam.reconnect_max_s))
-        grabber = FrameGrabber(cam, source.sub_url, lambda ev, d: self.event(name, ev, d), source.secrets,
-                               on_frame=FrameHooks(self, cam) if (cam.motion.enabled or cam.snapshot_interval_s)
-                               else None)
+            self.components.append(
+                Recorder(
+                    name,
+                    source.main_url,
+                    ring,
+                    self.rec_cfg,
+                    cam.transport,
+                    source.secrets,
+                    cam.reconnect_max_s,
+                )
+            )
+        grabber = FrameGrabber(
+            cam,
+            source.sub_url,
+            lambda ev, d: self.event(name, ev, d),
+            source.secrets,
+            on_frame=FrameHooks(self, cam) if (cam.motion.enabled or cam.snapshot_interval_s) else None,
+        )
         self.grabbers[name] = grabber
         self.components.append(grabber)
         if cam.onvif is not None:
@@ -98,8 +121,15 @@ class CameraSystem:
         path = work / f"snap-{camera}-{at_ms}-{time.monotonic_ns()}.jpg"
         path.write_bytes(jpeg)
         try:
-            return self.ctx.media.add_media(path, camera=camera, media_type="image/jpeg", start_ms=at_ms,
-                                            end_ms=at_ms, reason=reason, src=f"camera:{camera}")
+            return self.ctx.media.add_media(
+                path,
+                camera=camera,
+                media_type="image/jpeg",
+                start_ms=at_ms,
+                end_ms=at_ms,
+                reason=reason,
+                src=f"camera:{camera}",
+            )
         finally:
             path.unlink(missing_ok=True)
 
@@ -120,12 +150,22 @@ class FrameHooks:
         if m.enabled:
             local = datetime.now()
             moving = self.motion.moving(gray)
-            if moving and in_hours(m.hours, local.hour * 60 + local.minute) \
-                    and now - self.last_motion_clip >= m.cooldown_s and self.cam.name in self.system.rings:
+            if (
+                moving
+                and in_hours(m.hours, local.hour * 60 + local.minute)
+                and now - self.last_motion_clip >= m.cooldown_s
+                and self.cam.name in self.system.rings
+            ):
                 self.last_motion_clip = now
                 at = int(time.time() * 1000)
-                self.system.clipper.request(ClipRequest(self.cam.name, at - 5000, at + int(m.clip_s * 1000),
-                                                        {"motion": True, "rule": "motion", "hours": m.hours}))
+                self.system.clipper.request(
+                    ClipRequest(
+                        self.cam.name,
+                        at - 5000,
+                        at + int(m.clip_s * 1000),
+                        {"motion": True, "rule": "motion", "hours": m.hours},
+                    )
+                )
                 self.system.event(self.cam.name, "motion", {"camera": self.cam.name})
         if self.cam.snapshot_interval_s and now - self.last_snapshot >= self.cam.snapshot_interval_s:
             self.last_snapshot = now

@@ -29,12 +29,12 @@ THUMB = (64, 36)
 
 
 def to_gray(frame: npt.NDArray[Any]) -> Gray:
-    return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    return np.asarray(frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), dtype=np.uint8)
 
 
 def thumb(gray: Gray) -> npt.NDArray[np.float32]:
     small = cv2.resize(gray, THUMB, interpolation=cv2.INTER_AREA).astype(np.float32)
-    return cv2.GaussianBlur(small, (5, 5), 0)
+    return np.asarray(cv2.GaussianBlur(small, (5, 5), 0), dtype=np.float32)
 
 
 def sharpness(gray: Gray) -> float:
@@ -77,7 +77,9 @@ class TamperJudge:
             return Verdict(None, m)
         corr = correlation(thumb(gray), self.ref_thumb)
         sharp = sharpness(gray)
-        m.update(correlation=round(corr, 3), sharpness=round(sharp, 1), ref_sharpness=round(self.ref_sharpness, 1))
+        m.update(
+            correlation=round(corr, 3), sharpness=round(sharp, 1), ref_sharpness=round(self.ref_sharpness, 1)
+        )
         if corr < self.cfg.moved_ratio:
             return Verdict("moved", m)
         if self.ref_sharpness > 0 and sharp < self.cfg.blur_ratio * self.ref_sharpness:

@@ -46,17 +46,37 @@ def verified(branch: Branch, manifest: dict[str, Any]) -> Path:
     return path
 
 
-def test_rule_clip_names_its_record_and_arrives_verified(tmp_path: Path, branch: Branch,
-                                                          rtsp_camera: RtspCamera) -> None:
-    rules = [{"name": "dock-waste", "kind": "stock_move", "match": {"type": ["waste", "adjust"], "to": "dock"},
-              "camera": "dock", "pre_s": 2, "post_s": 2}]
+def test_rule_clip_names_its_record_and_arrives_verified(
+    tmp_path: Path, branch: Branch, rtsp_camera: RtspCamera
+) -> None:
+    rules = [
+        {
+            "name": "dock-waste",
+            "kind": "stock_move",
+            "match": {"type": ["waste", "adjust"], "to": "dock"},
+            "camera": "dock",
+            "pre_s": 2,
+            "post_s": 2,
+        }
+    ]
     branch.start_receiver()
     agent = branch.start_agent(**camera_over(tmp_path, rtsp_camera, clip_rules=rules))
     ring_dir = tmp_path / "recordings" / "dock"
     wait_for(lambda: len(list(ring_dir.glob("*-*.ts"))) >= 4, timeout=40, what="4 s of recording")
-    moves = [{"kind": "stock_move", "data": {"type": t, "gtin": "09506000134352", "qty": 2, "from": "store",
-                                             "to": to, "doc": f"D-{i}"}}
-             for i, (t, to) in enumerate([("receive", "dock"), ("waste", "dock"), ("waste", "shelf")])]
+    moves = [
+        {
+            "kind": "stock_move",
+            "data": {
+                "type": t,
+                "gtin": "09506000134352",
+                "qty": 2,
+                "from": "store",
+                "to": to,
+                "doc": f"D-{i}",
+            },
+        }
+        for i, (t, to) in enumerate([("receive", "dock"), ("waste", "dock"), ("waste", "shelf")])
+    ]
     r = branch.post(moves)
     assert r.status_code == 201, r.text
     waste_id = r.json()["ids"][1]
@@ -75,8 +95,11 @@ def test_central_clip_and_snapshot_commands(tmp_path: Path, branch: Branch, rtsp
     rx = branch.start_receiver()
     branch.start_agent(with_api=False, **camera_over(tmp_path, rtsp_camera))
     ring_dir = tmp_path / "recordings" / "dock"
-    segs = wait_for(lambda: sorted(ring_dir.glob("*-*.ts"))[1:4] if len(list(ring_dir.glob("*-*.ts"))) >= 4
-                    else None, timeout=40, what="4 s of recording")
+    segs = wait_for(
+        lambda: sorted(ring_dir.glob("*-*.ts"))[1:4] if len(list(ring_dir.glob("*-*.ts"))) >= 4 else None,
+        timeout=40,
+        what="4 s of recording",
+    )
     start = int(segs[0].name.split("-")[0]) + 300
     end = start + 2500
     clip_cmd = rx.send_command(branch.device, "clip", {"camera": "dock", "start": start, "end": end})
@@ -84,7 +107,9 @@ def test_central_clip_and_snapshot_commands(tmp_path: Path, branch: Branch, rtsp
     bad_cmd = rx.send_command(branch.device, "clip", {"camera": "till-9", "start": start, "end": end})
 
     def by_reason(cid: str) -> dict[str, Any] | None:
-        return next((m["data"] for m in media_records(branch) if m["data"]["reason"].get("command") == cid), None)
+        return next(
+            (m["data"] for m in media_records(branch) if m["data"]["reason"].get("command") == cid), None
+        )
 
     clip = wait_for(lambda: by_reason(clip_cmd), timeout=40, what="the commanded clip")
     snap = wait_for(lambda: by_reason(snap_cmd), timeout=40, what="the commanded snapshot")
@@ -95,8 +120,14 @@ def test_central_clip_and_snapshot_commands(tmp_path: Path, branch: Branch, rtsp
     assert img.shape == (180, 320, 3) and snap["type"] == "image/jpeg"
 
     def answer(cid: str) -> dict[str, Any] | None:
-        return next((r["data"]["detail"] for r in branch.rx_records() if r["kind"] == "device_event"
-                     and r["data"].get("detail", {}).get("command") == cid), None)
+        return next(
+            (
+                r["data"]["detail"]
+                for r in branch.rx_records()
+                if r["kind"] == "device_event" and r["data"].get("detail", {}).get("command") == cid
+            ),
+            None,
+        )
 
     assert wait_for(lambda: answer(clip_cmd), timeout=20, what="clip answer")["media"] == clip["media"]
     failed = wait_for(lambda: answer(bad_cmd), timeout=20, what="refusal of the unknown camera")

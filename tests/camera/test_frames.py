@@ -41,15 +41,25 @@ class Events:
 
 
 def grabber(cam: RtspCamera, events: Events, **over: Any) -> FrameGrabber:
-    cfg = CameraConfig.model_validate({"name": "dock", "url": cam.url("main"), "sub_url": cam.url("sub"),
-                                       "grab_fps": 5, "stale_after_s": 4, "reconnect_max_s": 2,
-                                       "tamper": {"hold_s": 1, "learn_s": 1}, **over})
+    cfg = CameraConfig.model_validate(
+        {
+            "name": "dock",
+            "url": cam.url("main"),
+            "sub_url": cam.url("sub"),
+            "grab_fps": 5,
+            "stale_after_s": 4,
+            "reconnect_max_s": 2,
+            "tamper": {"hold_s": 1, "learn_s": 1},
+            **over,
+        }
+    )
     return FrameGrabber(cfg, lambda: cam.url("sub"), events)
 
 
 @pytest.mark.slow
-def test_frozen_stream_is_offline_within_ten_seconds_and_comes_back(rtsp_camera: RtspCamera,
-                                                                    running: Running) -> None:
+def test_frozen_stream_is_offline_within_ten_seconds_and_comes_back(
+    rtsp_camera: RtspCamera, running: Running
+) -> None:
     events = Events()
     g = grabber(rtsp_camera, events)
     running.start(g)
@@ -77,12 +87,17 @@ def test_tamper_covered_blurred_moved(rtsp_camera: RtspCamera, running: Running)
     running.start(g)
     wait_for(lambda: g.tamper.ref_thumb is not None, timeout=20, what="reference picture learnt")
     # black with the clock overlay still showing: dark rather than uniformly covered
-    for action, condition in ((lambda: rtsp_camera.pattern("black"), ("covered", "dark")),
-                              (lambda: rtsp_camera.blur(6), ("blurred",)),
-                              (lambda: rtsp_camera.pattern("checkers-8"), ("moved",))):
+    for action, condition in (
+        (lambda: rtsp_camera.pattern("black"), ("covered", "dark")),
+        (lambda: rtsp_camera.blur(6), ("blurred",)),
+        (lambda: rtsp_camera.pattern("checkers-8"), ("moved",)),
+    ):
         action()
-        wait_for(lambda c=condition: (events.last("tamper") or ({}, 0))[0].get("condition") in c,
-                 timeout=15, what=f"tamper {condition}")
+        wait_for(
+            lambda c=condition: (events.last("tamper") or ({}, 0))[0].get("condition") in c,
+            timeout=15,
+            what=f"tamper {condition}",
+        )
         assert g.health() == "degraded"
         rtsp_camera.pattern("smpte")
         rtsp_camera.blur(0)

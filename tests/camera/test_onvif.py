@@ -31,8 +31,14 @@ def onvif_cam(tmp_path: Path) -> Iterator[OnvifCamera]:
 def cam_cfg(tmp_path: Path, cam: OnvifCamera, password: str, **onvif: Any) -> CameraConfig:
     pw = tmp_path / "cam.pw"
     pw.write_text(password + "\n")
-    return CameraConfig.model_validate({"name": "dock", "username": cam.user, "password_file": str(pw),
-                                        "onvif": {"host": "127.0.0.1", "port": cam.port, **onvif}})
+    return CameraConfig.model_validate(
+        {
+            "name": "dock",
+            "username": cam.user,
+            "password_file": str(pw),
+            "onvif": {"host": "127.0.0.1", "port": cam.port, **onvif},
+        }
+    )
 
 
 def test_queries_identity_profiles_uris_and_clock(onvif_cam: OnvifCamera) -> None:
@@ -68,7 +74,9 @@ def test_source_gives_credentialed_stream_urls_and_reports_clock_drift(tmp_path:
     cam = OnvifCamera(tmp_path / "onvif", rtsp_port=free_port(), clock_offset_s=120).start()
     try:
         events: list[tuple[str, dict[str, Any]]] = []
-        src = CameraSource(cam_cfg(tmp_path, cam, cam.password, serial=cam.serial), lambda e, d: events.append((e, d)))
+        src = CameraSource(
+            cam_cfg(tmp_path, cam, cam.password, serial=cam.serial), lambda e, d: events.append((e, d))
+        )
         url = src.main_url()
         assert url == f"rtsp://admin:s3cret-Pa55@127.0.0.1:{cam.rtsp_port}/main"
         assert [e for e, _ in events] == ["clock_drift"]
@@ -85,13 +93,18 @@ def test_discover_cli_in_private_netns(tmp_path: Path) -> None:
     cam = OnvifCamera(tmp_path / "onvif", rtsp_port=free_port(), serial="SN-DOCK-7")
     pw = tmp_path / "pw"
     pw.write_text(cam.password)
-    cmd = netns_script(cam, agent_cli("camera", "discover", "--timeout", "3", "--json", "--user", cam.user,
-                                      "--password-file", str(pw)))
+    cmd = netns_script(
+        cam,
+        agent_cli(
+            "camera", "discover", "--timeout", "3", "--json", "--user", cam.user, "--password-file", str(pw)
+        ),
+    )
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(out.stdout)["cameras"]
-    assert [(r["maker"], r["model"], r["serial"], r["address"]) for r in rows] == \
-        [("PythonCam", "VirtualCam-1", "SN-DOCK-7", f"{NETNS_ADDR}:{cam.port}")]
+    assert [(r["maker"], r["model"], r["serial"], r["address"]) for r in rows] == [
+        ("PythonCam", "VirtualCam-1", "SN-DOCK-7", f"{NETNS_ADDR}:{cam.port}")
+    ]
     assert cam.password not in out.stdout + out.stderr
 
 
@@ -107,19 +120,26 @@ def test_camera_followed_by_serial_after_address_change(tmp_path: Path) -> None:
         "import agent.config  # noqa: F401 - the core config first (it imports the camera config)\n"
         "from drivers.camera.config import CameraConfig\n"
         "from drivers.camera.source import CameraSource\n"
-        f"cfg = CameraConfig.model_validate({{'name': 'dock', 'username': 'admin', 'password_file': {str(pw)!r},"
-        f" 'onvif': {{'host': '127.0.0.1', 'port': {old_port}, 'serial': 'SN-DOCK-7', 'timeout_s': 2}}}})\n"
+        f"cfg = CameraConfig.model_validate({{'name': 'dock', 'username': 'admin',"
+        f" 'password_file': {str(pw)!r}, 'onvif': {{'host': '127.0.0.1', 'port': {old_port},"
+        " 'serial': 'SN-DOCK-7', 'timeout_s': 2}})\n"
         "events = []\n"
         "src = CameraSource(cfg, lambda e, d: events.append([e, d]))\n"
         "print(json.dumps({'url': src.main_url(), 'events': events, 'port': src.port}))\n"
     )
     t0 = time.monotonic()
-    out = subprocess.run(netns_script(cam, ["python", "-c", snippet]), capture_output=True, text=True,
-                         timeout=120, cwd=ROOT, env={"PATH": f"{Path(agent_cli()[0]).parent}:/usr/bin:/bin"})
+    out = subprocess.run(
+        netns_script(cam, ["python", "-c", snippet]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={"PATH": f"{Path(agent_cli()[0]).parent}:/usr/bin:/bin"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["port"] == cam.port and time.monotonic() - t0 < 60
     assert got["url"].endswith(f"{NETNS_ADDR}:{cam.rtsp_port}/main")
-    (event, detail), = got["events"]
+    ((event, detail),) = got["events"]
     assert event == "address_changed" and detail["to"] == f"{NETNS_ADDR}:{cam.port}"
     assert detail["from"] == f"127.0.0.1:{old_port}"

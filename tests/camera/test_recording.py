@@ -32,8 +32,9 @@ def span(ring: Ring) -> float:
 
 
 @pytest.mark.slow
-def test_clip_is_stream_copy_of_the_requested_span(tmp_path: Path, rtsp_camera: RtspCamera,
-                                                    running: Running) -> None:
+def test_clip_is_stream_copy_of_the_requested_span(
+    tmp_path: Path, rtsp_camera: RtspCamera, running: Running
+) -> None:
     rec = make_recorder(tmp_path, rtsp_camera)
     running.start(rec)
     wait_for(lambda: span(rec.ring) >= 7, timeout=30, what="7 s of recording")
@@ -57,8 +58,9 @@ def test_clip_is_stream_copy_of_the_requested_span(tmp_path: Path, rtsp_camera: 
 
 
 @pytest.mark.slow
-def test_frozen_and_restarted_camera_resumes_recording(tmp_path: Path, rtsp_camera: RtspCamera,
-                                                       running: Running) -> None:
+def test_frozen_and_restarted_camera_resumes_recording(
+    tmp_path: Path, rtsp_camera: RtspCamera, running: Running
+) -> None:
     rec = make_recorder(tmp_path, rtsp_camera, io_timeout_s=2)
     running.start(rec)
     wait_for(lambda: rec.segments_written >= 2, timeout=20, what="first segments")
@@ -81,14 +83,18 @@ def test_frozen_and_restarted_camera_resumes_recording(tmp_path: Path, rtsp_came
 
 
 @pytest.mark.slow
-def test_ffmpeg_killed_mid_segment_leaves_a_readable_segment(tmp_path: Path, rtsp_camera: RtspCamera,
-                                                             running: Running) -> None:
+def test_ffmpeg_killed_mid_segment_leaves_a_readable_segment(
+    tmp_path: Path, rtsp_camera: RtspCamera, running: Running
+) -> None:
     """kill -9 of the recording process (as when the agent dies): the open MPEG-TS part stays
     readable; the next start names it from its probed duration and clips can use it."""
     rec = make_recorder(tmp_path, rtsp_camera, segment_s=30)  # one long open segment
     running.start(rec)
-    parts = wait_for(lambda: [p for p in rec.ring.dir.glob("part-*.ts") if p.stat().st_size > 200_000],
-                     timeout=30, what="a part file with a few seconds in it")
+    parts = wait_for(
+        lambda: [p for p in rec.ring.dir.glob("part-*.ts") if p.stat().st_size > 200_000],
+        timeout=30,
+        what="a part file with a few seconds in it",
+    )
     proc = rec._proc
     assert proc is not None
     os.kill(proc.pid, signal.SIGKILL)

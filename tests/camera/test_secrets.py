@@ -45,7 +45,9 @@ def secret_free(text: str) -> bool:
 
 
 @pytest.mark.slow
-def test_credentials_never_in_logs_or_cli(tmp_path: Path, running: Running, caplog: pytest.LogCaptureFixture) -> None:
+def test_credentials_never_in_logs_or_cli(
+    tmp_path: Path, running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
     cam = RtspCamera(tmp_path / "rtsp", user="cam", password=SECRET).start()
     try:
         good, bad = tmp_path / "good.pw", tmp_path / "bad.pw"
@@ -55,42 +57,93 @@ def test_credentials_never_in_logs_or_cli(tmp_path: Path, running: Running, capl
         events: list[tuple[str, dict[str, object]]] = []
         parts = {}
         for label, pw in (("ok", good), ("bad", bad)):
-            cfg = CameraConfig.model_validate({"name": f"dock-{label}", "url": cam.url("main"),
-                                               "sub_url": cam.url("sub"), "username": "cam",
-                                               "password_file": str(pw), "stale_after_s": 3})
+            cfg = CameraConfig.model_validate(
+                {
+                    "name": f"dock-{label}",
+                    "url": cam.url("main"),
+                    "sub_url": cam.url("sub"),
+                    "username": "cam",
+                    "password_file": str(pw),
+                    "stale_after_s": 3,
+                }
+            )
             src = CameraSource(cfg, lambda e, d: events.append((e, d)))
             ring = Ring(tmp_path / "rec" / label, 10, 2**30)
-            rec = Recorder(cfg.name, src.main_url, ring, RecordingConfig(segment_s=1, io_timeout_s=3),
-                           secrets=src.secrets, backoff_max_s=1)
-            parts[label] = (rec, running.start(FrameGrabber(cfg, src.sub_url, lambda e, d: events.append((e, d)),
-                                                            src.secrets)))
+            rec = Recorder(
+                cfg.name,
+                src.main_url,
+                ring,
+                RecordingConfig(segment_s=1, io_timeout_s=3),
+                secrets=src.secrets,
+                backoff_max_s=1,
+            )
+            parts[label] = (
+                rec,
+                running.start(
+                    FrameGrabber(cfg, src.sub_url, lambda e, d: events.append((e, d)), src.secrets)
+                ),
+            )
             running.start(rec)
         ok_rec, ok_grab = parts["ok"]
         bad_rec, bad_grab = parts["bad"]
         wait_for(lambda: ok_rec.segments_written >= 2, timeout=30, what="recording with the right password")
         wait_for(lambda: bad_rec.runs >= 2, timeout=30, what="ffmpeg failing on the wrong password twice")
         wait_for(lambda: bad_grab.online is False, timeout=30, what="the wrong-password camera offline")
-        assert any("401" in r.getMessage() or "Unauthorized" in r.getMessage() or "ffmpeg ended" in r.getMessage()
-                   for r in caplog.records)  # ffmpeg's error was relayed...
+        assert any(
+            "401" in r.getMessage() or "Unauthorized" in r.getMessage() or "ffmpeg ended" in r.getMessage()
+            for r in caplog.records
+        )  # ffmpeg's error was relayed...
         assert "rtsp://***:***@127.0.0.1" in caplog.text  # ...and the URLs in it scrubbed
         logged = caplog.text + "\n".join(str(r.args) for r in caplog.records) + repr(events)
         assert secret_free(logged)
 
         # the CLI: `camera test` against the wrong password prints scrubbed ffprobe errors
         conf = tmp_path / "agent.toml"
-        conf.write_text(toml_dumps({
-            "agent": {"device": "coop-a/branch-1/agent-1", "data_dir": str(tmp_path / "data")},
-            "cameras": [{"name": "dock", "url": cam.url("main"), "sub_url": cam.url("sub"), "username": "cam",
-                         "password_file": str(bad), "stale_after_s": 3}]}))
-        out = subprocess.run([sys.executable, "-m", "agent.cli.main", "camera", "test", "dock", "--config", str(conf)],
-                             capture_output=True, text=True, timeout=60)
+        conf.write_text(
+            toml_dumps(
+                {
+                    "agent": {"device": "coop-a/branch-1/agent-1", "data_dir": str(tmp_path / "data")},
+                    "cameras": [
+                        {
+                            "name": "dock",
+                            "url": cam.url("main"),
+                            "sub_url": cam.url("sub"),
+                            "username": "cam",
+                            "password_file": str(bad),
+                            "stale_after_s": 3,
+                        }
+                    ],
+                }
+            )
+        )
+        out = subprocess.run(
+            [sys.executable, "-m", "agent.cli.main", "camera", "test", "dock", "--config", str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode != 0 and "FAILED" in out.stdout
         assert "rtsp://***:***@127.0.0.1" in out.stdout
         assert secret_free(out.stdout + out.stderr)
         conf.write_text(conf.read_text().replace(str(bad), str(good)))
         snap = tmp_path / "snap.jpg"
-        out = subprocess.run([sys.executable, "-m", "agent.cli.main", "camera", "snapshot", "dock", "--config",
-                              str(conf), "--out", str(snap)], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "agent.cli.main",
+                "camera",
+                "snapshot",
+                "dock",
+                "--config",
+                str(conf),
+                "--out",
+                str(snap),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         assert snap.read_bytes()[:2] == b"\xff\xd8" and secret_free(out.stdout + out.stderr)
     finally:

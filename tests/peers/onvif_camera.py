@@ -49,8 +49,20 @@ class OnvifCamera:
     proc: subprocess.Popen[str] | None = None
 
     def args(self, discovery: bool = False) -> list[str]:
-        a = [str(ipycam_python()), str(SCRIPT), "--host", self.host, "--port", str(self.port), "--rtsp-port", str(self.rtsp_port),
-             "--serial", self.serial, "--clock-offset", str(self.clock_offset_s)]
+        a = [
+            str(ipycam_python()),
+            str(SCRIPT),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--rtsp-port",
+            str(self.rtsp_port),
+            "--serial",
+            self.serial,
+            "--clock-offset",
+            str(self.clock_offset_s),
+        ]
         if self.user:
             a += ["--user", self.user, "--password", self.password]
         return a + (["--discovery"] if discovery else [])
@@ -61,7 +73,9 @@ class OnvifCamera:
         self.proc = subprocess.Popen(self.args(), stdin=subprocess.PIPE, stdout=log, stderr=log, text=True)
         log.close()
         proc = self.proc
-        wait_for(lambda: port_open(self.port) or proc.poll() is not None, timeout=30, what="ipycam ONVIF to listen")
+        wait_for(
+            lambda: port_open(self.port) or proc.poll() is not None, timeout=30, what="ipycam ONVIF to listen"
+        )
         if proc.poll() is not None:
             raise RuntimeError(f"ipycam exited: {(self.workdir / 'onvif.log').read_text()[-2000:]}")
         return self
@@ -90,18 +104,20 @@ def netns_script(camera: OnvifCamera, then: list[str]) -> list[str]:
     camera.workdir.mkdir(parents=True, exist_ok=True)
     camera.host = NETNS_ADDR
     ready = camera.workdir / "ready"
-    body = "\n".join([
-        "set -e",
-        "ip link set lo up",
-        f"ip addr add {NETNS_ADDR}/32 dev lo",
-        "ip link set lo multicast on",
-        "ip route add 224.0.0.0/4 dev lo",
-        f"{shlex.join(camera.args(discovery=True))} --until-signal > {shlex.quote(str(ready))} 2>&1 &",
-        "CAM=$!",
-        "trap 'kill $CAM; wait $CAM' EXIT",
-        f"for i in $(seq 1 300); do grep -q ready {shlex.quote(str(ready))} && break; sleep 0.1; done",
-        shlex.join(then),
-    ])
+    body = "\n".join(
+        [
+            "set -e",
+            "ip link set lo up",
+            f"ip addr add {NETNS_ADDR}/32 dev lo",
+            "ip link set lo multicast on",
+            "ip route add 224.0.0.0/4 dev lo",
+            f"{shlex.join(camera.args(discovery=True))} --until-signal > {shlex.quote(str(ready))} 2>&1 &",
+            "CAM=$!",
+            "trap 'kill $CAM; wait $CAM' EXIT",
+            f"for i in $(seq 1 300); do grep -q ready {shlex.quote(str(ready))} && break; sleep 0.1; done",
+            shlex.join(then),
+        ]
+    )
     return ["unshare", "--net", "--kill-child", "sh", "-c", body]
 
 

@@ -27,8 +27,15 @@ class SkewedONVIF(ONVIFService):
 
     def get_system_date_time(self) -> str:
         now = time.gmtime(time.time() + self.offset_s)
-        body = self._render("get_system_date_time", hour=now.tm_hour, minute=now.tm_min, second=now.tm_sec,
-                            year=now.tm_year, month=now.tm_mon, day=now.tm_mday)
+        body = self._render(
+            "get_system_date_time",
+            hour=now.tm_hour,
+            minute=now.tm_min,
+            second=now.tm_sec,
+            year=now.tm_year,
+            month=now.tm_mon,
+            day=now.tm_mday,
+        )
         return self._wrap_envelope(body)
 
     def create_probe_match(self, relates_to: str) -> str:
@@ -37,9 +44,11 @@ class SkewedONVIF(ONVIFService):
         matches, and conforming clients (PyPI wsdiscovery, Home Assistant's) drop ipycam's reply.
         Real cameras send the conforming form, so the peer is corrected here, nothing else."""
         xml = super().create_probe_match(relates_to)
-        return (xml.replace("/discovery/ProbeMatch</wsa:Action>", "/discovery/ProbeMatches</wsa:Action>")
-                .replace("<d:ProbeMatch>", "<d:ProbeMatches><d:ProbeMatch>")
-                .replace("</d:ProbeMatch>", "</d:ProbeMatch></d:ProbeMatches>"))
+        return (
+            xml.replace("/discovery/ProbeMatch</wsa:Action>", "/discovery/ProbeMatches</wsa:Action>")
+            .replace("<d:ProbeMatch>", "<d:ProbeMatches><d:ProbeMatch>")
+            .replace("</d:ProbeMatch>", "</d:ProbeMatch></d:ProbeMatches>")
+        )
 
 
 class Shell:
@@ -62,10 +71,21 @@ def main() -> int:
     p.add_argument("--discovery", action="store_true", help="answer WS-Discovery probes (use in a netns)")
     p.add_argument("--until-signal", action="store_true", help="run until SIGTERM instead of stdin EOF")
     a = p.parse_args()
-    cfg = CameraConfig(name="Dock-Camera", manufacturer="PythonCam", model="VirtualCam-1",
-                       serial_number=a.serial, local_ip=a.host, onvif_port=a.port, rtsp_port=a.rtsp_port,
-                       main_stream_name="main", sub_stream_name="sub", main_width=640, main_height=360,
-                       sub_width=320, sub_height=180)
+    cfg = CameraConfig(
+        name="Dock-Camera",
+        manufacturer="PythonCam",
+        model="VirtualCam-1",
+        serial_number=a.serial,
+        local_ip=a.host,
+        onvif_port=a.port,
+        rtsp_port=a.rtsp_port,
+        main_stream_name="main",
+        sub_stream_name="sub",
+        main_width=640,
+        main_height=360,
+        sub_width=320,
+        sub_height=180,
+    )
     if a.user:
         cfg.username, cfg.password = a.user, a.password
     onvif = SkewedONVIF(cfg, None)

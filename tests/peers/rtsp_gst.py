@@ -60,8 +60,11 @@ class Server:
             factory.connect("media-configure", self._configured)
             if args.user:
                 perms = GstRtspServer.RTSPPermissions()
-                perms.add_role_from_structure(Gst.Structure.new_from_string(
-                    "user, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"))
+                perms.add_role_from_structure(
+                    Gst.Structure.new_from_string(
+                        "user, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"
+                    )
+                )
                 factory.set_permissions(perms)
             mounts.add_factory(f"/{tag}", factory)
         if args.user:
