@@ -61,10 +61,14 @@ class Worker(Component):
                 group = self._take(stop)
                 if group:
                     self._process_until_done(group, stop)
-                rx.housekeeping()
-                if time.monotonic() - last_prune >= PRUNE_EVERY_S:
-                    rx.prune()
-                    last_prune = time.monotonic()
+                try:
+                    rx.housekeeping()
+                    if time.monotonic() - last_prune >= PRUNE_EVERY_S:
+                        last_prune = time.monotonic()
+                        rx.prune()
+                except Exception:  # a worker that dies is silent; one that logs and goes on is not
+                    log.exception("housekeeping failed; going on")
+                    stop.wait(1.0)
         finally:
             rx.writer.conn.close()
 
@@ -82,7 +86,10 @@ class Worker(Component):
                 return
             except sqlite3.Error as exc:
                 self.rx.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("cannot commit %d messages (%s); retrying in %.0f s", len(group), exc, delay)
+                log.error("cannot commit %d messages (%s); retrying in %.1f s", len(group), exc, delay)
+            except Exception as exc:  # a bug outside any one message: keep the group, say so loudly
+                self.rx.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("cannot process %d messages; retrying in %.1f s", len(group), delay)
             if stop.wait(delay):
                 return
             delay = min(delay * 2, RETRY_MAX_S)
