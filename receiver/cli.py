@@ -169,10 +169,11 @@ def status(config_path: Path | None, as_json: bool, devices: tuple[str, ...]) ->
     with ReceiverStore(cfg.receiver.db) as store:
         devs = list(devices) or sorted(set(store.devices()) | registered | set(store.rejecting_senders()))
         states = [store.device_state(d) | {"registered": d in registered} for d in devs]
+        health = store.health()
     if as_json:
-        click.echo(json.dumps({"devices": states}, indent=2, sort_keys=True))
+        click.echo(json.dumps({"receiver": health, "devices": states}, indent=2, sort_keys=True))
     else:
-        click.echo(render_status(states), nl=False)
+        click.echo(render_status(states, health), nl=False)
 
 
 def _send(cfg: ReceiverConfig, dev: str, cmd: str, args: dict[str, Any]) -> str:

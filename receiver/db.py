@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = """
 CREATE TABLE devices (
@@ -96,7 +96,15 @@ CREATE TABLE media (
 );
 """
 
-MIGRATIONS = {1: _V1}
+_V2 = """
+CREATE TABLE health (                          -- the running receiver's own state, for `status`
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+"""
+
+MIGRATIONS = {1: _V1, 2: _V2}
 
 
 def connect(path: Path, *, writer: bool) -> sqlite3.Connection:

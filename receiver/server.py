@@ -135,6 +135,7 @@ class Receiver:
         self._cmd_lock = threading.Lock()
         self.commits = 0
         self.last_error: str | None = None
+        self._health_written: dict[str, str] = {}
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -261,7 +262,15 @@ class Receiver:
             log.info("gap at %s: asking for resend from seq %d", dev, from_seq)
             self.send_command(dev, "resend", {"from_seq": from_seq})
 
+    def _health(self) -> None:
+        """Write the link state and last error to the database when they change (status reads them)."""
+        now = {"broker": "connected" if self.link.connected else "disconnected", "last_error": self.last_error or ""}
+        if now != self._health_written:
+            self.writer.set_health(now)
+            self._health_written = now
+
     def housekeeping(self) -> None:
+        self._health()
         self.media.tick()
         self._publish_media_acks()
         self._ask_resends()

@@ -18,8 +18,14 @@ def _gaps(gaps: list[list[int]]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in gaps)
 
 
-def render_status(states: list[dict[str, Any]]) -> str:
+def render_status(states: list[dict[str, Any]], health: dict[str, Any] | None = None) -> str:
     lines: list[str] = []
+    if health:
+        broker = health.get("broker", {})
+        lines.append(f"receiver: broker {broker.get('value', '?')} (since {_when(broker.get('at'))})")
+        err = health.get("last_error", {})
+        if err.get("value"):
+            lines.append(f"  last error       {err['value']} ({_when(err.get('at'))})")
     if not states:
         lines.append("no devices have sent anything yet")
     for s in states:

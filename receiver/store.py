@@ -188,6 +188,10 @@ class ReceiverStore:
             "media_pending": int(media.get("pending", 0)),
         }
 
+    def health(self) -> dict[str, Any]:
+        """What the running receiver last wrote about itself: broker link and last error, with times."""
+        return {k: {"value": v, "at": at} for k, v, at in self.conn.execute("SELECT key, value, at FROM health")}
+
     def rejecting_senders(self) -> list[str]:
         """Every topic device that has a rejection, whether or not anything of it was ever accepted."""
         return [r[0] for r in self.conn.execute("SELECT DISTINCT dev FROM rejections ORDER BY dev")]

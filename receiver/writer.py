@@ -101,6 +101,21 @@ class Writer:
         """Drop the cached state of dev (after a rollback to a savepoint); it is read again when needed."""
         self._states.pop(dev, None)
 
+    def set_health(self, values: dict[str, str]) -> None:
+        """Record the receiver's own state (broker link, last error) in its own small transaction."""
+        at = now_ms()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.executemany(
+                "INSERT INTO health (key, value, at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, at = excluded.at",
+                [(k, v, at) for k, v in values.items()],
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+
     def gaps(self) -> list[tuple[str, int]]:
         """(device, first missing seq) for every device with verified batches beyond its chain."""
         rows = self.conn.execute("SELECT dev, contiguous FROM devices WHERE highest_seen > contiguous").fetchall()

@@ -26,5 +26,11 @@ def test_database_full_holds_the_ack_and_resumes_when_space_returns(
     conn.execute("PRAGMA max_page_count = 1073741823")
     agent.wait_ack(central, dev.dev, 2, timeout=40)  # retried with backoff (0.5, 1, 2, ... s)
     assert receiver.last_error is None
+
+    def health() -> dict[str, object]:
+        with ReceiverStore(receiver.config.receiver.db) as s:
+            return s.health()
+
+    wait_for(lambda: health().get("last_error", {}).get("value") == "", what="the cleared error")  # type: ignore[union-attr]
     with ReceiverStore(receiver.config.receiver.db) as s:
         assert s.record_count(dev.dev) == 402 and s.device_state(dev.dev)["rejections"] == 0
