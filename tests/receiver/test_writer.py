@@ -34,6 +34,7 @@ def test_rejections_are_pruned_to_the_newest(tmp_path: Path) -> None:
         reasons = [r["reason"] for r in s.rejections(dev.dev)]
         assert reasons == [f"number {i}" for i in range(50, 150)]
         assert len(s.rejections("other/dev/x")) == 1
+    w.conn.close()
 
 
 def test_held_batches_are_capped(tmp_path: Path) -> None:
@@ -54,3 +55,4 @@ def test_held_batches_are_capped(tmp_path: Path) -> None:
     assert result.ack_devs == {dev.dev} and w.state(dev.dev).contiguous == 4
     with ReceiverStore(tmp_path / "rx.sqlite3") as s:
         assert s.device_state(dev.dev)["gaps"] == [[5, 6]] and s.record_count(dev.dev) == 4
+    w.conn.close()
