@@ -12,7 +12,9 @@ ffmpeg's socket timeout ends it and we restart it with backoff.
 from __future__ import annotations
 
 import collections
+import ctypes
 import logging
+import signal
 import subprocess
 import threading
 import time
@@ -26,6 +28,19 @@ from drivers.camera.ring import Ring, Segment
 from drivers.camera.secrets import scrub
 
 log = logging.getLogger(__name__)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the forked child before exec: SIGKILL it when the thread that started it dies.
+
+    Without it, a SIGKILLed agent leaves ffmpeg recording on its own (ffmpeg ignores SIGPIPE),
+    and the restarted agent would start a second one on the same ring. Only an already
+    resolved C call runs here, no Python locks are taken between fork and exec.
+    """
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def ffmpeg_record_args(
@@ -137,7 +152,12 @@ class Recorder(Component):
         self.runs += 1
         self._stderr_tail.clear()
         self._proc = proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - see _die_with_parent
         )
         readers = [
             threading.Thread(target=self._read_list, args=(proc,), daemon=True, name=f"{self.name}:list"),
@@ -187,9 +207,7 @@ class Recorder(Component):
                     for seg, a, b in run
                 ]
             offset = candidate if offset is None else min(offset, candidate)
-            seg = self.ring.add(
-                self.ring.dir / Path(name).name, int(start * 1000 + offset), int(end * 1000 + offset)
-            )
+            seg = self.ring.add(self.ring.dir / Path(name).name, int(start * 1000 + offset), int(end * 1000 + offset))
             if seg is not None:
                 run = run[-100:] + [(seg, start, end)]
                 self.segments_written += 1

@@ -5,6 +5,9 @@ names its record; the central clip and snapshot commands are carried out."""
 from __future__ import annotations
 
 import hashlib
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,11 @@ def camera_over(tmp_path: Path, cam: RtspCamera, **extra: Any) -> dict[str, Any]
         "recording": {"dir": str(tmp_path / "recordings"), "segment_s": 1, "io_timeout_s": 3},
         **extra,
     }
+
+
+def finals(ring_dir: Path) -> list[Path]:
+    """Closed segments (START-END.ts), not the open part-RUN-N.ts."""
+    return sorted(p for p in ring_dir.glob("*.ts") if not p.name.startswith("part-"))
 
 
 def media_records(branch: Branch) -> list[dict[str, Any]]:
@@ -62,7 +70,7 @@ def test_rule_clip_names_its_record_and_arrives_verified(
     branch.start_receiver()
     agent = branch.start_agent(**camera_over(tmp_path, rtsp_camera, clip_rules=rules))
     ring_dir = tmp_path / "recordings" / "dock"
-    wait_for(lambda: len(list(ring_dir.glob("*-*.ts"))) >= 4, timeout=40, what="4 s of recording")
+    wait_for(lambda: len(finals(ring_dir)) >= 4, timeout=40, what="4 s of recording")
     moves = [
         {
             "kind": "stock_move",
@@ -96,7 +104,7 @@ def test_central_clip_and_snapshot_commands(tmp_path: Path, branch: Branch, rtsp
     branch.start_agent(with_api=False, **camera_over(tmp_path, rtsp_camera))
     ring_dir = tmp_path / "recordings" / "dock"
     segs = wait_for(
-        lambda: sorted(ring_dir.glob("*-*.ts"))[1:4] if len(list(ring_dir.glob("*-*.ts"))) >= 4 else None,
+        lambda: finals(ring_dir)[1:4] if len(finals(ring_dir)) >= 4 else None,
         timeout=40,
         what="4 s of recording",
     )
@@ -107,9 +115,7 @@ def test_central_clip_and_snapshot_commands(tmp_path: Path, branch: Branch, rtsp
     bad_cmd = rx.send_command(branch.device, "clip", {"camera": "till-9", "start": start, "end": end})
 
     def by_reason(cid: str) -> dict[str, Any] | None:
-        return next(
-            (m["data"] for m in media_records(branch) if m["data"]["reason"].get("command") == cid), None
-        )
+        return next((m["data"] for m in media_records(branch) if m["data"]["reason"].get("command") == cid), None)
 
     clip = wait_for(lambda: by_reason(clip_cmd), timeout=40, what="the commanded clip")
     snap = wait_for(lambda: by_reason(snap_cmd), timeout=40, what="the commanded snapshot")
@@ -132,3 +138,68 @@ def test_central_clip_and_snapshot_commands(tmp_path: Path, branch: Branch, rtsp
     assert wait_for(lambda: answer(clip_cmd), timeout=20, what="clip answer")["media"] == clip["media"]
     failed = wait_for(lambda: answer(bad_cmd), timeout=20, what="refusal of the unknown camera")
     assert failed["result"] == "failed" and "till-9" in failed["reason"]
+
+
+def ffmpeg_pids(ring_dir: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmd.startswith(b"ffmpeg") and str(ring_dir).encode() in cmd:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_agent_killed_mid_segment(tmp_path: Path, branch: Branch, rtsp_camera: RtspCamera) -> None:
+    """SIGKILL of the agent process: its ffmpeg dies with it (no orphan recording on its own),
+    the open segment stays readable and is named at the next start, and `coopagent camera clip`
+    cuts from it."""
+    ring_dir = tmp_path / "recordings" / "dock"
+    over = camera_over(tmp_path, rtsp_camera)
+    over["recording"]["segment_s"] = 30  # one long open segment
+    branch.start_agent_process(**over)
+    part = wait_for(
+        lambda: [p for p in ring_dir.glob("part-*.ts") if p.stat().st_size > 150_000],
+        timeout=40,
+        what="a few seconds in the open segment",
+    )[0]
+    assert len(ffmpeg_pids(ring_dir)) == 1
+    branch.kill_agent_process()
+    wait_for(lambda: not ffmpeg_pids(ring_dir), timeout=10, what="ffmpeg to die with the agent")
+    assert part.exists() and not finals(ring_dir)
+    size = part.stat().st_size
+    over["recording"]["segment_s"] = 1
+    branch.start_agent_process(**over)
+    seg = wait_for(lambda: finals(ring_dir), timeout=30, what="the part recovered")[0]
+    assert not part.exists() and seg.stat().st_size == size  # renamed, not rewritten
+    start, end = (int(x) for x in seg.stem.split("-"))
+    out = tmp_path / "after-kill.mp4"
+    conf = branch.write_agent_config(**over)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent.cli.main",
+            "camera",
+            "clip",
+            "dock",
+            "--config",
+            str(conf),
+            "--start",
+            str(start),
+            "--end",
+            str(end),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert float(ffprobe(out)["format"]["duration"]) >= (end - start) / 1000 - 0.3
+    branch.kill_agent_process(signal.SIGTERM)
+    wait_for(lambda: not ffmpeg_pids(ring_dir), timeout=10, what="ffmpeg stopped with the agent")
