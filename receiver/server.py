@@ -10,6 +10,7 @@ messages, and we PUBACK only after the commit.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import queue
 import sqlite3
@@ -36,6 +37,8 @@ TICK_S = 0.25  # housekeeping when idle: media asks, resends, refused publishes
 PRUNE_EVERY_S = 60.0
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
+REFUSED_MIN_S = 1.0
+REFUSED_MAX_S = 60.0
 
 
 @dataclass
@@ -136,6 +139,8 @@ class Receiver:
         self.commits = 0
         self.last_error: str | None = None
         self._health_written: dict[str, str] = {}
+        self._refused_delay: dict[tuple[str, bytes], float] = {}
+        self._retry_queue: list[tuple[float, str, bytes]] = []
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -274,9 +279,25 @@ class Receiver:
         self.media.tick()
         self._publish_media_acks()
         self._ask_resends()
-        for refused in self.link.take_refused():
-            # Acks and commands are idempotent for the agent; later ones supersede. Retry once per tick.
-            self.link.publish(refused.topic, refused.payload)
+        self._retry_refused()
+
+    def _retry_refused(self) -> None:
+        """Publish again what the broker refused, each message with its own doubling delay (1 s .. 60 s).
+
+        Acks and commands are idempotent for the agent, so a late or repeated one does no harm; a
+        refusal that will not go away (an ACL) must not become a tight loop of errors.
+        """
+        now = time.monotonic()
+        for r in self.link.take_refused():
+            key = (r.topic, r.payload)
+            delay = min(self._refused_delay.get(key, REFUSED_MIN_S / 2) * 2, REFUSED_MAX_S)
+            self._refused_delay[key] = delay
+            heapq.heappush(self._retry_queue, (now + delay, r.topic, r.payload))
+        while self._retry_queue and self._retry_queue[0][0] <= now:
+            _, topic, payload = heapq.heappop(self._retry_queue)
+            self.link.publish(topic, payload)
+        if len(self._refused_delay) > 10_000:
+            self._refused_delay.clear()
 
     def prune(self) -> None:
         w = self.writer
