@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 import agent
 from agent.api.auth import bearer_ok
-from agent.api.ingest import read_body
+from agent.api.ingest import ClientGone, read_body
 from agent.api.ingest_core import IngestCore, Reply, error
 from agent.api.schema import ERROR_RESPONSES, IdsOut, RecordsIn, data_schemas
 from agent.interfaces import StatusProvider
@@ -72,7 +72,10 @@ def build_app(
         )
         if isinstance(pre, Reply):
             return _json(pre)
-        body = await read_body(request.receive, core.max_body_bytes)
+        try:
+            body = await read_body(request.receive, core.max_body_bytes)
+        except ClientGone:
+            return Response(status_code=400)  # nobody is listening any more
         if body is None:
             return _json(core.too_large())
         return _json(await core.handle(body, pre))

@@ -29,6 +29,10 @@ async def _send(send: Send, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": reply.body})
 
 
+class ClientGone(Exception):
+    """The client disconnected before its body arrived: nothing to validate, nobody to answer."""
+
+
 async def read_body(receive: Receive, limit: int) -> bytes | None:
     """The whole body, or None as soon as it passes `limit` (chunked uploads have no length)."""
     chunks: list[bytes] = []
@@ -36,7 +40,7 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b""
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -67,7 +71,10 @@ class FastIngest:
         if isinstance(pre, Reply):
             await _send(send, pre)
             return
-        body = await read_body(receive, self.core.max_body_bytes)
+        try:
+            body = await read_body(receive, self.core.max_body_bytes)
+        except ClientGone:
+            return
         if body is None:
             await _send(send, self.core.too_large())
             return

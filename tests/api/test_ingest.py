@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import random
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -82,9 +83,7 @@ def test_401_missing_or_wrong_token_stores_nothing(serve: Serve, fast_path: bool
         check(r, 401, "missing or wrong bearer token")
         assert r.headers["www-authenticate"] == "Bearer"
         assert TOKEN not in r.text
-    r = api.client.post(
-        f"{api.url}/v1/records", json={"records": [rec()]}, headers={"authorization": f"Basic {TOKEN}"}
-    )
+    r = api.client.post(f"{api.url}/v1/records", json={"records": [rec()]}, headers={"authorization": f"Basic {TOKEN}"})
     assert r.status_code == 401
     assert api.count() == 0
 
@@ -152,9 +151,7 @@ def test_422_unknown_kind_missing_fields_and_media(serve: Serve) -> None:
     check(api.post({"records": [{"kind": ["sale"]}]}), 422, "records[0].kind: unknown kind ['sale']", 0)
     check(api.post({"records": [rec(), 5]}), 422, "records[1]: must be a map with kind and data", 1)
     media = {"kind": "media", "data": {"media": "m"}}
-    check(
-        api.post({"records": [rec(), media]}), 422, "records[1].kind: media records are made by the agent", 1
-    )
+    check(api.post({"records": [rec(), media]}), 422, "records[1].kind: media records are made by the agent", 1)
     check(api.post({"records": [rec(at=1_700_000_000)]}), 422, "records[0].at: 1700000000 is before 2020", 0)
     assert api.count() == 0
 
@@ -216,3 +213,16 @@ def test_mutated_records_get_a_4xx_with_a_reason_never_a_500(serve: Serve) -> No
             assert r.json()["reason"]
         seen.add(r.status_code)
     assert 422 in seen
+
+
+def test_a_client_that_hangs_up_mid_body_stores_nothing_and_harms_no_one(serve: Serve) -> None:
+    api = serve()
+    host, port = api.url.removeprefix("http://").rsplit(":", 1)
+    head = (
+        f"POST /v1/records HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(head.encode() + b'{"records": [{"kind": "weight", "da')
+    assert api.post({"records": [rec(id="after")]}).status_code == 201
+    assert api.count() == 1
