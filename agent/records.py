@@ -97,7 +97,7 @@ def _qty_or_weight(d: Any) -> Any:
     return d
 
 
-class _SaleLine(TypedDict):
+class SaleLine(TypedDict):
     __pydantic_config__ = _STRICT  # type: ignore[misc]
     gtin: GtinText
     qty: NotRequired[Number]
@@ -110,7 +110,7 @@ class _Sale(TypedDict):
     __pydantic_config__ = _STRICT  # type: ignore[misc]
     receipt: Text
     till: Text
-    lines: Annotated[list[Annotated[_SaleLine, AfterValidator(_qty_or_weight)]], Field(min_length=1)]
+    lines: Annotated[list[Annotated[SaleLine, AfterValidator(_qty_or_weight)]], Field(min_length=1)]
     total: int
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
     void: NotRequired[bool]
