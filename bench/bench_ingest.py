@@ -1,6 +1,6 @@
 """Ingest benchmark: the local API against raw SQLite, measured side by side in one run.
 
-    .venv/bin/python -m bench.bench_ingest [--seconds 10] [--compare-fastapi]
+    .venv/bin/python -m bench.bench_ingest [--seconds 10] [--compare-fastapi] [--breakdown]
 
 (a) records/s through POST /v1/records with 100 records a request, against executemany of
     the same rows into a WAL file with synchronous=FULL (goal: >= 25% of raw);
@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,39 @@ class Sink:
             return int(c.execute("SELECT count(*) FROM records").fetchone()[0])
 
 
+class StandIn:
+    """For --breakdown only: answers at once without storing. mode "null" measures HTTP and the
+    API's own handler; "validate" adds normalize_records and the buffer's record encoding (the
+    work Store.submit_nowait does on the loop thread). Not a sink for any other purpose."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.sink = self
+        self.groups = self.ops = 0
+
+    def submit_nowait(self, records: Any) -> Future[list[str]]:
+        fut: Future[list[str]] = Future()
+        if self.mode == "validate":
+            from buffer.store import encode_record
+
+            norm = normalize_records(records, "agent")
+            for r in norm:
+                encode_record(r)
+            fut.set_result([r.id for r in norm])
+        else:
+            fut.set_result(["-"] * len(records))
+        return fut
+
+    def submit(self, records: Any, timeout: float | None = None) -> list[str]:
+        return self.submit_nowait(records).result(timeout)
+
+    def stop(self) -> None:
+        pass
+
+    def count(self) -> int:
+        return -1
+
+
 # ---------------------------------------------------------------- API under wrk
 
 LUA = """
@@ -197,9 +231,16 @@ def wrk(url: str, body: bytes, tmp: Path, conns: int, seconds: float, threads: i
 
 
 def run_api(
-    tmp: Path, fast_path: bool, body: bytes, per_request: int, conns: int, seconds: float, threads: int
+    tmp: Path,
+    fast_path: bool,
+    body: bytes,
+    per_request: int,
+    conns: int,
+    seconds: float,
+    threads: int,
+    mode: str = "store",
 ) -> dict[str, Any]:
-    sub = tmp / f"api-{fast_path}-{per_request}"
+    sub = tmp / f"api-{fast_path}-{per_request}-{mode}"
     sub.mkdir()
     (sub / "api.token").write_text(TOKEN)
     cfg = AgentConfig.model_validate(
@@ -208,7 +249,7 @@ def run_api(
             "api": {"listen": f"127.0.0.1:{free_port()}", "token_file": str(sub / "api.token")},
         }
     )
-    sink = Sink(sub)
+    sink: Sink | StandIn = Sink(sub) if mode == "store" else StandIn(mode)
     comp = ApiComponent(cfg, sink.sink, lambda: {}, lambda: b"", fast_path=fast_path)
     stop = threading.Event()
     thread = threading.Thread(target=comp.run, args=(stop,), name="api")
@@ -216,9 +257,7 @@ def run_api(
     try:
         wait_for(comp.started.is_set, what="api listening")
         cpu0 = time.process_time()
-        result: dict[str, Any] = wrk(
-            f"http://{cfg.api.listen}/v1/records", body, sub, conns, seconds, threads
-        )
+        result: dict[str, Any] = wrk(f"http://{cfg.api.listen}/v1/records", body, sub, conns, seconds, threads)
         cpu_s = time.process_time() - cpu0
         result["server_cpu_pct"] = round(100 * cpu_s / seconds)
         # CPU per record says more than records/s on a machine shared with other work.
@@ -228,6 +267,9 @@ def run_api(
         thread.join(30)
         sink.stop()
     ok = result["requests"] - result["non2xx"]
+    if mode != "store":
+        result["records_per_s"] = round(result["rps"] * per_request)
+        return result
     stored = sink.count()
     # wrk counts only the replies it read before its deadline; requests still in flight then
     # were committed too, so the sink may hold a few more than ok * per_request, never fewer.
@@ -243,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--compare-fastapi", action="store_true", help="also run (b) through FastAPI's routing")
     ap.add_argument("--wrk-threads", type=int, default=1)
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also run (b) with a stand-in sink: HTTP+handler only, then + validation and encoding",
+    )
     args = ap.parse_args(argv)
     gtins = catalogue()
     records = [sale(gtins, i) for i in range(100)]
@@ -259,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"(a) 100 records/request, 8 connections: {a['records_per_s']:,} records/s = "
             f"{100 * a['records_per_s'] / raw:.1f}% of raw (goal 25%); p50 {a['p50']} p99 {a['p99']}; "
-        f"{a['requests_per_commit']} requests/commit; "
+            f"{a['requests_per_commit']} requests/commit; "
             f"server CPU {a['server_cpu_pct']}% = {a['server_cpu_us_per_record']} us/record",
             flush=True,
         )
@@ -280,6 +327,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"p50 {f['p50']} p99 {f['p99']}",
                 flush=True,
             )
+        if args.breakdown:
+            for mode in ("null", "validate"):
+                m = run_api(tmp, True, body1, 1, 8, args.seconds, args.wrk_threads, mode)
+                report[f"b_breakdown_{mode}"] = m
+                print(
+                    f"(b) breakdown, sink answers at once after {'nothing' if mode == 'null' else 'validate+encode'}: "
+                    f"{m['records_per_s']:,} requests/s; p50 {m['p50']}; {m['server_cpu_us_per_record']} us/request",
+                    flush=True,
+                )
     print(json.dumps(report, indent=1))
     return 0
 
