@@ -43,9 +43,12 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+def mem_mb(pid: int, key: str) -> float:
+    """VmRSS from status, or Pss from smaps_rollup: RSS counts each shared library page once per
+    process (ffmpeg maps ~50 MB of libraries), PSS shares them out, so a sum of PSS is the truth."""
+    path = Path(f"/proc/{pid}/status" if key == "VmRSS" else f"/proc/{pid}/smaps_rollup")
+    for line in path.read_text().splitlines():
+        if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -63,9 +66,31 @@ class Server:
     def __init__(self, width: int, height: int, fps: int) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            ["/usr/bin/python3", str(GST), "--port", str(self.port), "--width", str(width), "--height", str(height),
-             "--sub-width", "640", "--sub-height", "360", "--fps", str(fps), "--gop", str(fps), "--kbps", "4000",
-             "--shared"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "/usr/bin/python3",
+                str(GST),
+                "--port",
+                str(self.port),
+                "--width",
+                str(width),
+                "--height",
+                str(height),
+                "--sub-width",
+                "640",
+                "--sub-height",
+                "360",
+                "--fps",
+                str(fps),
+                "--gop",
+                str(fps),
+                "--kbps",
+                "4000",
+                "--shared",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for(lambda: port_open(self.port), timeout=20, what="RTSP server")
 
     def url(self, path: str) -> str:
@@ -89,9 +114,26 @@ def bench_record_and_clip(srv: Server, tmp: Path, seconds: float) -> dict[str, A
     ring = Ring(tmp / "rec", 60, 2**34)
     rec = Recorder("bench", lambda: srv.url("main"), ring, cfg)
     stop, t = run_component(rec)
-    bare = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-rtsp_transport", "tcp",
-                             "-i", srv.url("main"), "-map", "0:v:0", "-c", "copy", "-f", "mpegts",
-                             str(tmp / "bare.ts")])
+    bare = subprocess.Popen(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-rtsp_transport",
+            "tcp",
+            "-i",
+            srv.url("main"),
+            "-map",
+            "0:v:0",
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            str(tmp / "bare.ts"),
+        ]
+    )
     wait_for(lambda: rec._proc is not None and rec.segments_written >= 1, timeout=30, what="recording")
     ffm = rec._proc
     assert ffm is not None
@@ -114,19 +156,39 @@ def bench_record_and_clip(srv: Server, tmp: Path, seconds: float) -> dict[str, A
     t_cut = time.monotonic()
     clip = cut_clip(ring, start, end, tmp / "clip60.mp4")
     cut_s = time.monotonic() - t_cut
-    probe = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration:stream=width,height",
-                                       "-of", "json", str(clip.path)], capture_output=True, text=True).stdout)
-    return {"record_wall_s": round(wall, 1), "record_cpu_pct": round(100 * ours / wall, 2),
-            "bare_copy_cpu_pct": round(100 * theirs / wall, 2), "ratio": round(ours / theirs, 3) if theirs else None,
-            "ring_span_s": round(span, 1), "clip60_cut_s": round(cut_s, 3),
-            "clip60_duration_s": float(probe["format"]["duration"]),
-            "clip60_size_mb": round(clip.path.stat().st_size / 2**20, 1),
-            "clip60_resolution": f"{probe['streams'][0]['width']}x{probe['streams'][0]['height']}"}
+    probe = json.loads(
+        subprocess.run(
+            [
+                "ffprobe",
+                "-v",
+                "error",
+                "-show_entries",
+                "format=duration:stream=width,height",
+                "-of",
+                "json",
+                str(clip.path),
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    return {
+        "record_wall_s": round(wall, 1),
+        "record_cpu_pct": round(100 * ours / wall, 2),
+        "bare_copy_cpu_pct": round(100 * theirs / wall, 2),
+        "ratio": round(ours / theirs, 3) if theirs else None,
+        "ring_span_s": round(span, 1),
+        "clip60_cut_s": round(cut_s, 3),
+        "clip60_duration_s": float(probe["format"]["duration"]),
+        "clip60_size_mb": round(clip.path.stat().st_size / 2**20, 1),
+        "clip60_resolution": f"{probe['streams'][0]['width']}x{probe['streams'][0]['height']}",
+    }
 
 
 def grab_cfg(name: str, srv: Server, **over: Any) -> CameraConfig:
-    return CameraConfig.model_validate({"name": name, "url": srv.url("main"), "sub_url": srv.url("sub"),
-                                        "grab_fps": 2, **over})
+    return CameraConfig.model_validate(
+        {"name": name, "url": srv.url("main"), "sub_url": srv.url("sub"), "grab_fps": 2, **over}
+    )
 
 
 def bench_grab(srv: Server, seconds: float) -> dict[str, Any]:
@@ -138,37 +200,55 @@ def bench_grab(srv: Server, seconds: float) -> dict[str, Any]:
     c1, w1, f1 = cpu_s(os.getpid()), time.monotonic(), g.frames
     stop.set()
     t.join(20)
-    return {"grab_cpu_pct": round(100 * (c1 - c0) / (w1 - w0), 2), "grab_frames_per_s": round((f1 - f0) / (w1 - w0), 1),
-            "judged_per_s": 2}
+    return {
+        "grab_cpu_pct": round(100 * (c1 - c0) / (w1 - w0), 2),
+        "grab_frames_per_s": round((f1 - f0) / (w1 - w0), 1),
+        "judged_per_s": 2,
+    }
 
 
 def bench_rss(srv: Server, tmp: Path, n: int, seconds: float) -> dict[str, Any]:
+    """Cameras are added one by one, each recording and grabbing before the next starts (many
+    clients joining one shared gst-rtsp-server media at the same instant break it)."""
     cfg = RecordingConfig(segment_s=2, io_timeout_s=5)
     running = []
     for i in range(n):
         ring = Ring(tmp / f"rss{i}", 5, 2**30)
-        running.append(run_component(Recorder(f"c{i}", lambda: srv.url("main"), ring, cfg)))
+        rec = Recorder(f"c{i}", lambda: srv.url("main"), ring, cfg)
         g = FrameGrabber(grab_cfg(f"c{i}", srv), lambda: srv.url("sub"), lambda e, d: None)
-        running.append(run_component(g))
+        running += [run_component(rec), run_component(g)]
+        wait_for(lambda r=rec, g=g: r.segments_written >= 1 and g.frames > 0, timeout=60, what=f"camera {i}")
     me = os.getpid()
-    wait_for(lambda: len([c for c in children(me) if Path(f"/proc/{c}").exists()]) >= n, timeout=60, what="ffmpegs")
     threading.Event().wait(seconds)
-    kids = children(me)
-    own, kid_rss = rss_mb(me), sum(rss_mb(k) for k in kids if Path(f"/proc/{k}").exists())
+    kids = [k for k in children(me) if Path(f"/proc/{k}").exists()]
+    own = mem_mb(me, "VmRSS")
+    kid_rss = sum(mem_mb(k, "VmRSS") for k in kids)
+    kid_pss = sum(mem_mb(k, "Pss") for k in kids)
+    own_pss = mem_mb(me, "Pss")
     for stop, _ in running:
         stop.set()
     for _, t in running:
         t.join(20)
-    return {"cameras": n, "rss_agent_mb": round(own, 1), "rss_ffmpeg_children_mb": round(kid_rss, 1),
-            "rss_total_mb": round(own + kid_rss, 1), "ffmpeg_children": len(kids)}
+    return {
+        "cameras": n,
+        "rss_agent_mb": round(own, 1),
+        "pss_agent_mb": round(own_pss, 1),
+        "rss_ffmpeg_children_mb": round(kid_rss, 1),
+        "pss_ffmpeg_children_mb": round(kid_pss, 1),
+        "pss_total_mb": round(own_pss + kid_pss, 1),
+        "ffmpeg_children": len(kids),
+    }
 
 
 def bench_freeze(srv: Server) -> dict[str, Any]:
     events: list[tuple[str, float]] = []
-    g = FrameGrabber(grab_cfg("freeze", srv, stale_after_s=5), lambda: srv.url("sub"),
-                     lambda e, d: events.append((e, time.monotonic())))
+    g = FrameGrabber(
+        grab_cfg("freeze", srv, stale_after_s=5),
+        lambda: srv.url("sub"),
+        lambda e, d: events.append((e, time.monotonic())),
+    )
     stop, t = run_component(g)
-    wait_for(lambda: ("online" in [e for e, _ in events]), timeout=30, what="online")
+    wait_for(lambda: "online" in [e for e, _ in events], timeout=30, what="online")
     os.kill(srv.proc.pid, 19)  # SIGSTOP: frozen with the connections open
     frozen = time.monotonic()
     wait_for(lambda: "offline" in [e for e, _ in events], timeout=30, what="offline")
@@ -186,20 +266,22 @@ def main() -> int:
     p.add_argument("--cameras", type=int, default=8)
     p.add_argument("--fps", type=int, default=15)
     p.add_argument("--out", type=Path, default=Path("bench/results/camera.json"))
+    p.add_argument("--phases", default="record,grab,rss,freeze", help="comma-separated subset to run")
     a = p.parse_args()
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_1m": os.getloadavg()[0]}}
     srv = Server(1920, 1080, a.fps)
     try:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
-            results["record"] = bench_record_and_clip(srv, tmp, a.record_s)
-            print(json.dumps(results["record"]), flush=True)
-            results["grab"] = bench_grab(srv, a.grab_s)
-            print(json.dumps(results["grab"]), flush=True)
-            results["rss"] = bench_rss(srv, tmp, a.cameras, 10)
-            print(json.dumps(results["rss"]), flush=True)
-            results["freeze"] = bench_freeze(srv)
-            print(json.dumps(results["freeze"]), flush=True)
+            phases = {
+                "record": lambda: bench_record_and_clip(srv, tmp, a.record_s),
+                "grab": lambda: bench_grab(srv, a.grab_s),
+                "rss": lambda: bench_rss(srv, tmp, a.cameras, 10),
+                "freeze": lambda: bench_freeze(srv),
+            }
+            for name in a.phases.split(","):
+                results[name] = phases[name]()
+                print(json.dumps({name: results[name]}), flush=True)
     finally:
         srv.stop()
     results["machine"]["load_1m_after"] = os.getloadavg()[0]

@@ -138,7 +138,9 @@ class CameraConfig(Section):
 class RecordingConfig(Section):
     dir: Path | None = Field(None, description="ring of segments; default data_dir/recordings")
     segment_s: Annotated[float, Field(ge=1, le=60)] = Field(
-        2.0, description="target segment length; a segment always starts at a keyframe"
+        1.0,
+        description="target segment length; segments start at keyframes, so with segment_s <= the "
+        "camera's GOP each segment is one GOP and a clip starts at the keyframe before its start",
     )
     ring_minutes: Annotated[float, Field(ge=1, le=7 * 24 * 60)] = Field(60.0, description="per camera")
     ring_mb: Annotated[int, Field(ge=16, le=1_000_000)] = Field(2048, description="per camera")

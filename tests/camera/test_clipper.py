@@ -91,10 +91,11 @@ def test_pending_clip_survives_restart_and_is_cut_when_recorded(tmp_path: Path, 
     wait_for(lambda: media.calls, timeout=20, what="the clip handed to the media sink")
     (call,) = media.calls
     assert call["reason"] == {"record": "r-1", "rule": "dock-waste"} and call["media_type"] == "video/mp4"
-    assert (call["start_ms"], call["end_ms"]) == (BASE + 1500, BASE + 3500)
+    # from the keyframe that opens the segment holding the start (1 s GOP = 1 s segments)
+    assert (call["start_ms"], call["end_ms"]) == (BASE + 1000, BASE + 3500)
     info = ffprobe(call["path"])
     assert [(s["codec_name"], s["width"]) for s in info["streams"]] == [("h264", 320)]
-    assert 2.0 - 0.15 <= float(info["format"]["duration"]) <= 2.0 + 1.0 + 0.15
+    assert abs(float(info["format"]["duration"]) - 2.5) <= 0.15
     wait_for(lambda: not restarted.pending(), timeout=5, what="the request to be done")
     assert not Clipper({"dock": ring}, media, cfg, tmp_path / "work").pending()
     assert not list((tmp_path / "work").glob("clip-*.mp4"))  # nothing left behind

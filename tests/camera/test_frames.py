@@ -57,9 +57,7 @@ def grabber(cam: RtspCamera, events: Events, **over: Any) -> FrameGrabber:
 
 
 @pytest.mark.slow
-def test_frozen_stream_is_offline_within_ten_seconds_and_comes_back(
-    rtsp_camera: RtspCamera, running: Running
-) -> None:
+def test_frozen_stream_is_offline_within_ten_seconds_and_comes_back(rtsp_camera: RtspCamera, running: Running) -> None:
     events = Events()
     g = grabber(rtsp_camera, events)
     running.start(g)
@@ -136,3 +134,20 @@ def test_tamper_rules_on_synthetic_frames() -> None:
     assert judge.feed(scene, t + 3) is None
     end = judge.feed(scene, t + 4.2)
     assert end is not None and end[0] == "tamper_end"
+
+
+def test_motion_and_hours() -> None:
+    from drivers.camera.config import MotionConfig
+    from drivers.camera.tamper import MotionDetector, in_hours
+
+    assert in_hours("20:00-07:00", 21 * 60) and in_hours("20:00-07:00", 6 * 60 + 59)
+    assert not in_hours("20:00-07:00", 7 * 60) and not in_hours("20:00-07:00", 12 * 60)
+    assert in_hours("09:00-17:00", 9 * 60) and not in_hours("09:00-17:00", 17 * 60)
+    rng = np.random.default_rng(11)
+    scene = cv2.resize(rng.integers(0, 255, (18, 32), dtype=np.uint8), (320, 180), interpolation=cv2.INTER_NEAREST)
+    det = MotionDetector(MotionConfig(threshold=0.02))
+    assert not det.moving(scene) and not det.moving(scene)  # first frame, then the same
+    moved = scene.copy()
+    moved[40:120, 100:200] = 255 - moved[40:120, 100:200]  # something crosses a sixth of the view
+    assert det.moving(moved)
+    assert not det.moving(moved)
