@@ -184,7 +184,14 @@ class Receiver:
     # -- inbound ------------------------------------------------------------------------
 
     def _on_message(self, topic: str, payload: bytes, mid: int, qos: int, gen: int) -> None:
-        self.inbox.put(Inbound(topic, payload, mid, qos, gen))
+        item = Inbound(topic, payload, mid, qos, gen)
+        while True:
+            try:
+                self.inbox.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stop.is_set():  # stopping: drop it unacked; the broker sends it again next session
+                    return
 
     def process(self, group: list[Inbound]) -> None:
         w = self.writer
