@@ -326,17 +326,13 @@ def _json_round_trips(encoded: bytes, data: dict[str, Any]) -> bool:
 
 
 def _encode(kind: str, src: str, at: int | None, data: dict[str, Any]) -> bytes:
-    """Deterministic bytes for the fingerprint; 'J'/'C' prefixes keep the two encodings apart."""
+    """Deterministic bytes for the fingerprint, SHA-256 of what the source gave: kind, data, src,
+    and `at` only if the source set it (so a re-post that lets the agent fill `at` again still
+    matches). 'J'/'C' prefixes keep the two encodings apart."""
     try:
         return b"J" + orjson.dumps([kind, src, at, data], option=orjson.OPT_SORT_KEYS)
     except TypeError:  # bytes, or ints outside orjson's 64-bit range: CBOR carries both
         return b"C" + cbor2.dumps([kind, src, at, data], canonical=True)
-
-
-def fingerprint(kind: str, src: str, at: int | None, data: dict[str, Any]) -> bytes:
-    """SHA-256 of what the source gave: (kind, data, src, and `at` only if the source set it),
-    so a re-post that lets the agent fill `at` again still matches."""
-    return hashlib.sha256(_encode(kind, src, at, data)).digest()
 
 
 # ---------------------------------------------------------------- the entry point
@@ -373,8 +369,7 @@ def normalize_records(
             raise _fail(
                 index,
                 "",
-                f"unknown key {extra[0]!r}; a record has kind, data, id, at, src "
-                "(put anything else inside data)",
+                f"unknown key {extra[0]!r}; a record has kind, data, id, at, src (put anything else inside data)",
             )
         kind = rec.get("kind")
         if type(kind) is not str or kind not in allowed_kinds:
@@ -399,8 +394,7 @@ def normalize_records(
             raise _fail(
                 index,
                 ".id",
-                f"must be text of 1 to {ID_MAX} printable characters, "
-                f"e.g. a UUIDv7 or ULID (got {_shown(rid)})",
+                f"must be text of 1 to {ID_MAX} printable characters, e.g. a UUIDv7 or ULID (got {_shown(rid)})",
             )
         else:
             id_given = True
@@ -423,9 +417,7 @@ def normalize_records(
 
         src = rec.get("src", default_src)
         if not isinstance(src, str) or not 1 <= len(src) <= SRC_MAX or not src.isprintable():
-            raise _fail(
-                index, ".src", f"must be text of 1 to {SRC_MAX} printable characters (got {_shown(src)})"
-            )
+            raise _fail(index, ".src", f"must be text of 1 to {SRC_MAX} printable characters (got {_shown(src)})")
 
         encoded = _encode(kind, src, at, data)
         if not json_safe and not _json_round_trips(encoded, data):
@@ -437,8 +429,6 @@ def normalize_records(
                 f"record is {len(encoded)} bytes encoded; at most {MAX_RECORD_BYTES} fit in a batch",
             )
         out.append(
-            NormRecord(
-                rid, kind, now if at is None else at, src, data, id_given, hashlib.sha256(encoded).digest()
-            )
+            NormRecord(rid, kind, now if at is None else at, src, data, id_given, hashlib.sha256(encoded).digest())
         )
     return out

@@ -93,9 +93,7 @@ def build_app(
             return _json(error(401, "missing or wrong bearer token"))
         return Response(orjson.dumps(status()), media_type="application/json")
 
-    @app.get(
-        "/metrics", summary="Prometheus text; no token (loopback, counters only)", response_class=Response
-    )
+    @app.get("/metrics", summary="Prometheus text; no token (loopback, counters only)", response_class=Response)
     def get_metrics() -> Response:
         return Response(metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
@@ -104,9 +102,7 @@ def build_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            doc = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes
-            )
+            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             schemas = doc.setdefault("components", {}).setdefault("schemas", {})
             records = RecordsIn.model_json_schema(ref_template=_COMPONENTS)
             schemas.update(records.pop("$defs", {}))

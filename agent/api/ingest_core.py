@@ -29,9 +29,7 @@ DEFAULT_SRC = "api"
 # A commit normally takes milliseconds; past this the buffer is wedged. The records may still
 # land later, so the answer says to re-post with the same ids (idempotent) rather than new ones.
 COMMIT_TIMEOUT_S = 30.0
-API_REFUSED_KINDS = {
-    "media": "media records are made by the agent's cameras with their file; they cannot be posted"
-}
+API_REFUSED_KINDS = {"media": "media records are made by the agent's cameras with their file; they cannot be posted"}
 
 ERROR_WORDS = {
     400: "bad_request",
@@ -128,9 +126,7 @@ class IngestCore:
     ) -> Reply | str:
         """Everything decidable from the headers; returns the record's default src, or the refusal."""
         if not bearer_ok(authorization, self.token):
-            return error(
-                401, "missing or wrong bearer token (Authorization: Bearer <token from [api] token_file>)"
-            )
+            return error(401, "missing or wrong bearer token (Authorization: Bearer <token from [api] token_file>)")
         if not content_type_ok(content_type):
             shown = content_type.decode("latin-1")[:60] if content_type else "none"
             return error(415, f"Content-Type must be application/json (got {shown})")
@@ -153,8 +149,7 @@ class IngestCore:
     def too_large(self) -> Reply:
         return error(
             413,
-            f"body over {self.max_body_bytes} bytes ([api] max_body_bytes); split the records "
-            "into several requests",
+            f"body over {self.max_body_bytes} bytes ([api] max_body_bytes); split the records into several requests",
         )
 
     def parse(self, body: bytes, src: str) -> Reply | list[Any]:
@@ -176,8 +171,7 @@ class IngestCore:
         if len(records) > self.max_records:
             return error(
                 413,
-                f"{len(records)} records in one request; at most {self.max_records} "
-                "([api] max_records_per_request)",
+                f"{len(records)} records in one request; at most {self.max_records} ([api] max_records_per_request)",
             )
         for i, rec in enumerate(records):
             if type(rec) is dict:

@@ -13,23 +13,18 @@ from pydantic import BaseModel, Field
 
 from agent.records import ADAPTERS, ID_MAX, KINDS, SRC_MAX
 
-Kind = Literal[
-    "sale", "stock_move", "count", "count_session", "scan", "weight", "media", "device_event", "gap"
-]
+Kind = Literal["sale", "stock_move", "count", "count_session", "scan", "weight", "media", "device_event", "gap"]
 assert set(Kind.__args__) == set(KINDS)  # type: ignore[attr-defined]
 
 
 class RecordIn(BaseModel):
     kind: Kind = Field(description="a spec kind; `media` is refused over the API")
-    data: dict[str, Any] = Field(
-        description="as the kind says (see the <Kind>Data schemas); more keys are kept"
-    )
+    data: dict[str, Any] = Field(description="as the kind says (see the <Kind>Data schemas); more keys are kept")
     id: str | None = Field(
         None,
         min_length=1,
         max_length=ID_MAX,
-        description="your own unique id (UUIDv7 or ULID recommended) makes a re-post "
-        "idempotent; default: a new UUIDv7",
+        description="your own unique id (UUIDv7 or ULID recommended) makes a re-post idempotent; default: a new UUIDv7",
     )
     at: int | None = Field(None, description="epoch milliseconds UTC, from 2020 to now + 1 day; default: now")
     src: str | None = Field(
@@ -41,9 +36,7 @@ class RecordIn(BaseModel):
 
 
 class RecordsIn(BaseModel):
-    records: list[RecordIn] = Field(
-        min_length=1, description="all or nothing: one bad record refuses them all"
-    )
+    records: list[RecordIn] = Field(min_length=1, description="all or nothing: one bad record refuses them all")
 
 
 class IdsOut(BaseModel):

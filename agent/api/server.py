@@ -47,9 +47,7 @@ def check_listen(api: ApiSection) -> list[tuple[int, str]]:
     try:
         infos = socket.getaddrinfo(api.host, api.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise ValueError(
-            f"[api] listen = {api.listen!r}: cannot resolve {api.host!r}: {exc.strerror}"
-        ) from None
+        raise ValueError(f"[api] listen = {api.listen!r}: cannot resolve {api.host!r}: {exc.strerror}") from None
     out: list[tuple[int, str]] = []
     for family, _, _, _, addr in infos:
         ip = ipaddress.ip_address(str(addr[0]).split("%")[0])
@@ -84,9 +82,7 @@ def bind(api: ApiSection) -> list[socket.socket]:
                 if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
                     skipped.append(f"{host} ({exc.strerror})")
                     continue
-                raise OSError(
-                    exc.errno, f"[api] listen: cannot bind {host} port {api.port}: {exc.strerror}"
-                ) from None
+                raise OSError(exc.errno, f"[api] listen: cannot bind {host} port {api.port}: {exc.strerror}") from None
             socks.append(sock)
             sock.listen(1024)
             sock.setblocking(False)

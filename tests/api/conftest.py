@@ -95,9 +95,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Api]]:
         cfg = make_config(tmp_path, **api)
         store = make_store(tmp_path / f"buffer{len(started)}.sqlite3", **(store_opts or {}))
         sink = wrap(store) if wrap else store
-        comp = ApiComponent(
-            cfg, sink, status_doc, lambda: b"# HELP coop_test 1\ncoop_test 1\n", fast_path=fast_path
-        )
+        comp = ApiComponent(cfg, sink, status_doc, lambda: b"# HELP coop_test 1\ncoop_test 1\n", fast_path=fast_path)
         stop = threading.Event()
         t = threading.Thread(target=comp.run, args=(stop,), name="api-under-test")
         t.start()

@@ -136,9 +136,7 @@ def test_closed_count_session_needs_totals_and_stock_move_type_is_an_enum() -> N
 
 
 def test_envelope_rules() -> None:
-    assert reason([{"kind": "nope", "data": {}}]).startswith(
-        "records[0].kind: unknown kind 'nope'; allowed: sale,"
-    )
+    assert reason([{"kind": "nope", "data": {}}]).startswith("records[0].kind: unknown kind 'nope'; allowed: sale,")
     assert reason([{"data": {}}]).startswith("records[0].kind: missing kind")
     assert reason([{"kind": ["sale"], "data": {}}]).startswith("records[0].kind: unknown kind ['sale']")
     assert reason([{"kind": "weight"}]) == "records[0].data: missing data"
@@ -243,8 +241,7 @@ json_leaf = (
 json_value = st.recursive(
     json_leaf,
     lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.text(max_size=8) | st.integers(0, 3), inner, max_size=5)
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | st.integers(0, 3), inner, max_size=5)
     ),
     max_leaves=20,
 )

@@ -125,15 +125,10 @@ def test_openapi_lists_the_routes_and_the_kinds(serve: Serve) -> None:
     doc = api.client.get(f"{api.url}/openapi.json").json()
     post = doc["paths"]["/v1/records"]["post"]
     assert set(post["responses"]) >= {"201", "400", "401", "409", "413", "415", "422", "503", "507"}
-    assert (
-        post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-        == "#/components/schemas/RecordsIn"
-    )
+    assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/RecordsIn"
     assert {"/v1/status", "/metrics"} <= set(doc["paths"])
     schemas = doc["components"]["schemas"]
-    assert {"RecordsIn", "RecordIn", "SaleData", "StockMoveData", "GapData", "ApiError", "IdsOut"} <= set(
-        schemas
-    )
+    assert {"RecordsIn", "RecordIn", "SaleData", "StockMoveData", "GapData", "ApiError", "IdsOut"} <= set(schemas)
     assert set(schemas["SaleData"]["required"]) == {"receipt", "till", "lines", "total", "currency"}
     assert "HTTPBearer" in doc["components"]["securitySchemes"]
 
@@ -241,9 +236,16 @@ def test_stop_lets_the_request_in_flight_finish_with_its_201(tmp_path: Path) -> 
     replies: list[httpx.Response] = []
     try:
         wait_for(comp.started.is_set, what="listening")
-        poster = threading.Thread(target=lambda: replies.append(httpx.post(
-            f"http://{cfg.api.listen}/v1/records", json={"records": [rec(id="late")]},
-            headers={"authorization": f"Bearer {TOKEN}"}, timeout=20)))
+        poster = threading.Thread(
+            target=lambda: replies.append(
+                httpx.post(
+                    f"http://{cfg.api.listen}/v1/records",
+                    json={"records": [rec(id="late")]},
+                    headers={"authorization": f"Bearer {TOKEN}"},
+                    timeout=20,
+                )
+            )
+        )
         poster.start()
         assert sink.submitted.wait(10)
         stop.set()  # the server stops taking new connections but owes this request its answer
@@ -262,9 +264,7 @@ def test_stop_lets_the_request_in_flight_finish_with_its_201(tmp_path: Path) -> 
         store.close()
 
 
-def test_a_commit_that_never_comes_is_a_503_and_a_repost_is_safe(
-    serve: Serve, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_commit_that_never_comes_is_a_503_and_a_repost_is_safe(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ingest_core, "COMMIT_TIMEOUT_S", 0.3)
     gated: list[Gated] = []
     api = serve(wrap=lambda s: gated.append(Gated(s)) or gated[0])
