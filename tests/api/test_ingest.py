@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.api.conftest import TOKEN, Api, stored
 from tests.api.test_records import VALID
@@ -226,3 +227,24 @@ def test_a_client_that_hangs_up_mid_body_stores_nothing_and_harms_no_one(serve: 
         s.sendall(head.encode() + b'{"records": [{"kind": "weight", "da')
     assert api.post({"records": [rec(id="after")]}).status_code == 201
     assert api.count() == 1
+
+
+def test_requests_and_records_are_counted_for_prometheus(serve: Serve) -> None:
+    api = serve()
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (
+        value("coop_api_ingest_requests_total", code="201"),
+        value("coop_api_ingest_requests_total", code="401"),
+        value("coop_api_ingest_records_total"),
+    )
+    assert api.post({"records": [rec(), rec()]}).status_code == 201
+    assert api.post({"records": [rec()]}, token="nope").status_code == 401
+    after = (
+        value("coop_api_ingest_requests_total", code="201"),
+        value("coop_api_ingest_requests_total", code="401"),
+        value("coop_api_ingest_records_total"),
+    )
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 2]
