@@ -269,21 +269,21 @@ def main() -> int:
     p.add_argument("--phases", default="record,grab,rss,freeze", help="comma-separated subset to run")
     a = p.parse_args()
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_1m": os.getloadavg()[0]}}
-    srv = Server(1920, 1080, a.fps)
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            tmp = Path(d)
-            phases = {
-                "record": lambda: bench_record_and_clip(srv, tmp, a.record_s),
-                "grab": lambda: bench_grab(srv, a.grab_s),
-                "rss": lambda: bench_rss(srv, tmp, a.cameras, 10),
-                "freeze": lambda: bench_freeze(srv),
-            }
-            for name in a.phases.split(","):
-                results[name] = phases[name]()
-                print(json.dumps({name: results[name]}), flush=True)
-    finally:
-        srv.stop()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        phases = {
+            "record": lambda srv: bench_record_and_clip(srv, tmp, a.record_s),
+            "grab": lambda srv: bench_grab(srv, a.grab_s),
+            "rss": lambda srv: bench_rss(srv, tmp, a.cameras, 10),
+            "freeze": lambda srv: bench_freeze(srv),
+        }
+        for name in a.phases.split(","):
+            srv = Server(1920, 1080, a.fps)  # a fresh camera per phase: no state carried over
+            try:
+                results[name] = phases[name](srv)
+            finally:
+                srv.stop()
+            print(json.dumps({name: results[name]}), flush=True)
     results["machine"]["load_1m_after"] = os.getloadavg()[0]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=2))

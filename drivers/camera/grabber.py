@@ -36,11 +36,15 @@ _ENV_LOCK = threading.Lock()  # opencv reads its FFmpeg options from the environ
 
 def open_capture(url: str, transport: str, timeout_s: float) -> cv2.VideoCapture | None:
     """Open with open and read timeouts; None if the stream does not open in time."""
+    # One decoder thread: a sub stream decodes easily on one core, and FFmpeg's default (one
+    # per core, each with its own frame buffers) cost 4 MB and 2 threads per camera here.
     params = [
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
         int(timeout_s * 1000),
         cv2.CAP_PROP_READ_TIMEOUT_MSEC,
         int(timeout_s * 1000),
+        cv2.CAP_PROP_N_THREADS,
+        1,
     ]
     with _ENV_LOCK:
         os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{transport}"
@@ -91,9 +95,7 @@ class FrameGrabber(Component):
         """JPEG of the newest frame and its epoch ms; raises LookupError if there is none fresh."""
         got = self.latest()
         if got is None:
-            raise LookupError(
-                f"camera {self.cfg.name} has no frame younger than {self.cfg.stale_after_s:g} s"
-            )
+            raise LookupError(f"camera {self.cfg.name} has no frame younger than {self.cfg.stale_after_s:g} s")
         ok, buf = cv2.imencode(".jpg", got[1], [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise LookupError("JPEG encoding failed")
@@ -107,9 +109,7 @@ class FrameGrabber(Component):
         cannot wait for grab() to return: it is the age of the last frame, checked twice a second.
         """
         reader_stop = threading.Event()
-        reader = threading.Thread(
-            target=self._reader, args=(reader_stop,), daemon=True, name=f"{self.name}:read"
-        )
+        reader = threading.Thread(target=self._reader, args=(reader_stop,), daemon=True, name=f"{self.name}:read")
         started = time.monotonic()
         reader.start()
         try:
@@ -146,9 +146,7 @@ class FrameGrabber(Component):
             backoff = 1.0 if got else min(backoff * 2, self.cfg.reconnect_max_s)
             if stop.is_set():
                 break
-            log.debug(
-                "camera %s: reconnecting to %s in %.0f s", self.cfg.name, scrub(url, *self.secrets), backoff
-            )
+            log.debug("camera %s: reconnecting to %s in %.0f s", self.cfg.name, scrub(url, *self.secrets), backoff)
             stop.wait(backoff)
 
     def _read(self, cap: cv2.VideoCapture, stop: threading.Event) -> bool:

@@ -203,3 +203,31 @@ def test_agent_killed_mid_segment(tmp_path: Path, branch: Branch, rtsp_camera: R
     assert float(ffprobe(out)["format"]["duration"]) >= (end - start) / 1000 - 0.3
     branch.kill_agent_process(signal.SIGTERM)
     wait_for(lambda: not ffmpeg_pids(ring_dir), timeout=10, what="ffmpeg stopped with the agent")
+
+
+def test_motion_clip_and_periodic_snapshot(tmp_path: Path, branch: Branch, rtsp_camera: RtspCamera) -> None:
+    """Motion in the configured hours makes a clip; snapshot_interval_s makes periodic JPEGs."""
+    over = camera_over(tmp_path, rtsp_camera)
+    over["cameras"][0].update(
+        snapshot_interval_s=2,
+        tamper={"enabled": False},
+        motion={"enabled": True, "hours": "00:00-23:59", "clip_s": 2, "cooldown_s": 600, "threshold": 0.01},
+    )
+    branch.start_receiver()
+    branch.start_agent(with_api=False, **over)
+    snap = wait_for(
+        lambda: next((m["data"] for m in media_records(branch) if "periodic_s" in m["data"]["reason"]), None),
+        timeout=40,
+        what="a periodic snapshot",
+    )
+    assert snap["type"] == "image/jpeg"
+    verified(branch, snap)
+    assert not [m for m in media_records(branch) if m["data"]["reason"].get("motion")]  # a still scene
+    rtsp_camera.pattern("ball")  # a moving ball: motion
+    clip = wait_for(
+        lambda: next((m["data"] for m in media_records(branch) if m["data"]["reason"].get("motion")), None),
+        timeout=40,
+        what="a motion clip",
+    )
+    assert clip["type"] == "video/mp4" and clip["end"] - clip["start"] >= 6000
+    verified(branch, clip)
