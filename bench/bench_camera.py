@@ -175,8 +175,10 @@ def bench_record_and_clip(srv: Server, tmp: Path, seconds: float) -> dict[str, A
     return {
         "record_wall_s": round(wall, 1),
         "record_cpu_pct": round(100 * ours / wall, 2),
+        "record_ffmpeg_only_cpu_pct": round(100 * (t1[0] - t0[0]) / wall, 2),
         "bare_copy_cpu_pct": round(100 * theirs / wall, 2),
         "ratio": round(ours / theirs, 3) if theirs else None,
+        "ratio_ffmpeg_only": round((t1[0] - t0[0]) / theirs, 3) if theirs else None,
         "ring_span_s": round(span, 1),
         "clip60_cut_s": round(cut_s, 3),
         "clip60_duration_s": float(probe["format"]["duration"]),
