@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from agent.config.base import Section
+from drivers.camera.secrets import scrub
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 HOURS_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
@@ -113,6 +114,18 @@ class CameraConfig(Section):
     onvif_poll_s: Annotated[float, Field(ge=10, le=86400)] = Field(600.0, description="ONVIF re-check period")
     tamper: TamperConfig = Field(default_factory=lambda: TamperConfig.model_validate({}))
     motion: MotionConfig = Field(default_factory=lambda: MotionConfig.model_validate({}))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hide_url_credentials(cls, data: Any) -> Any:
+        """A URL with user:pass@ is refused below; scrub it first, because config errors echo the
+        bad value (`cameras[0].url = '...'`) to the terminal and the journal."""
+        if isinstance(data, dict):
+            for key in ("url", "sub_url"):
+                v = data.get(key)
+                if isinstance(v, str) and "@" in v:
+                    data = {**data, key: scrub(v)}
+        return data
 
     @field_validator("name")
     @classmethod
