@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import cbor2
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from agent.api.server import ApiComponent
 from agent.config.model import AgentConfig
@@ -22,6 +24,10 @@ from buffer.writer import SealOptions
 from tests.peers.net import free_port, wait_for
 
 TOKEN = "t0ken-for-tests-0123456789abcdef"
+
+# Hypothesis caches constants under ./.hypothesis while collecting, even with database=None:
+# point it at a temporary folder before the test modules are imported.
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="coop-hypothesis-"))
 DEV = "coop-a/branch-1/agent-1"
 
 
