@@ -155,8 +155,9 @@ class AgentSide:
         return [dict(verify1(p, keys).payload) for t, p in msgs if t.endswith("/" + leaf)]
 
     def wait_ack(self, central: Ed25519PublicKey, dev: str, seq: int, timeout: float = 10) -> None:
+        """Until an ack covers seq: acks are coalesced per commit, so the one for seq may say seq + k."""
         wait_for(
-            lambda: any(a.get("dev") == dev and a.get("seq") == seq for a in self.decoded(central, "ack")),
+            lambda: any(a.get("dev") == dev and a.get("seq", 0) >= seq for a in self.decoded(central, "ack")),
             timeout=timeout,
             what=f"ack of {dev} seq {seq}",
         )
