@@ -176,9 +176,7 @@ def test_cmd(config_path: Path | None, name: str) -> None:
     try:
         if cam.onvif is not None:
             info = src.refresh()
-            click.echo(
-                f"onvif    {info.manufacturer} {info.model} serial {info.serial} firmware {info.firmware}"
-            )
+            click.echo(f"onvif    {info.manufacturer} {info.model} serial {info.serial} firmware {info.firmware}")
             drift = "unknown" if info.clock_drift_s is None else f"{info.clock_drift_s:+.1f} s"
             click.echo(f"clock    camera is {drift} from this PC (threshold {cam.clock_drift_s:g} s)")
         urls = {"main": src.main_url(), "sub": src.sub_url()}

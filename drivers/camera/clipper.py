@@ -111,9 +111,7 @@ class Clipper(Component):
         """For central commands: block until due (bounded by clip_max_s), then cut and send."""
         delay = self.due_at(req) - time.time()
         if delay > self.cfg.clip_max_s:
-            raise ValueError(
-                f"clip end is {delay:.0f} s in the future; at most {self.cfg.clip_max_s:g} s allowed"
-            )
+            raise ValueError(f"clip end is {delay:.0f} s in the future; at most {self.cfg.clip_max_s:g} s allowed")
         ring = self.rings[req.camera]
         waiter = stop or threading.Event()
         while True:

@@ -39,9 +39,7 @@ class OnvifConfig(Section):
     host: str = Field(description="camera address; followed by serial number when DHCP moves it")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(80, description="ONVIF device service port")
     serial: str | None = Field(None, description="expected serial number; enables re-discovery by serial")
-    main_profile: Annotated[int, Field(ge=0, le=31)] = Field(
-        0, description="index in GetProfiles for recording"
-    )
+    main_profile: Annotated[int, Field(ge=0, le=31)] = Field(0, description="index in GetProfiles for recording")
     sub_profile: Annotated[int, Field(ge=0, le=31)] | None = Field(
         None, description="index in GetProfiles for frame grabbing; default the last profile"
     )
@@ -72,9 +70,7 @@ class TamperConfig(Section):
 
 class MotionConfig(Section):
     enabled: bool = False
-    hours: str = Field(
-        "20:00-07:00", description="local HH:MM-HH:MM when motion makes a clip (after closing)"
-    )
+    hours: str = Field("20:00-07:00", description="local HH:MM-HH:MM when motion makes a clip (after closing)")
     threshold: Annotated[float, Field(gt=0, le=1)] = Field(
         0.02, description="share of changed pixels that counts as motion"
     )
@@ -95,9 +91,7 @@ class CameraConfig(Section):
     sub_url: str | None = Field(None, description="sub stream for frames; default the main stream")
     onvif: OnvifConfig | None = Field(None, description="ask the camera for its stream URIs instead of url")
     username: str | None = None
-    password_file: Path | None = Field(
-        None, description="file with the password; relative = $CREDENTIALS_DIRECTORY"
-    )
+    password_file: Path | None = Field(None, description="file with the password; relative = $CREDENTIALS_DIRECTORY")
     transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport; tcp survives NAT and loss")
     record: bool = Field(True, description="keep a continuous ring of the main stream")
     grab_fps: Annotated[float, Field(gt=0, le=30)] = Field(2.0, description="frames judged per second")

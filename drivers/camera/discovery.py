@@ -66,9 +66,7 @@ def discover(user: str | None = None, password: str | None = None, timeout_s: fl
     return result
 
 
-def find_by_serial(
-    serial: str, user: str | None, password: str | None, timeout_s: float = 3.0
-) -> Found | None:
+def find_by_serial(serial: str, user: str | None, password: str | None, timeout_s: float = 3.0) -> Found | None:
     for f in discover(user, password, timeout_s):
         if f.info is not None and f.info.serial == serial:
             return f

@@ -67,8 +67,7 @@ class OnvifInfo:
 def _is_auth_failure(exc: BaseException) -> bool:
     text = f"{type(exc).__name__} {exc}".lower()
     return any(
-        s in text
-        for s in ("not authorized", "notauthorized", "unauthorized", "autherror", "authentication", "401")
+        s in text for s in ("not authorized", "notauthorized", "unauthorized", "autherror", "authentication", "401")
     )
 
 
@@ -77,8 +76,7 @@ def classify(exc: BaseException, where: str, *secrets: str | None) -> CameraErro
     text = scrub(str(exc) or type(exc).__name__, *secrets)
     if _is_auth_failure(exc):
         return CameraAuthError(
-            f"{where}: ONVIF authentication failed (wrong username or password?); "
-            "not retried until the config changes"
+            f"{where}: ONVIF authentication failed (wrong username or password?); not retried until the config changes"
         )
     if (
         isinstance(exc, (OSError, asyncio.TimeoutError, TimeoutError))

@@ -86,9 +86,7 @@ class CameraSystem:
         source = CameraSource(cam, lambda ev, d: self.event(name, ev, d))
         self.sources[name] = source
         if cam.record:
-            ring = Ring(
-                self.dir / name, self.rec_cfg.ring_minutes, self.rec_cfg.ring_mb * 2**20, self.rec_cfg.ffprobe
-            )
+            ring = Ring(self.dir / name, self.rec_cfg.ring_minutes, self.rec_cfg.ring_mb * 2**20, self.rec_cfg.ffprobe)
             self.rings[name] = ring
             self.components.append(
                 Recorder(

@@ -77,9 +77,7 @@ class TamperJudge:
             return Verdict(None, m)
         corr = correlation(thumb(gray), self.ref_thumb)
         sharp = sharpness(gray)
-        m.update(
-            correlation=round(corr, 3), sharpness=round(sharp, 1), ref_sharpness=round(self.ref_sharpness, 1)
-        )
+        m.update(correlation=round(corr, 3), sharpness=round(sharp, 1), ref_sharpness=round(self.ref_sharpness, 1))
         if corr < self.cfg.moved_ratio:
             return Verdict("moved", m)
         if self.ref_sharpness > 0 and sharp < self.cfg.blur_ratio * self.ref_sharpness:

@@ -74,9 +74,7 @@ def test_source_gives_credentialed_stream_urls_and_reports_clock_drift(tmp_path:
     cam = OnvifCamera(tmp_path / "onvif", rtsp_port=free_port(), clock_offset_s=120).start()
     try:
         events: list[tuple[str, dict[str, Any]]] = []
-        src = CameraSource(
-            cam_cfg(tmp_path, cam, cam.password, serial=cam.serial), lambda e, d: events.append((e, d))
-        )
+        src = CameraSource(cam_cfg(tmp_path, cam, cam.password, serial=cam.serial), lambda e, d: events.append((e, d)))
         url = src.main_url()
         assert url == f"rtsp://admin:s3cret-Pa55@127.0.0.1:{cam.rtsp_port}/main"
         assert [e for e, _ in events] == ["clock_drift"]
@@ -95,9 +93,7 @@ def test_discover_cli_in_private_netns(tmp_path: Path) -> None:
     pw.write_text(cam.password)
     cmd = netns_script(
         cam,
-        agent_cli(
-            "camera", "discover", "--timeout", "3", "--json", "--user", cam.user, "--password-file", str(pw)
-        ),
+        agent_cli("camera", "discover", "--timeout", "3", "--json", "--user", cam.user, "--password-file", str(pw)),
     )
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -32,9 +32,7 @@ def span(ring: Ring) -> float:
 
 
 @pytest.mark.slow
-def test_clip_is_stream_copy_of_the_requested_span(
-    tmp_path: Path, rtsp_camera: RtspCamera, running: Running
-) -> None:
+def test_clip_is_stream_copy_of_the_requested_span(tmp_path: Path, rtsp_camera: RtspCamera, running: Running) -> None:
     rec = make_recorder(tmp_path, rtsp_camera)
     running.start(rec)
     wait_for(lambda: span(rec.ring) >= 7, timeout=30, what="7 s of recording")

@@ -45,9 +45,7 @@ def secret_free(text: str) -> bool:
 
 
 @pytest.mark.slow
-def test_credentials_never_in_logs_or_cli(
-    tmp_path: Path, running: Running, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_credentials_never_in_logs_or_cli(tmp_path: Path, running: Running, caplog: pytest.LogCaptureFixture) -> None:
     cam = RtspCamera(tmp_path / "rtsp", user="cam", password=SECRET).start()
     try:
         good, bad = tmp_path / "good.pw", tmp_path / "bad.pw"
@@ -79,9 +77,7 @@ def test_credentials_never_in_logs_or_cli(
             )
             parts[label] = (
                 rec,
-                running.start(
-                    FrameGrabber(cfg, src.sub_url, lambda e, d: events.append((e, d)), src.secrets)
-                ),
+                running.start(FrameGrabber(cfg, src.sub_url, lambda e, d: events.append((e, d)), src.secrets)),
             )
             running.start(rec)
         ok_rec, ok_grab = parts["ok"]

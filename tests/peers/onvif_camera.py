@@ -73,9 +73,7 @@ class OnvifCamera:
         self.proc = subprocess.Popen(self.args(), stdin=subprocess.PIPE, stdout=log, stderr=log, text=True)
         log.close()
         proc = self.proc
-        wait_for(
-            lambda: port_open(self.port) or proc.poll() is not None, timeout=30, what="ipycam ONVIF to listen"
-        )
+        wait_for(lambda: port_open(self.port) or proc.poll() is not None, timeout=30, what="ipycam ONVIF to listen")
         if proc.poll() is not None:
             raise RuntimeError(f"ipycam exited: {(self.workdir / 'onvif.log').read_text()[-2000:]}")
         return self

@@ -66,16 +66,12 @@ class RtspCamera:
         if self.user:
             args += ["--user", self.user, "--password", self.password]
         log = open(self.workdir / "rtsp.log", "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True
-        )
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
         log.close()
         self._answers.clear()
         threading.Thread(target=self._read, args=(self.proc,), daemon=True, name="rtsp-peer-out").start()
         proc = self.proc
-        wait_for(
-            lambda: port_open(self.port) or proc.poll() is not None, timeout=15, what="RTSP server to listen"
-        )
+        wait_for(lambda: port_open(self.port) or proc.poll() is not None, timeout=15, what="RTSP server to listen")
         if proc.poll() is not None:
             raise RuntimeError(f"RTSP server exited: {(self.workdir / 'rtsp.log').read_text()[-2000:]}")
         return self
