@@ -91,10 +91,10 @@ class CameraSource:
                 self.on_event("error", {"camera": self.cfg.name, "reason": "onvif_auth", "detail": str(exc)})
                 raise CameraAuthError(self.auth_failed) from None
             if onvif.serial and info.serial != onvif.serial:
-                raise CameraError(
-                    f"camera {self.cfg.name}: {self.host}:{self.port} is serial {info.serial!r}, "
-                    f"not the configured {onvif.serial!r}"
-                )
+                # DHCP gave our camera's old address to another camera: look for ours by serial
+                log.warning("camera %s: %s:%s is serial %r, not %r; searching", self.cfg.name, self.host,
+                            self.port, info.serial, onvif.serial)
+                info = self._follow_serial()
             self.info, self._resolved_at = info, time.monotonic()
         self._check_drift(info)
         return info
