@@ -415,7 +415,9 @@ def normalize_records(
                 msg = f"{at} is more than a day ahead of the agent's clock ({now})"
             raise _fail(index, ".at", msg)
 
-        src = rec.get("src", default_src)
+        src = rec.get("src")
+        if src is None:  # like id and at: absent or null means "fill it in"
+            src = default_src
         if not isinstance(src, str) or not 1 <= len(src) <= SRC_MAX or not src.isprintable():
             raise _fail(index, ".src", f"must be text of 1 to {SRC_MAX} printable characters (got {_shown(src)})")
 

@@ -175,7 +175,7 @@ class IngestCore:
             )
         for i, rec in enumerate(records):
             if type(rec) is dict:
-                if "src" not in rec:
+                if rec.get("src") is None:
                     rec["src"] = src
                 kind = rec.get("kind")
                 refused = API_REFUSED_KINDS.get(kind) if type(kind) is str else None

@@ -167,6 +167,8 @@ def test_id_and_src_rules() -> None:
         == "records[1].id: 'A' is also records[0].id; ids are unique"
     )
     assert "1 to 64 printable" in reason([one("weight", src="")])
+    [n] = normalize_records([one("weight", id=None, at=None, src=None)], "dflt", now_ms=NOW)
+    assert not n.id_given and n.at == NOW and n.src == "dflt"  # null is "fill it in", for all three
     [r] = normalize_records([one("weight", id="01J9ZQ3V4X5Y6Z7A8B9C0D1E2F", src="pos")], now_ms=NOW)
     assert r.id == "01J9ZQ3V4X5Y6Z7A8B9C0D1E2F" and r.id_given and r.src == "pos"
 
