@@ -22,6 +22,8 @@ setup(
         "fastapi>=0.110,<1",
         "uvicorn[standard]>=0.29,<1",
         "orjson>=3.9,<4",
+        "typing_extensions>=4.6",
+        "uvloop>=0.19,<1; sys_platform != 'win32'",
         "prometheus-client>=0.20,<1",
         "pyserial>=3.5,<4",
         "biip>=5,<6",

@@ -27,7 +27,8 @@ class RecordRejected(Exception):
     def __init__(self, reason: str, index: int | None = None):
         self.reason = reason
         self.index = index
-        super().__init__(reason if index is None else f"records[{index}]: {reason}")
+        prefixed = index is None or reason.startswith("records[")
+        super().__init__(reason if prefixed else f"records[{index}]: {reason}")
 
 
 class RecordInvalid(RecordRejected):

@@ -180,7 +180,8 @@ def bench_drain(n: int) -> dict[str, Any]:
         _, last = site.acked_and_last()
         site.start_broker()
         site.start_receiver()
-        time.sleep(1.0)  # receiver subscribed (its log says so); the agent starts after
+        wait(lambda: "coop-receiver running" in (root / "receiver.log").read_text(errors="replace"), 30,
+             "the receiver's subscriptions")
         peak = 0.0
         site.start_agent()
         t0 = time.perf_counter()

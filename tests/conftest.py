@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +11,10 @@ import pytest
 
 from tests.peers.mosquitto import Mosquitto
 
-pytest_plugins = ["tests.peers.agent"]  # the `branch` fixture: receiver + agent on the broker
+pytest_plugins = ["tests.peers.agent"]
+
+# Hypothesis writes ./.hypothesis even with database=None: keep the tree clean.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="hypothesis-"))  # the `branch` fixture: receiver + agent on the broker
 
 
 @pytest.fixture

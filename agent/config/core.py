@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -112,6 +113,16 @@ class UplinkSection(Section):
         return u.port or (8883 if u.scheme == "mqtts" else 1883)
 
 
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or 'localhost'; any other name is not (127.evil.example is a name)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class ApiSection(Section):
     """The local ingest API for the branch POS/ERP (HTTP, bearer token, loopback)."""
 
@@ -132,7 +143,7 @@ class ApiSection(Section):
     @model_validator(mode="after")
     def _loopback(self) -> ApiSection:
         host = self.host
-        if not self.allow_non_loopback and host not in ("localhost", "::1", "[::1]") and not host.startswith("127."):
+        if not self.allow_non_loopback and not _is_loopback(host):
             raise ValueError(f"listen host {host!r} is not loopback; the ingest API is for the branch PC only "
                              "(set allow_non_loopback = true to override)")
         return self
