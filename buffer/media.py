@@ -233,7 +233,7 @@ class MediaStore:
         cutoff = time.time_ns() // 1_000_000 - int(self.retention_s * 1000)
         rows = self.store.reader().execute(
             "SELECT media_id, path FROM media WHERE state='complete' AND done_ms < ?", (cutoff,)).fetchall()
-        for media_id, path in rows:
+        for _, path in rows:
             Path(path).unlink(missing_ok=True)
         done = [(m,) for m, _ in rows]
 

@@ -79,7 +79,7 @@ class Store:
     def submit_nowait(self, records: Sequence[Mapping[str, Any]], default_src: str = "agent") -> Future[list[str]]:
         """Validation errors raise here, at once; the future carries the commit's outcome."""
         op = IngestOp(self.encode(records, default_src))
-        if not self.writer.is_alive():
+        if not self.writer.accepting:
             raise BufferUnavailable("the buffer is not running")
         self.writer.q.put(op)
         return op.future
@@ -90,7 +90,7 @@ class Store:
 
     def call(self, fn: Callable[[WriterTxn], Any]) -> Future[Any]:
         op = CallOp(fn)
-        if not self.writer.is_alive():
+        if not self.writer.accepting:
             raise BufferUnavailable("the buffer is not running")
         self.writer.q.put(op)
         return op.future

@@ -123,52 +123,62 @@ class Writer(threading.Thread):
         self._sealed_in_group = 0
         self.full = False
         self._stopping = False
+        self.accepting = False  # a plain flag: Thread.is_alive() takes a lock on every request
         self._pending_committed: list[NormRecord] = []
 
     # -- lifecycle ---------------------------------------------------------------
+    def start(self) -> None:
+        self.accepting = True
+        super().start()
+
     def stop(self) -> None:
         """Seal what is left (a clean stop leaves no unsealed records), then close."""
+        self.accepting = False
         self._stopping = True
         self.q.put(None)
         self.join(timeout=30)
 
     def run(self) -> None:
         try:
-            while True:
-                timeout = None
-                if self.oldest_unsealed is not None:
-                    timeout = max(0.0, self.oldest_unsealed + self._max_age() - time.monotonic())
-                    if self.opts.batch_min_age_s:
-                        timeout = min(timeout, self.opts.batch_min_age_s / 2)  # re-check the idle hint
-                try:
-                    first = self.q.get(timeout=timeout)
-                except queue.Empty:
-                    first = None
-                    if self._stopping:
-                        break
-                    if self._age_due():
-                        self._group([], seal_due=True)
-                    continue
-                if first is None:
-                    self._drain_and_stop()
-                    break
-                ops = [first]
-                stop_after = False
-                while len(ops) < MAX_OPS_PER_GROUP:
-                    try:
-                        nxt = self.q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop_after = True
-                        break
-                    ops.append(nxt)
-                self._group(ops, seal_due=False)
-                if stop_after:
-                    self._drain_and_stop()
-                    break
+            self._loop()
         finally:
+            self.accepting = False
             self.conn.close()
+
+    def _loop(self) -> None:
+        while True:
+            timeout = None
+            if self.oldest_unsealed is not None:
+                timeout = max(0.0, self.oldest_unsealed + self._max_age() - time.monotonic())
+                if self.opts.batch_min_age_s:
+                    timeout = min(timeout, self.opts.batch_min_age_s / 2)  # re-check the idle hint
+            try:
+                first = self.q.get(timeout=timeout)
+            except queue.Empty:
+                first = None
+                if self._stopping:
+                    break
+                if self._age_due():
+                    self._group([], seal_due=True)
+                continue
+            if first is None:
+                self._drain_and_stop()
+                break
+            ops = [first]
+            stop_after = False
+            while len(ops) < MAX_OPS_PER_GROUP:
+                try:
+                    nxt = self.q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop_after = True
+                    break
+                ops.append(nxt)
+            self._group(ops, seal_due=False)
+            if stop_after:
+                self._drain_and_stop()
+                break
 
     def _drain_and_stop(self) -> None:
         ops: list[IngestOp | CallOp] = []
