@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,26 +65,41 @@ class OnvifInfo:
     clock_drift_s: float | None = None  # camera minus us; positive = camera ahead
 
 
+_AUTH_WORDS = ("not authorized", "notauthorized", "unauthorized", "autherror", "authentication")
+# an HTTP 401, but not the digits 401 inside a port or an address ("127.0.0.1:40123")
+_HTTP_401 = re.compile(r"(?<![\d:.])401(?![\d:.])")
+
+
 def _is_auth_failure(exc: BaseException) -> bool:
     text = f"{type(exc).__name__} {exc}".lower()
-    return any(
-        s in text for s in ("not authorized", "notauthorized", "unauthorized", "autherror", "authentication", "401")
-    )
+    return any(s in text for s in _AUTH_WORDS) or bool(_HTTP_401.search(text))
+
+
+_UNREACHABLE_WORDS = ("timeout", "timed out", "connect", "refused", "unreachable", "no route", "reset by peer")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and what it wraps: onvif-zeep-async wraps aiohttp's errors in ONVIFError."""
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen and len(seen) < 10:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return seen
 
 
 def classify(exc: BaseException, where: str, *secrets: str | None) -> CameraError:
     """Map library exceptions to our two kinds, with a message that names no secret."""
     text = scrub(str(exc) or type(exc).__name__, *secrets)
-    if _is_auth_failure(exc):
+    chain = _chain(exc)
+    if any(_is_auth_failure(e) for e in chain):
         return CameraAuthError(
             f"{where}: ONVIF authentication failed (wrong username or password?); not retried until the config changes"
         )
-    if (
-        isinstance(exc, (OSError, asyncio.TimeoutError, TimeoutError))
-        or "timeout" in type(exc).__name__.lower()
-        or "connect" in type(exc).__name__.lower()
-    ):
-        return CameraUnreachable(f"{where}: camera unreachable: {text}")
+    for e in chain:
+        words = f"{type(e).__name__} {e}".lower()
+        if isinstance(e, (OSError, asyncio.TimeoutError, TimeoutError)) or any(w in words for w in _UNREACHABLE_WORDS):
+            return CameraUnreachable(f"{where}: camera unreachable: {text}")
     return CameraError(f"{where}: ONVIF error: {text}")
 
 

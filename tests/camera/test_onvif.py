@@ -139,3 +139,18 @@ def test_camera_followed_by_serial_after_address_change(tmp_path: Path) -> None:
     ((event, detail),) = got["events"]
     assert event == "address_changed" and detail["to"] == f"{NETNS_ADDR}:{cam.port}"
     assert detail["from"] == f"127.0.0.1:{old_port}"
+
+
+def test_error_classification() -> None:
+    """Regression: a free port like 40123 made 'connect ... 127.0.0.1:40123' look like an HTTP 401."""
+    from drivers.camera.onvif_client import classify
+
+    refused = OSError("Cannot connect to host 127.0.0.1:40123 ssl:default [Connect call failed]")
+    assert type(classify(refused, "x")) is CameraUnreachable
+    assert type(classify(Exception("Server returned 401 Unauthorized"), "x")) is CameraAuthError
+    assert type(classify(Exception("HTTP status 401"), "x")) is CameraAuthError
+    wrapped = RuntimeError("ONVIF request failed")
+    wrapped.__cause__ = TimeoutError()
+    assert type(classify(wrapped, "x")) is CameraUnreachable
+    msg = str(classify(Exception("Sender not authorized for rtsp://admin:pw123@h/x"), "ONVIF h:80", "pw123"))
+    assert "pw123" not in msg and "authentication failed" in msg
