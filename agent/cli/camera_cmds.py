@@ -122,7 +122,12 @@ def list_cmd(config_path: Path | None) -> None:
 
 
 def _source(cam: Any) -> Any:
+    """The CLI prints each problem once, itself; the drivers' own log lines would repeat it."""
+    import logging
+
     from drivers.camera.source import CameraSource
+
+    logging.getLogger("drivers.camera").setLevel(logging.CRITICAL)
 
     try:
         return CameraSource(cam, lambda ev, d: None)

@@ -94,7 +94,7 @@ def classify(exc: BaseException, where: str, *secrets: str | None) -> CameraErro
     chain = _chain(exc)
     if any(_is_auth_failure(e) for e in chain):
         return CameraAuthError(
-            f"{where}: ONVIF authentication failed (wrong username or password?); not retried until the config changes"
+            f"{where}: authentication failed (wrong username or password?); not retried until the config changes"
         )
     for e in chain:
         words = f"{type(e).__name__} {e}".lower()

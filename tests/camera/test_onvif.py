@@ -15,6 +15,7 @@ import pytest
 from drivers.camera.config import CameraConfig
 from drivers.camera.onvif_client import CameraAuthError, CameraUnreachable, query
 from drivers.camera.source import CameraSource
+from tests.peers.agent import toml_dumps
 from tests.peers.net import free_port
 from tests.peers.onvif_camera import NETNS_ADDR, ROOT, OnvifCamera, agent_cli, netns_script
 
@@ -154,3 +155,47 @@ def test_error_classification() -> None:
     assert type(classify(wrapped, "x")) is CameraUnreachable
     msg = str(classify(Exception("Sender not authorized for rtsp://admin:pw123@h/x"), "ONVIF h:80", "pw123"))
     assert "pw123" not in msg and "authentication failed" in msg
+
+
+@pytest.mark.slow
+def test_camera_test_cli_with_onvif(tmp_path: Path, rtsp_camera: Any) -> None:
+    """`coopagent camera test` asks ipycam for the streams, probes both on the GStreamer camera;
+    with a wrong password it stops with one clear line and exit code 2."""
+    cam = OnvifCamera(tmp_path / "onvif", rtsp_port=rtsp_camera.port, serial="SN-TILL-3").start()
+    try:
+        for label, password, code in (("good", cam.password, 0), ("bad", "nope-" + cam.password, 2)):
+            pw = tmp_path / f"{label}.pw"
+            pw.write_text(password)
+            conf = tmp_path / f"{label}.toml"
+            conf.write_text(
+                toml_dumps(
+                    {
+                        "agent": {"device": "coop-a/branch-1/agent-1", "data_dir": str(tmp_path / "data")},
+                        "cameras": [
+                            {
+                                "name": "till-3",
+                                "username": cam.user,
+                                "password_file": str(pw),
+                                "onvif": {"host": "127.0.0.1", "port": cam.port, "serial": "SN-TILL-3"},
+                            }
+                        ],
+                    }
+                )
+            )
+            out = subprocess.run(
+                agent_cli("camera", "test", "till-3", "--config", str(conf)),
+                capture_output=True,
+                text=True,
+                timeout=90,
+                cwd=ROOT,
+            )
+            assert out.returncode == code, out.stdout + out.stderr
+            assert password not in out.stdout + out.stderr
+            if code == 0:
+                assert "PythonCam VirtualCam-1 serial SN-TILL-3" in out.stdout
+                assert "h264 640x360" in out.stdout and "h264 320x180" in out.stdout and "frame    ok" in out.stdout
+            else:
+                assert "authentication failed" in out.stderr and "not retried" in out.stderr
+                assert len(out.stderr.strip().splitlines()) == 1
+    finally:
+        cam.stop()
