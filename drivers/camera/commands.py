@@ -47,7 +47,7 @@ class CameraCommands:
     def snapshot(self, cmd: Command) -> Mapping[str, Any]:
         cam = self._camera(cmd.args, self.system.grabbers)
         try:
-            media_id = self.system.snapshot(cam, {"command": cmd.id})
+            media_id = self.system.snapshot(cam, {"command": cmd.id}, full=True)
         except LookupError as exc:
             raise CommandFailed(str(exc)) from None
         return {"media": media_id, "camera": cam}

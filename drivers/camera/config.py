@@ -99,6 +99,11 @@ class CameraConfig(Section):
         5.0, description="no frame for this long = offline (read timeout and watchdog)"
     )
     reconnect_max_s: Annotated[float, Field(ge=1, le=3600)] = Field(30.0, description="backoff ceiling")
+    snapshot_main: bool = Field(
+        True,
+        description="a commanded snapshot grabs one full-resolution frame from the main stream "
+        "(falls back to the newest sub-stream frame); periodic snapshots always use the sub stream",
+    )
     snapshot_interval_s: Annotated[float, Field(ge=0, le=86400)] = Field(
         0.0, description="periodic snapshots uploaded as media; 0 = off"
     )

@@ -101,6 +101,23 @@ class FrameGrabber(Component):
             raise LookupError("JPEG encoding failed")
         return buf.tobytes(), int(got[0] * 1000)
 
+    def grab_main_jpeg(self, url: str, quality: int = 90) -> tuple[bytes, int]:
+        """One full-resolution frame from the main stream (its own short RTSP session), as JPEG."""
+        cap = open_capture(url, self.cfg.transport, self.cfg.stale_after_s)
+        if cap is None:
+            raise LookupError(f"camera {self.cfg.name}: main stream does not open")
+        try:
+            ok, frame = cap.read()
+            at_ms = int(time.time() * 1000)
+        finally:
+            cap.release()
+        if not ok or frame is None:
+            raise LookupError(f"camera {self.cfg.name}: no frame from the main stream")
+        ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise LookupError("JPEG encoding failed")
+        return buf.tobytes(), at_ms
+
     def run(self, stop: threading.Event) -> None:
         """A reader thread grabs; this thread is the watchdog and the only one that reports.
 

@@ -92,8 +92,14 @@ class CameraSource:
                 raise CameraAuthError(self.auth_failed) from None
             if onvif.serial and info.serial != onvif.serial:
                 # DHCP gave our camera's old address to another camera: look for ours by serial
-                log.warning("camera %s: %s:%s is serial %r, not %r; searching", self.cfg.name, self.host,
-                            self.port, info.serial, onvif.serial)
+                log.warning(
+                    "camera %s: %s:%s is serial %r, not %r; searching",
+                    self.cfg.name,
+                    self.host,
+                    self.port,
+                    info.serial,
+                    onvif.serial,
+                )
                 info = self._follow_serial()
             self.info, self._resolved_at = info, time.monotonic()
         self._check_drift(info)

@@ -23,6 +23,7 @@ from drivers.camera.grabber import FrameGrabber
 from drivers.camera.recorder import Recorder
 from drivers.camera.ring import Ring
 from drivers.camera.rules import RuleListener
+from drivers.camera.secrets import scrub
 from drivers.camera.source import CameraSource, OnvifWatch
 from drivers.camera.tamper import MotionDetector, in_hours
 
@@ -111,9 +112,22 @@ class CameraSystem:
         if cam.onvif is not None:
             self.components.append(OnvifWatch(source))
 
-    def snapshot(self, camera: str, reason: dict[str, Any]) -> str:
-        """JPEG of the newest frame handed to the media sink; returns the MEDIA_ID."""
-        jpeg, at_ms = self.grabbers[camera].snapshot_jpeg()
+    def snapshot(self, camera: str, reason: dict[str, Any], full: bool = False) -> str:
+        """JPEG handed to the media sink; returns the MEDIA_ID. full = from the main stream if the
+        camera allows it (evidence wants the resolution), else the newest sub-stream frame."""
+        grabber = self.grabbers[camera]
+        jpeg: bytes | None = None
+        if full and grabber.cfg.snapshot_main:
+            try:
+                jpeg, at_ms = grabber.grab_main_jpeg(self.sources[camera].main_url())
+            except Exception as exc:  # the sub-stream frame is still a snapshot
+                log.warning(
+                    "camera %s: full-resolution snapshot failed (%s); using the sub stream",
+                    camera,
+                    scrub(str(exc), *self.sources[camera].secrets),
+                )
+        if jpeg is None:
+            jpeg, at_ms = grabber.snapshot_jpeg()
         work = self.dir / ".work"
         work.mkdir(parents=True, exist_ok=True)
         path = work / f"snap-{camera}-{at_ms}-{time.monotonic_ns()}.jpg"

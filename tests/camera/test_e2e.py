@@ -123,7 +123,7 @@ def test_central_clip_and_snapshot_commands(tmp_path: Path, branch: Branch, rtsp
     assert float(ffprobe(verified(branch, clip))["format"]["duration"]) >= 2.5 - 0.2
     jpeg = verified(branch, snap).read_bytes()
     img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    assert img.shape == (180, 320, 3) and snap["type"] == "image/jpeg"
+    assert img.shape == (360, 640, 3) and snap["type"] == "image/jpeg"  # full resolution, from the main stream
 
     def answer(cid: str) -> dict[str, Any] | None:
         return next(
