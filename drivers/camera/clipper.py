@@ -9,6 +9,7 @@ cut afterwards (the ring survives restarts too). A clip made for a record names 
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -62,8 +63,9 @@ class Clipper(Component):
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._cut_lock = threading.Lock()  # one ffmpeg cut at a time: they are I/O bound and short
-        self.made: list[tuple[str, ClipRequest]] = []  # (media id, request), newest last
+        self.made: collections.deque[tuple[str, ClipRequest]] = collections.deque(maxlen=100)  # newest last
         self.failed = 0
+        self.last_failed = False
 
     # -- requests ----------------------------------------------------------------------
     def request(self, req: ClipRequest) -> None:
@@ -105,6 +107,7 @@ class Clipper(Component):
             out.unlink(missing_ok=True)  # add_media moved it; anything left is ours to drop
         log.info("camera %s: clip %s (%d segments) for %s", req.camera, media_id, clip.segments, req.reason)
         self.made.append((media_id, req))
+        self.last_failed = False
         return media_id
 
     def wait_and_cut(self, req: ClipRequest, stop: threading.Event | None = None) -> str:
@@ -127,7 +130,7 @@ class Clipper(Component):
 
     # -- component -----------------------------------------------------------------------
     def health(self) -> Health:
-        return "ok" if self.failed == 0 else "degraded"
+        return "degraded" if self.last_failed else "ok"
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -156,6 +159,7 @@ class Clipper(Component):
             self.cut_and_send(req)
         except ClipUnavailable as exc:
             self.failed += 1
+            self.last_failed = True
             log.warning("camera %s: clip for %s impossible: %s", req.camera, req.reason, exc)
             if self.on_event:
                 self.on_event(
@@ -167,6 +171,7 @@ class Clipper(Component):
                 log.warning("camera %s: clip attempt %d failed: %s", req.camera, req.attempts, exc)
                 return  # stays pending; retried on the next pass
             self.failed += 1
+            self.last_failed = True
             if self.on_event:
                 self.on_event(
                     req.camera, "clip_failed", {"camera": req.camera, "reason": req.reason, "error": str(exc)}
