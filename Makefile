@@ -5,14 +5,23 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 INTEROP := .venv-interop
+IPYCAM := .venv-ipycam
 
-.PHONY: deps interop-venv test test-quick test-slow lint demo bench clean
+.PHONY: deps interop-venv ipycam-venv test test-quick test-slow lint demo bench clean
 
 deps: $(STAMP)
 
 # An independent COSE implementation for the interop tests: pycose needs cbor2 < 6, so it
 # lives in its own venv (0.9.dev8 is the version the package index serves here).
 interop-venv: $(INTEROP)/.installed
+
+# A virtual ONVIF camera (ipycam) for the camera tests, in Debian's Python and its own venv.
+ipycam-venv: $(IPYCAM)/.installed
+
+$(IPYCAM)/.installed:
+	/usr/bin/python3 -m venv $(IPYCAM)
+	$(IPYCAM)/bin/pip install -q "ipycam==1.3.0"
+	touch $@
 
 $(INTEROP)/.installed:
 	$(PY) -m venv $(INTEROP)
@@ -27,11 +36,11 @@ $(STAMP): setup.py pyproject.toml scripts/install-system-deps.sh
 	touch $(STAMP)
 
 # Quick tests first, then the slow fault/soak/end-to-end ones (marker `slow`).
-test: deps interop-venv
+test: deps interop-venv ipycam-venv
 	$(VPY) -m pytest -q -m "not slow" -p no:cacheprovider
 	$(VPY) -m pytest -q -m slow -p no:cacheprovider
 
-test-quick: deps interop-venv
+test-quick: deps interop-venv ipycam-venv
 	$(VPY) -m pytest -q -m "not slow" -p no:cacheprovider
 
 lint: deps
@@ -45,6 +54,7 @@ bench: deps
 	$(VPY) -m bench.bench_backbone all
 	$(VPY) -m bench.bench_ingest --compare-fastapi --breakdown
 	$(VPY) bench/bench_serial.py all --n 300
+	$(VPY) -m bench.bench_camera
 
 clean:
-	rm -rf $(VENV) $(INTEROP) demo-run
+	rm -rf $(VENV) $(INTEROP) $(IPYCAM) demo-run

@@ -66,10 +66,13 @@ class Demo:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.mqtt_port = free_port()
         self.api_port = free_port()
+        self.rtsp_port = free_port()
 
-    def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, args: list[str], stdin_pipe: bool = False) -> subprocess.Popen[bytes]:
+        """stdin_pipe: a child that quits at end of input (the camera simulator) gets a pipe we hold open."""
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(args, stdout=log, stderr=log, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        proc = subprocess.Popen(args, stdout=log, stderr=log, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL)
         log.close()
         self.procs.append((name, proc))
         return proc
@@ -95,6 +98,12 @@ class Demo:
             "scales": [{"name": "dock", "port": str(r / "tty-scale"), "protocol": "mt-sics",
                         "poll_interval_s": 0.2}],
             "workflow": {"pair_window_s": 3},
+            # The simulated camera (GStreamer's RTSP server, tests/peers/rtsp_gst.py) and a rule:
+            # any waste booked at the dock gets a clip, 6 s before to 2 s after.
+            "cameras": [{"name": "demo-dock", "url": f"rtsp://127.0.0.1:{self.rtsp_port}/main",
+                         "sub_url": f"rtsp://127.0.0.1:{self.rtsp_port}/sub"}],
+            "clip_rules": [{"name": "waste-at-dock", "kind": "stock_move", "match": {"type": "waste"},
+                            "camera": "demo-dock", "pre_s": 6, "post_s": 2}],
         }))
         dev_pub = r / "device.pub.pem"
         key_show = subprocess.run([str(BIN / "coopagent"), "keys", "show", "--pem", "--config", str(agent_cfg)],
@@ -116,6 +125,13 @@ class Demo:
         wait(lambda: port_open(self.mqtt_port), 10, "mosquitto")
         say(f"mosquitto listening on 127.0.0.1:{self.mqtt_port}")
         self.spawn("receiver", [str(BIN / "coop-receiver"), "run", "--config", str(rx_cfg)])
+        # GStreamer's RTSP server runs in Debian's Python, which has python3-gi.
+        self.spawn("camera-sim", ["/usr/bin/python3", str(Path(__file__).resolve().parents[1] / "tests" / "peers"
+                                                          / "rtsp_gst.py"), "--port", str(self.rtsp_port),
+                                  "--width", "1280", "--height", "720", "--fps", "10", "--gop", "10", "--shared"],
+                   stdin_pipe=True)
+        wait(lambda: port_open(self.rtsp_port), 30, "the simulated camera")
+        say(f"simulated camera (H.264 720p over RTSP) on 127.0.0.1:{self.rtsp_port}")
         sim = self.spawn("serial-sim", [sys.executable, "-m", "drivers.serial.sim",
                                         "--scanner-link", str(self.root / "tty-scanner"),
                                         "--scale-link", str(self.root / "tty-scale"),
@@ -126,6 +142,7 @@ class Demo:
         wait(lambda: port_open(self.api_port), 30, "the agent's API")
         say(f"agent {DEVICE} up; local API on 127.0.0.1:{self.api_port}")
         self.feed()
+        self.waste_clip()
         wait(lambda: sim.poll() is not None, 180, "the serial script to finish")
         if sim.returncode != 0:
             raise SystemExit(f"demo: the serial simulator failed; see {self.root / 'serial-sim.log'}")
@@ -148,7 +165,37 @@ class Demo:
             say(f"a malformed sale is refused: {bad.status_code} {bad.json().get('reason')}")
             self.expected = sent
 
+    def waste_clip(self) -> None:
+        """Book a waste at the dock once the ring holds the pre-roll; the clip rule cuts a clip."""
+        token = (self.root / "api.token").read_text().strip()
+        time.sleep(8)  # noqa: the ring needs 6 s of recording before the waste for the pre-roll
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}", timeout=30,
+                          headers={"Authorization": f"Bearer {token}"}) as c:
+            r = c.post("/v1/records", json={"records": [{"kind": "stock_move", "data": {
+                "type": "waste", "gtin": "06291041500213", "qty": 2, "from": "DOCK-1", "to": None,
+                "doc": "WO-0042", "reason": "damaged in delivery"}}]})
+        if r.status_code != 201:
+            raise SystemExit(f"demo: the waste was refused: {r.status_code} {r.text}")
+        self.waste_id = r.json()["ids"][0]
+        say(f"waste booked at the dock (record {self.waste_id}); the rule 'waste-at-dock' asks for a clip")
+
+    def show_clip(self) -> None:
+        import sqlite3
+        wait(lambda: sorted((self.root / "received-media").rglob("*.mp4")), 90, "the clip at the centre")
+        clips = sorted((self.root / "received-media").rglob("*.mp4"))
+        probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration:stream=codec_name,width,"
+                                "height", "-of", "default=nw=1", str(clips[0])], capture_output=True, text=True)
+        info = " ".join(probe.stdout.split())
+        rx = sqlite3.connect(f"file:{self.root / 'receiver.sqlite3'}?mode=ro", uri=True)
+        try:
+            row = rx.execute("SELECT count(*) FROM records WHERE kind='media'").fetchone()
+        finally:
+            rx.close()
+        say(f"clip verified (size and SHA-256 against its signed manifest) at the centre: {clips[0].name} "
+            f"[{info}]; {row[0]} media manifest(s) in the chain")
+
     def show(self, agent_cfg: Path, rx_cfg: Path) -> None:
+        self.show_clip()
         def backlog_zero() -> bool:
             out = subprocess.run([str(BIN / "coopagent"), "status", "--json", "--config", str(agent_cfg)],
                                  capture_output=True, text=True)

@@ -10,6 +10,8 @@ PKGS=(
   python3-venv shellcheck              # venvs for install.sh (Debian splits ensurepip out); script lint
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp   # GStreamer RTSP test server
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-tools
+  gstreamer1.0-plugins-bad             # the blur element of the tamper tests
+  iproute2 util-linux                  # ip and unshare: ONVIF discovery tests in a private network namespace
   systemd                              # systemd-analyze verify for the unit
   libcairo2-dev pkg-config             # pycairo (reportlab's PNG backend for barcode sheets) builds from source
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from agent.config.model import AgentConfig
 
 SECRET_KEYS = {"password", "token", "secret"}
+URL_CREDENTIALS = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s]+@")
 
 
 class ConfigError(Exception):
@@ -50,6 +52,7 @@ def _format(err: dict[str, Any]) -> str:
     shown = "" if isinstance(value, dict) else f" = {value!r}"
     if any(s in key for s in SECRET_KEYS) and "file" not in key:
         shown = " = **REDACTED**"
+    shown = URL_CREDENTIALS.sub(r"\1***:***@", shown)  # rtsp://user:pass@ never reaches a terminal
     msg = err["msg"].removeprefix("Value error, ")
     return f"{key}{shown}: {msg}"
 

@@ -58,6 +58,13 @@ class AgentConfig(Section):
             raise ValueError("; ".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def _clip_rule_cameras(self) -> AgentConfig:
+        from drivers.camera.config import check_rules
+
+        check_rules(self)
+        return self
+
     @property
     def media_dir(self) -> Path:
         return self.media.dir if self.media.dir is not None else self.agent.data_dir / "media"

@@ -185,3 +185,14 @@ class ClipRuleConfig(Section):
             if isinstance(want, dict):
                 raise ValueError(f"match.{key}: give a value, a list of values or true, not a table")
         return v
+
+
+def check_rules(config: Any) -> None:
+    """Clip rules must name recorded cameras; said at start, not when the first waste is booked."""
+    recorded = {c.name for c in config.cameras if c.record}
+    for i, rule in enumerate(config.clip_rules):
+        if rule.camera not in recorded:
+            raise ValueError(
+                f"clip_rules[{i}].camera = {rule.camera!r}: no recorded camera of that name; "
+                f"recorded cameras: {', '.join(sorted(recorded)) or 'none'}"
+            )

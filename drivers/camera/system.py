@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from agent.interfaces import AgentContext, Component
 from drivers.camera.clipper import Clipper, ClipRequest
-from drivers.camera.config import CameraConfig
+from drivers.camera.config import CameraConfig, check_rules
 from drivers.camera.grabber import FrameGrabber
 from drivers.camera.recorder import Recorder
 from drivers.camera.ring import Ring
@@ -33,17 +33,6 @@ log = logging.getLogger(__name__)
 def recordings_dir(config: Any) -> Path:
     rec = config.recording
     return Path(rec.dir) if rec.dir is not None else Path(config.agent.data_dir) / "recordings"
-
-
-def check_rules(config: Any) -> None:
-    """Clip rules must name recorded cameras; said at start, not when the first waste is booked."""
-    recorded = {c.name for c in config.cameras if c.record}
-    for i, rule in enumerate(config.clip_rules):
-        if rule.camera not in recorded:
-            raise ValueError(
-                f"clip_rules[{i}].camera = {rule.camera!r}: no recorded camera of that name; "
-                f"recorded cameras: {', '.join(sorted(recorded)) or 'none'}"
-            )
 
 
 class CameraSystem:

@@ -17,3 +17,4 @@ def test_demo_runs_a_branch_to_zero_backlog() -> None:
     assert "agent stopped with exit code 0" in r.stdout
     assert "chain breaks     0" in r.stdout and "rejections       0" in r.stdout
     assert "count_session 2" in r.stdout and "stock_move" in r.stdout and "weight" in r.stdout
+    assert "clip verified" in r.stdout and "codec_name=h264" in r.stdout and "media 1" in r.stdout
