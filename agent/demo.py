@@ -168,7 +168,7 @@ class Demo:
     def waste_clip(self) -> None:
         """Book a waste at the dock once the ring holds the pre-roll; the clip rule cuts a clip."""
         token = (self.root / "api.token").read_text().strip()
-        time.sleep(8)  # noqa: the ring needs 6 s of recording before the waste for the pre-roll
+        time.sleep(8)  # the ring needs 6 s of recording before the waste for its pre-roll
         with httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}", timeout=30,
                           headers={"Authorization": f"Bearer {token}"}) as c:
             r = c.post("/v1/records", json={"records": [{"kind": "stock_move", "data": {
