@@ -44,17 +44,17 @@ def test_camera_errors_say_what_to_fix() -> None:
 
 
 def test_rules_must_name_a_recorded_camera() -> None:
-    cfg = parse_config(
-        {
-            "cameras": [
-                {"name": "dock", "url": "rtsp://h/x"},
-                {"name": "till-3", "url": "rtsp://h/y", "record": False},
-            ],
-            "clip_rules": [{"kind": "sale", "camera": "dock"}, {"kind": "sale", "camera": "till-3"}],
-        }
-    )
+    """Refused when the config is read (`coopagent config check`), not when a waste is booked."""
+    data = {
+        "cameras": [
+            {"name": "dock", "url": "rtsp://h/x"},
+            {"name": "till-3", "url": "rtsp://h/y", "record": False},
+        ],
+        "clip_rules": [{"kind": "sale", "camera": "dock"}, {"kind": "sale", "camera": "till-3"}],
+    }
     with pytest.raises(
-        ValueError, match=r"clip_rules\[1\].camera = 'till-3': no recorded camera.*recorded cameras: dock"
+        ConfigError, match=r"clip_rules\[1\].camera = 'till-3': no recorded camera.*recorded cameras: dock"
     ):
-        check_rules(cfg)
-    check_rules(SimpleNamespace(cameras=cfg.cameras, clip_rules=cfg.clip_rules[:1]))
+        parse_config(data)
+    cfg = parse_config({**data, "clip_rules": data["clip_rules"][:1]})
+    check_rules(SimpleNamespace(cameras=cfg.cameras, clip_rules=cfg.clip_rules))

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import TypeAdapter
 
 from agent.config.loader import ConfigError, load_config, parse_config
-from drivers.serial.config import cross_check
+from drivers.serial.config import ScaleConfig, ScannerConfig, cross_check
 
 SC = {"name": "dock", "port": "/dev/ttyUSB0"}
 SL = {"name": "dock", "port": "/dev/ttyUSB1", "protocol": "mt-sics"}
@@ -100,7 +101,14 @@ def test_config_errors_name_key_value_and_fix(data: dict, expect: str) -> None:
 
 
 def test_cross_checks() -> None:
-    cfg = parse_config({"scanners": [{**SC, "scale": "nope"}, {"name": "b", "port": "/dev/ttyUSB1"}], "scales": [SL]})
-    msgs = cross_check(cfg.scanners, cfg.scales)
+    """Refused when the config is read (`coopagent config check`), with every problem named;
+    cross_check itself lists them all."""
+    data = {"scanners": [{**SC, "scale": "nope"}, {"name": "b", "port": "/dev/ttyUSB1"}], "scales": [SL]}
+    with pytest.raises(ConfigError) as e:
+        parse_config(data)
+    assert "scanners[0].scale = 'nope'" in str(e.value) and "already used by scanners[1]" in str(e.value)
+    scanners = [ScannerConfig.model_validate(d) for d in data["scanners"]]
+    scales = [TypeAdapter(ScaleConfig).validate_python(d) for d in data["scales"]]
+    msgs = cross_check(scanners, scales)
     assert any("scanners[0].scale = 'nope': no [[scales]] entry has that name (dock)" in m for m in msgs)
     assert any("scales[0].port = '/dev/ttyUSB1': already used by scanners[1]" in m for m in msgs)
