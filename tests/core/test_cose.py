@@ -5,6 +5,8 @@ from __future__ import annotations
 import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.cose import CoseError, dumps_deterministic, kid_for, protected_header, sign1, verify1
 
@@ -51,3 +53,25 @@ def test_untagged_and_unknown_key_refused() -> None:
 def test_protected_header_is_deterministic_map_of_alg_then_kid() -> None:
     kid = bytes(range(16))
     assert protected_header(kid) == b"\xa2\x01\x27\x04\x50" + kid
+
+
+json_like = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.text(max_size=12),
+              st.floats(allow_nan=False), st.binary(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.tuples(inner, inner),
+                            st.dictionaries(st.text(max_size=12), inner, max_size=6),
+                            st.dictionaries(st.integers(-5, 5), inner, max_size=3)),
+    max_leaves=30)
+
+
+@settings(max_examples=500, deadline=None)
+@given(json_like)
+def test_fast_deterministic_encoding_equals_cbor2_canonical(value: object) -> None:
+    """The fast path (cached key order + plain encoder) must give canonical mode's bytes, byte
+    for byte, or the receiver refuses the batch and the chain stalls."""
+    assert dumps_deterministic(value) == cbor2.dumps(value, canonical=True)
+
+
+def test_fast_path_orders_unicode_and_length_first_keys() -> None:
+    v = {"é": 1, "zz": 2, "a": 3, "aa": [{"qty": 1, "gtin": "x", "amount": 2}], "b": True, "ü": None}
+    assert dumps_deterministic(v) == cbor2.dumps(v, canonical=True)
