@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from agent.config.base import Section
+from agent.config.base import Section, check_broker_url, check_topic_prefix
+from agent.config.errors import ConfigError as ConfigError  # re-exported: receiver.cli catches it
+from agent.config.errors import config_error
 
 DEVICE_PART = r"[a-z0-9][a-z0-9-]{0,31}"
 DEVICE_RE = re.compile(rf"^{DEVICE_PART}/{DEVICE_PART}/{DEVICE_PART}$")
@@ -24,15 +26,6 @@ DEVICE_RULE = (
 )
 DEFAULT_CONFIG_PATH = Path("/etc/coop-receiver/receiver.toml")
 SPEC_MAX_PAYLOAD = 256 * 1024
-
-
-class ConfigError(Exception):
-    """Config that cannot be used; str() is the message for the operator (one line per problem)."""
-
-    def __init__(self, path: Path | None, problems: list[str]):
-        self.problems = problems
-        where = str(path) if path else "config"
-        super().__init__("\n".join(f"{where}: {p}" for p in problems))
 
 
 class ReceiverSection(Section):
@@ -96,23 +89,12 @@ class ReceiverSection(Section):
     @field_validator("broker")
     @classmethod
     def _broker(cls, v: str) -> str:
-        u = urlsplit(v)
-        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-            raise ValueError("must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-        try:
-            _ = u.port
-        except ValueError as exc:
-            raise ValueError("port must be a number from 1 to 65535") from exc
-        if u.username or u.password:
-            raise ValueError("put no credentials in the URL; use username and password_file")
-        return v
+        return check_broker_url(v)
 
     @field_validator("topic_prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
-        if not v or any(c in v for c in "+#\0") or v.startswith("/") or v.endswith("/"):
-            raise ValueError("must be a non-empty topic path without +, # or a leading/trailing '/'")
-        return v
+        return check_topic_prefix(v)
 
     @model_validator(mode="after")
     def _pairs(self) -> ReceiverSection:
@@ -200,40 +182,11 @@ class ReceiverConfig(Section):
         return self.model_copy(update={"receiver": r, "devices": devs})
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    model: Any = ReceiverConfig
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
-        if field is None:
-            return []
-        ann = field.annotation
-        args = getattr(ann, "__args__", None)
-        model = args[0] if args else ann
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return sorted(model.model_fields)
-    return []
-
-
-def _format(err: dict[str, Any]) -> str:
-    loc = tuple(err["loc"])
-    key = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[") or "(top level)"
-    if err["type"] == "extra_forbidden":
-        allowed = _allowed_keys(loc)
-        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
-        return f"{key}: unknown key{hint}"
-    value = err.get("input")
-    shown = "" if isinstance(value, dict) else f" = {value!r}"
-    msg = err["msg"].removeprefix("Value error, ")
-    return f"{key}{shown}: {msg}"
-
-
 def parse_receiver_config(data: dict[str, Any], path: Path | None = None) -> ReceiverConfig:
     try:
         cfg = ReceiverConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(path, [_format(dict(e)) for e in exc.errors()]) from None
+        raise config_error(ReceiverConfig, exc, path) from None
     return cfg.resolved(path.parent.resolve()) if path is not None else cfg
 
 

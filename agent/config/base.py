@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
@@ -27,3 +28,23 @@ def read_secret(path: Path) -> str:
         return p.read_text().strip()
     except OSError as exc:
         raise ValueError(f"cannot read secret file {p}: {exc.strerror}") from exc
+
+
+def check_broker_url(v: str) -> str:
+    """mqtt:// or mqtts:// with a host, a numeric port if any, and no credentials in the URL."""
+    u = urlsplit(v)
+    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+        raise ValueError("must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    try:
+        _ = u.port
+    except ValueError as exc:
+        raise ValueError("port must be a number from 1 to 65535") from exc
+    if u.username or u.password:
+        raise ValueError("put no credentials in the URL; use username and password_file")
+    return v
+
+
+def check_topic_prefix(v: str) -> str:
+    if not v or any(c in v for c in "+#\0") or v.startswith("/") or v.endswith("/"):
+        raise ValueError("must be a non-empty topic path without +, # or a leading/trailing '/'")
+    return v

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.config.base import Section
+from agent.config.base import Section, check_broker_url, check_topic_prefix
 
 DEVICE_PART = r"[a-z0-9][a-z0-9-]{0,31}"
 DEVICE_RE = re.compile(rf"^{DEVICE_PART}/{DEVICE_PART}/{DEVICE_PART}$")
@@ -71,23 +71,12 @@ class UplinkSection(Section):
     @field_validator("broker")
     @classmethod
     def _broker(cls, v: str) -> str:
-        u = urlsplit(v)
-        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-            raise ValueError("must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-        try:
-            _ = u.port
-        except ValueError as exc:
-            raise ValueError("port must be a number from 1 to 65535") from exc
-        if u.username or u.password:
-            raise ValueError("put no credentials in the URL; use username and password_file")
-        return v
+        return check_broker_url(v)
 
     @field_validator("topic_prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
-        if not v or any(c in v for c in "+#\0") or v.startswith("/") or v.endswith("/"):
-            raise ValueError("must be a non-empty topic path without +, # or a leading/trailing '/'")
-        return v
+        return check_topic_prefix(v)
 
     @model_validator(mode="after")
     def _tls(self) -> UplinkSection:
