@@ -145,6 +145,9 @@ class Agent(AgentContext):
         for comp in self.components:
             self.supervisor.add(comp)
         self.supervisor.start()
+        if self.with_api and not self.api.started.wait(30):
+            # READY promises a usable agent: the POS can post once systemd says so.
+            log.error("the local API did not start listening within 30 s; see its errors above")
         self.device_event("agent", "started", {"version": __version__})
         self.notifier.ready(f"buffering; uplink to {self.cfg.uplink.host}:{self.cfg.uplink.port}")
         log.info("agent %s started (version %s)", self.cfg.agent.device, __version__)
