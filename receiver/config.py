@@ -7,16 +7,14 @@ config and the keys beside it can be moved together; see docs/receiver.md for ev
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from agent.config.base import Section, check_broker_url, check_topic_prefix
+from agent.config.base import BrokerUrl, Section, check_broker_url, check_topic_prefix
 from agent.config.errors import ConfigError as ConfigError  # re-exported: receiver.cli catches it
-from agent.config.errors import config_error
+from agent.config.errors import config_error, read_toml
 
 DEVICE_PART = r"[a-z0-9][a-z0-9-]{0,31}"
 DEVICE_RE = re.compile(rf"^{DEVICE_PART}/{DEVICE_PART}/{DEVICE_PART}$")
@@ -28,7 +26,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/coop-receiver/receiver.toml")
 SPEC_MAX_PAYLOAD = 256 * 1024
 
 
-class ReceiverSection(Section):
+class ReceiverSection(BrokerUrl, Section):
     db: Path = Field(Path("/var/lib/coop-receiver/receiver.sqlite3"), description="SQLite database file")
     broker: str = Field("mqtt://127.0.0.1:1883", description="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
     topic_prefix: str = Field("coop/v1", description="topics are PREFIX/SOCIETY/BRANCH/DEVICE/...")
@@ -106,19 +104,6 @@ class ReceiverSection(Section):
             raise ValueError("ca_file/cert_file need an mqtts:// broker URL")
         return self
 
-    @property
-    def tls(self) -> bool:
-        return urlsplit(self.broker).scheme == "mqtts"
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.broker).hostname or "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        u = urlsplit(self.broker)
-        return u.port or (8883 if u.scheme == "mqtts" else 1883)
-
 
 class DeviceEntry(Section):
     id: str = Field(description="SOCIETY/BRANCH/DEVICE")
@@ -195,14 +180,5 @@ def load_receiver_config(path: Path | str | None) -> ReceiverConfig:
     if path is None:
         return ReceiverConfig()
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(path, ["file not found (use --config FILE)"]) from None
-    except OSError as exc:
-        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
+    data = read_toml(path)
     return parse_receiver_config(data, path)

@@ -48,3 +48,22 @@ def check_topic_prefix(v: str) -> str:
     if not v or any(c in v for c in "+#\0") or v.startswith("/") or v.endswith("/"):
         raise ValueError("must be a non-empty topic path without +, # or a leading/trailing '/'")
     return v
+
+
+class BrokerUrl:
+    """host, port and TLS of a section's `broker` URL (agent uplink and receiver alike)."""
+
+    broker: str
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.broker).scheme == "mqtts"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.broker).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        u = urlsplit(self.broker)
+        return u.port or (8883 if u.scheme == "mqtts" else 1883)

@@ -6,11 +6,10 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.config.base import Section, check_broker_url, check_topic_prefix
+from agent.config.base import BrokerUrl, Section, check_broker_url, check_topic_prefix
 
 DEVICE_PART = r"[a-z0-9][a-z0-9-]{0,31}"
 DEVICE_RE = re.compile(rf"^{DEVICE_PART}/{DEVICE_PART}/{DEVICE_PART}$")
@@ -39,7 +38,7 @@ class AgentSection(Section):
         return self.key_file if self.key_file is not None else self.data_dir / "device_key.pem"
 
 
-class UplinkSection(Section):
+class UplinkSection(BrokerUrl, Section):
     """The MQTT link to the centre (spec uplink-v1): broker, TLS or password, window, timers."""
 
     broker: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port (TLS)")
@@ -87,19 +86,6 @@ class UplinkSection(Section):
         if self.backoff_min_s > self.backoff_max_s:
             raise ValueError("backoff_min_s must not exceed backoff_max_s")
         return self
-
-    @property
-    def tls(self) -> bool:
-        return urlsplit(self.broker).scheme == "mqtts"
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.broker).hostname or "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        u = urlsplit(self.broker)
-        return u.port or (8883 if u.scheme == "mqtts" else 1883)
 
 
 def _is_loopback(host: str) -> bool:

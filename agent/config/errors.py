@@ -7,6 +7,7 @@ scrub URL credentials the same way.
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,18 @@ def format_error(root: type[BaseModel], err: dict[str, Any]) -> str:
 
 def config_error(root: type[BaseModel], exc: ValidationError, path: Path | None) -> ConfigError:
     return ConfigError(path, [format_error(root, dict(e)) for e in exc.errors()])
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The file as a dict, or a ConfigError that says what is wrong with the file itself."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found (use --config FILE)"]) from None
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
+    return data

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from agent.config.errors import ConfigError, config_error
+from agent.config.errors import ConfigError, config_error, read_toml
 from agent.config.model import AgentConfig
 
 __all__ = ["ConfigError", "load_config", "parse_config", "redacted"]
@@ -24,16 +23,7 @@ def load_config(path: Path | None) -> AgentConfig:
     """Load the file, or the embedded defaults when path is None (the demo and tests use those)."""
     if path is None:
         return AgentConfig()
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(path, ["file not found (use --config FILE)"]) from None
-    except OSError as exc:
-        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
+    data = read_toml(path)
     return parse_config(data, path)
 
 
