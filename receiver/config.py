@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from agent.config.base import BrokerUrl, Section, check_broker_url, check_topic_prefix
+from agent.config.base import BrokerUrl, BrokerURLStr, Section, TopicPrefixStr
 from agent.config.errors import ConfigError as ConfigError  # re-exported: receiver.cli catches it
 from agent.config.errors import config_error, read_toml
 
@@ -28,8 +28,8 @@ SPEC_MAX_PAYLOAD = 256 * 1024
 
 class ReceiverSection(BrokerUrl, Section):
     db: Path = Field(Path("/var/lib/coop-receiver/receiver.sqlite3"), description="SQLite database file")
-    broker: str = Field("mqtt://127.0.0.1:1883", description="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-    topic_prefix: str = Field("coop/v1", description="topics are PREFIX/SOCIETY/BRANCH/DEVICE/...")
+    broker: BrokerURLStr = Field("mqtt://127.0.0.1:1883", description="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    topic_prefix: TopicPrefixStr = Field("coop/v1", description="topics are PREFIX/SOCIETY/BRANCH/DEVICE/...")
     client_id: str = Field(
         "coop-receiver",
         min_length=1,
@@ -83,16 +83,6 @@ class ReceiverSection(BrokerUrl, Section):
         int, Field(ge=100, le=10_000_000, description="older rejections are pruned past this")
     ] = 100_000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-
-    @field_validator("broker")
-    @classmethod
-    def _broker(cls, v: str) -> str:
-        return check_broker_url(v)
-
-    @field_validator("topic_prefix")
-    @classmethod
-    def _prefix(cls, v: str) -> str:
-        return check_topic_prefix(v)
 
     @model_validator(mode="after")
     def _pairs(self) -> ReceiverSection:

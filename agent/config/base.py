@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 
 class Section(BaseModel):
@@ -48,6 +49,11 @@ def check_topic_prefix(v: str) -> str:
     if not v or any(c in v for c in "+#\0") or v.startswith("/") or v.endswith("/"):
         raise ValueError("must be a non-empty topic path without +, # or a leading/trailing '/'")
     return v
+
+
+# Field types that carry their checks (one place for the agent's uplink and the receiver).
+BrokerURLStr = Annotated[str, AfterValidator(check_broker_url)]
+TopicPrefixStr = Annotated[str, AfterValidator(check_topic_prefix)]
 
 
 class BrokerUrl:

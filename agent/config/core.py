@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.config.base import BrokerUrl, Section, check_broker_url, check_topic_prefix
+from agent.config.base import BrokerUrl, BrokerURLStr, Section, TopicPrefixStr
 
 DEVICE_PART = r"[a-z0-9][a-z0-9-]{0,31}"
 DEVICE_RE = re.compile(rf"^{DEVICE_PART}/{DEVICE_PART}/{DEVICE_PART}$")
@@ -41,8 +41,8 @@ class AgentSection(Section):
 class UplinkSection(BrokerUrl, Section):
     """The MQTT link to the centre (spec uplink-v1): broker, TLS or password, window, timers."""
 
-    broker: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port (TLS)")
-    topic_prefix: str = Field("coop/v1", description="topics are PREFIX/SOCIETY/BRANCH/DEVICE/...")
+    broker: BrokerURLStr = Field("mqtt://127.0.0.1:1883", description="mqtt://host:port or mqtts://host:port (TLS)")
+    topic_prefix: TopicPrefixStr = Field("coop/v1", description="topics are PREFIX/SOCIETY/BRANCH/DEVICE/...")
     central_key: Path = Field(Path("/etc/coopagent/central.pub.pem"),
                               description="central server's Ed25519 public key (PEM)")
     ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate (mqtts)")
@@ -66,16 +66,6 @@ class UplinkSection(BrokerUrl, Section):
         "no central ack this long while batches are out: resend from the lowest unacked seq"))] = 30.0
     command_max_skew_s: Annotated[int, Field(ge=1, le=86400, description=(
         "a central command whose `at` is further than this from our clock is refused"))] = 300
-
-    @field_validator("broker")
-    @classmethod
-    def _broker(cls, v: str) -> str:
-        return check_broker_url(v)
-
-    @field_validator("topic_prefix")
-    @classmethod
-    def _prefix(cls, v: str) -> str:
-        return check_topic_prefix(v)
 
     @model_validator(mode="after")
     def _tls(self) -> UplinkSection:
