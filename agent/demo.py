@@ -37,15 +37,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll pred until truthy; SystemExit naming `what` after timeout (the demo and the bench use it)."""
     deadline = time.monotonic() + timeout
     while True:
         got = pred()
         if got:
             return got
         if time.monotonic() > deadline:
-            raise SystemExit(f"demo: timed out waiting for {what}")
-        time.sleep(0.1)
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(interval)
 
 
 def port_open(port: int) -> bool:
