@@ -78,7 +78,12 @@ class Store:
 
     def submit_nowait(self, records: Sequence[Mapping[str, Any]], default_src: str = "agent") -> Future[list[str]]:
         """Validation errors raise here, at once; the future carries the commit's outcome."""
-        op = IngestOp(self.encode(records, default_src))
+        return self.submit_encoded(self.encode(records, default_src))
+
+    def submit_encoded(self, encoded: list[Encoded]) -> Future[list[str]]:
+        """Records already normalized and encoded by the caller (the API's worker processes do
+        that work on other cores); the future carries the commit's outcome."""
+        op = IngestOp(encoded)
         if not self.writer.accepting:
             raise BufferUnavailable("the buffer is not running")
         self.writer.q.put(op)
