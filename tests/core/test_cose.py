@@ -8,7 +8,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.cose import CoseError, dumps_deterministic, kid_for, protected_header, sign1, verify1
+from agent.cose import (
+    CoseError,
+    _dumps_cbor2,
+    dumps_deterministic,
+    kid_for,
+    protected_header,
+    sign1,
+    verify1,
+)
 
 
 def keys(k: Ed25519PrivateKey) -> dict[bytes, object]:
@@ -67,8 +75,46 @@ json_like = st.recursive(
 @settings(max_examples=500, deadline=None)
 @given(json_like)
 def test_fast_deterministic_encoding_equals_cbor2_canonical(value: object) -> None:
-    """The fast path (cached key order + plain encoder) must give canonical mode's bytes, byte
-    for byte, or the receiver refuses the batch and the chain stalls."""
+    """Both fast paths (libipld, and cached key order + cbor2's plain encoder) must give
+    canonical mode's bytes, byte for byte, or the receiver refuses the batch and the chain
+    stalls. The cbor2 path is checked on its own too: libipld takes most values first."""
+    canonical = cbor2.dumps(value, canonical=True)
+    assert dumps_deterministic(value) == canonical
+    assert _dumps_cbor2(value) == canonical
+
+
+# Byte strings libipld would write as tag 42 (a CIDv1 dag-cbor/sha2-256 prefix, a CIDv0), and
+# integers whose raw bytes hold the marker bytes 0xfb and 0xd8 0x2a without any float or tag.
+cid_like = st.binary(min_size=32, max_size=32).flatmap(
+    lambda digest: st.sampled_from([b"\x01\x71\x12\x20" + digest, b"\x12\x20" + digest]))
+marker_ints = st.sampled_from([0xFB, 0xD82A, 0xFBFB_FBFB, -0xD82A_0000, 0x1_A0FB_D82A_00, 2**64 - 1, -(2**64)])
+record_like = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**64), 2**64 - 1), marker_ints,
+              st.text(max_size=12), st.binary(max_size=40), cid_like,
+              st.sampled_from([0.0, -0.0, 1.5, 3.5, 1e300, 5e-324])),
+    lambda inner: st.one_of(st.lists(inner, max_size=5),
+                            st.dictionaries(st.text(max_size=12) | st.sampled_from(["qty", "gtin", "é", "zz", "a"]),
+                                            inner, max_size=6)),
+    max_leaves=30)
+
+
+@settings(max_examples=500, deadline=None)
+@given(record_like)
+def test_libipld_path_equals_cbor2_canonical_on_record_shaped_values(value: object) -> None:
+    """Values libipld accepts (text keys, 64-bit integers, lists): its DAG-CBOR output is used
+    unless a marker byte says a float or a tag 42 may be in it; either way the bytes must be
+    canonical mode's."""
+    assert dumps_deterministic(value) == cbor2.dumps(value, canonical=True)
+
+
+@pytest.mark.parametrize("value", [
+    {"qty": 3.5}, [-0.0], 1e300,  # floats: DAG-CBOR writes 64 bits, canonical the shortest
+    {"sha256": b"\x01\x71\x12\x20" + bytes(32)},  # a CID to libipld: tag 42 there
+    b"\x12\x20" + bytes(range(32)),
+    {"at": 0x1_A0FB_D82A_00, "s": "\u0600*"},  # marker bytes inside an integer; Arabic text (0xd8 lead)
+    {1: "x"}, (1, 2), 2**64, -(2**64) - 1,  # refused by libipld
+])
+def test_values_libipld_gets_wrong_or_refuses_come_out_canonical(value: object) -> None:
     assert dumps_deterministic(value) == cbor2.dumps(value, canonical=True)
 
 
