@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -110,9 +111,22 @@ async def committed(future: Future[list[str]], timeout: float) -> list[str]:
         timer.cancel()
 
 
+Commit = Callable[[list[Any]], Awaitable[list[str]]]
+"""Validate, encode and durably commit parsed records; returns their ids or raises RecordRejected
+(or TimeoutError past COMMIT_TIMEOUT_S). In the agent's process that is the buffer itself
+(local_commit); in an API worker process, the round trip to the agent (agent.api.worker)."""
+
+
+def local_commit(sink: RecordSink) -> Commit:
+    async def commit(records: list[Any]) -> list[str]:
+        return await committed(sink.submit_nowait(records), COMMIT_TIMEOUT_S)
+
+    return commit
+
+
 class IngestCore:
-    def __init__(self, sink: RecordSink, token: bytes, max_body_bytes: int, max_records: int):
-        self.sink = sink
+    def __init__(self, commit: Commit, token: bytes, max_body_bytes: int, max_records: int):
+        self.commit = commit
         self.token = token
         self.max_body_bytes = max_body_bytes
         self.max_records = max_records
@@ -186,7 +200,7 @@ class IngestCore:
     async def submit(self, records: list[Any]) -> Reply:
         """Hand the records to the sink and wait, without blocking the loop, for the durable commit."""
         try:
-            ids = await committed(self.sink.submit_nowait(records), COMMIT_TIMEOUT_S)
+            ids = await self.commit(records)
         except RecordRejected as exc:
             reason = exc.reason
             if exc.index is not None and not reason.startswith("records["):

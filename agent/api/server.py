@@ -16,6 +16,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import uvicorn
 import uvloop
@@ -25,7 +26,8 @@ from starlette.types import ASGIApp
 from agent.api.app import build_app
 from agent.api.auth import load_token
 from agent.api.ingest import FastIngest
-from agent.api.ingest_core import IngestCore
+from agent.api.ingest_core import IngestCore, local_commit
+from agent.api.workers import EncodedSink, WorkerPool
 from agent.config.core import ApiSection
 from agent.config.model import AgentConfig
 from agent.interfaces import Component, Health, RecordSink, StatusProvider
@@ -100,6 +102,24 @@ def bind(api: ApiSection) -> list[socket.socket]:
     return socks
 
 
+def uvicorn_options() -> dict[str, Any]:
+    """uvicorn.Config keywords, the same in the agent and in its worker processes."""
+    return {
+        "lifespan": "off",
+        "log_config": None,
+        "access_log": False,
+        "http": "httptools",
+        "proxy_headers": False,  # loopback clients, no proxy: skip the per-request middleware
+        "server_header": False,
+        "date_header": False,
+        "timeout_graceful_shutdown": GRACEFUL_S,
+        # uvicorn answers 503 past this many connections + tasks; the token is checked before a
+        # body is read, so only authorised clients can make us hold bodies in memory at all.
+        "limit_concurrency": MAX_CONCURRENCY,
+        "backlog": 1024,
+    }
+
+
 class ApiComponent(Component):
     name = "api"
 
@@ -122,46 +142,64 @@ class ApiComponent(Component):
         self.routers = list(routers)
         self.fast_path = fast_path
         self._server: uvicorn.Server | None = None
+        self._pool: WorkerPool | None = None
         self.started = threading.Event()
 
     def health(self) -> Health:
+        pool = self._pool
+        if pool is not None:
+            return "ok" if self.started.is_set() and pool.healthy else "degraded"
         server = self._server
         return "ok" if server is not None and server.started and not server.should_exit else "down"
 
     def build(self, token: bytes) -> ASGIApp:
-        core = IngestCore(self.sink, token, self.api.max_body_bytes, self.api.max_records_per_request)
+        core = IngestCore(local_commit(self.sink), token, self.api.max_body_bytes, self.api.max_records_per_request)
         app: ASGIApp = build_app(core, self.status, self.metrics_text, self.routers)
         return FastIngest(app, core) if self.fast_path else app
 
     def run(self, stop: threading.Event) -> None:
         token = load_token(self.api.token_file)
         socks = bind(self.api)
-        config = uvicorn.Config(
-            self.build(token),
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            http="httptools",
-            proxy_headers=False,  # loopback clients, no proxy: skip the per-request middleware
-            server_header=False,
-            date_header=False,
-            timeout_graceful_shutdown=GRACEFUL_S,
-            # uvicorn answers 503 past this many connections + tasks; the token is checked before a
-            # body is read, so only authorised clients can make us hold bodies in memory at all.
-            limit_concurrency=MAX_CONCURRENCY,
-            backlog=1024,
-        )
-        server = uvicorn.Server(config)
-        self._server = server
         try:
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                runner.run(self._serve(server, socks, stop))
+                if self.api.workers:
+                    runner.run(self._serve_workers(token, socks, stop))
+                else:
+                    server = uvicorn.Server(uvicorn.Config(self.build(token), **uvicorn_options()))
+                    self._server = server
+                    runner.run(self._serve(server, socks, stop))
         finally:
             self._server = None
+            self._pool = None
             self.started.clear()
             for s in socks:
                 s.close()
             log.info("api stopped")
+
+    async def _serve_workers(self, token: bytes, socks: list[socket.socket], stop: threading.Event) -> None:
+        """[api] workers > 0: the worker processes serve HTTP; this loop feeds the buffer and
+        answers the requests they forward (agent.api.workers)."""
+        core = IngestCore(local_commit(self.sink), token, self.api.max_body_bytes, self.api.max_records_per_request)
+        config = {
+            "token": token,
+            "max_body_bytes": self.api.max_body_bytes,
+            "max_records": self.api.max_records_per_request,
+            "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+            "uvicorn": uvicorn_options(),
+        }
+        sink = self.sink
+        if not isinstance(sink, EncodedSink):
+            raise TypeError(f"[api] workers needs a buffer that takes encoded records; {type(sink).__name__} does not")
+        pool = WorkerPool(self.api.workers, socks, sink, build_app(core, self.status, self.metrics_text, self.routers),
+                          config)
+        self._pool = pool
+        try:
+            await pool.start()
+            self.started.set()
+            log.info("api listening on %s (%d worker processes)", self.api.listen, self.api.workers)
+            await pool.watch(stop)
+        finally:
+            await pool.stop(GRACEFUL_S)
 
     async def _serve(self, server: uvicorn.Server, socks: list[socket.socket], stop: threading.Event) -> None:
         async def watch() -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sqlite3
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,26 +16,7 @@ import httpx
 from agent.cli.common import config_option, fail, handle_errors, resolve_config
 from agent.config import AgentConfig, redacted
 from agent.config.base import read_secret
-
-
-class _JournalPrefix(logging.Formatter):
-    """Under systemd, stderr lines reach the journal at priority info unless they start with
-    <N> (sd-daemon(3)): prefixing them makes `journalctl -p warning` work."""
-
-    PRIO = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"<{self.PRIO.get(record.levelno, 6)}>" + super().format(record)
-
-
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(_JournalPrefix("%(levelname)s %(name)s: %(message)s"))  # the journal adds the time
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
-    logging.getLogger("paho").setLevel(logging.WARNING)
+from agent.logs import setup_logging
 
 
 @click.command("run")
@@ -48,7 +27,7 @@ def run(config_path: Path | None) -> None:
     from agent.daemon import Agent
 
     cfg = resolve_config(config_path)
-    _setup_logging(cfg.agent.log_level)
+    setup_logging(cfg.agent.log_level)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:

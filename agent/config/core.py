@@ -96,6 +96,9 @@ class ApiSection(Section):
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024, description="413 above this")] = 4 * 1024 * 1024
     max_records_per_request: Annotated[int, Field(ge=1, le=100_000, description="413 above this")] = 5000
     allow_non_loopback: bool = Field(False, description="must be true to listen on a non-loopback address")
+    workers: Annotated[int, Field(ge=0, le=64, description=(
+        "processes that serve HTTP and validate and encode records for the agent's one writer; "
+        "0 serves everything in the agent's own process"))] = 0
 
     @field_validator("listen")
     @classmethod

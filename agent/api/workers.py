@@ -1,0 +1,259 @@
+"""The agent's side of the API worker processes (agent.api.worker): start, feed, restart, stop.
+
+Runs on the API component's event loop. Each worker gets the listening sockets and one end
+of a private socketpair. What comes back over it:
+- "ingest": records the worker validated and encoded; they go to the buffer's writer as
+  they are (Store.submit_encoded) and the answer is sent from the writer thread right
+  after COMMIT, so a commit costs no extra hop through this loop;
+- "http": any other request, run through the agent's own FastAPI app here;
+- "counts": the worker's request counters, added to this process's /metrics.
+A worker that dies is started again after a second; five deaths in a minute stop the
+component, and the supervisor restarts it with its own backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import Any, Protocol, runtime_checkable
+
+from starlette.types import ASGIApp, Message
+
+from agent.api import metrics
+from agent.api.ipc import FrameProtocol, pack
+from agent.interfaces import RecordRejected
+from buffer.writer import Encoded
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 60.0
+RESTART_DELAY_S = 1.0
+MAX_DEATHS, DEATH_WINDOW_S = 5, 60.0
+SEND_TIMEOUT_S = 10.0
+POLL_S = 0.1
+
+
+@runtime_checkable
+class EncodedSink(Protocol):
+    def submit_encoded(self, encoded: list[Encoded]) -> Future[list[str]]: ...
+
+
+class Worker:
+    """One worker process and the agent's end of its socketpair."""
+
+    def __init__(self, index: int, proc: subprocess.Popen[bytes], sock: socket.socket):
+        self.index = index
+        self.proc = proc
+        self.sock = sock
+        # Sends come from two threads (this loop and the buffer's writer), so they go through a
+        # second socket object on the same socketpair end, under a lock, never through asyncio.
+        self.out = socket.socket(fileno=os.dup(sock.fileno()))
+        self.out.settimeout(SEND_TIMEOUT_S)
+        self.lock = threading.Lock()
+        self.ready = False
+        self.lost = False
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        frame = pack(message)
+        try:
+            with self.lock:
+                self.out.sendall(frame)
+        except OSError as exc:  # the worker died: its client's connection died with it
+            log.debug("api worker %d: answer not sent: %s", self.index, exc)
+
+    def answer_commit(self, rid: int, fut: Future[list[str]]) -> None:
+        """Runs in the buffer's writer thread, right after COMMIT (or the refusal)."""
+        exc = fut.exception()
+        if exc is None:
+            self.send(("ids", rid, fut.result()))
+        elif isinstance(exc, RecordRejected):
+            self.send(("refused", rid, exc.status, exc.reason, exc.index))
+        else:
+            log.error("ingest from api worker %d failed", self.index, exc_info=exc)
+            self.send(("refused", rid, 500, "internal error; see the agent's log", None))
+
+    def close(self) -> None:
+        self.out.close()
+        self.sock.close()
+
+
+async def call_app(app: ASGIApp, request: dict[str, Any], body: bytes) -> tuple[int, list[Any], bytes]:
+    """One forwarded request through the agent's ASGI app, the answer collected whole."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "scheme": "http",
+        "root_path": "",
+        "client": None,
+        "server": None,
+        "state": {},
+        **request,
+    }
+    delivered = False
+    finished = asyncio.Event()
+    status, headers, chunks = 500, [], []
+
+    async def receive() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await finished.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        nonlocal status, headers
+        if message["type"] == "http.response.start":
+            status, headers = message["status"], list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                finished.set()
+
+    await app(scope, receive, send)
+    finished.set()
+    return status, headers, b"".join(chunks)
+
+
+class WorkerPool:
+    def __init__(self, count: int, listen: list[socket.socket], sink: EncodedSink, app: ASGIApp,
+                 config: dict[str, Any]):
+        self.count = count
+        self.listen = listen
+        self.sink = sink
+        self.app = app
+        self.config = config
+        self.workers: dict[int, Worker] = {}
+        self.deaths: deque[float] = deque()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def healthy(self) -> bool:
+        return len(self.workers) == self.count and all(
+            w.ready and not w.lost and w.proc.poll() is None for w in self.workers.values()
+        )
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        for index in range(self.count):
+            await self._spawn(index)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self.healthy:
+            for w in self.workers.values():
+                if w.proc.poll() is not None:
+                    raise RuntimeError(f"api worker {w.index} exited with code {w.proc.returncode} while "
+                                       "starting; see its errors above")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"api workers did not start listening within {START_TIMEOUT_S:g} s")
+            await asyncio.sleep(0.02)
+
+    async def watch(self, stop: threading.Event) -> None:
+        """Until stop: restart a worker that died (after RESTART_DELAY_S), within the death budget."""
+        while not stop.is_set():
+            await asyncio.sleep(POLL_S)
+            for index, w in list(self.workers.items()):
+                if w.proc.poll() is None and not w.lost:
+                    continue
+                if w.proc.poll() is None:  # alive but its link broke: it can serve nothing
+                    w.proc.kill()
+                code = w.proc.wait()
+                now = time.monotonic()
+                self.deaths.append(now)
+                while self.deaths and now - self.deaths[0] > DEATH_WINDOW_S:
+                    self.deaths.popleft()
+                if len(self.deaths) >= MAX_DEATHS:
+                    raise RuntimeError(f"api workers died {len(self.deaths)} times within {DEATH_WINDOW_S:g} s "
+                                       f"(last: worker {index}, exit code {code})")
+                log.error("api worker %d (pid %d) exited with code %s; starting it again in %g s",
+                          index, w.proc.pid, code, RESTART_DELAY_S)
+                w.close()
+                del self.workers[index]
+                await asyncio.sleep(RESTART_DELAY_S)
+                await self._spawn(index)
+
+    async def stop(self, graceful_s: float) -> None:
+        """SIGTERM: each worker stops accepting and finishes its requests (their commits still
+        come back through here), then exits; SIGKILL after graceful_s."""
+        for sock in self.listen:  # our copies: once the workers close theirs, the port is closed
+            sock.close()
+        for w in self.workers.values():
+            if w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + graceful_s
+        while any(w.proc.poll() is None for w in self.workers.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for w in self.workers.values():
+            if w.proc.poll() is None:
+                log.warning("api worker %d did not stop within %g s; killing it", w.index, graceful_s)
+                w.proc.kill()
+                w.proc.wait()
+            w.close()
+        self.workers.clear()
+
+    async def _spawn(self, index: int) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds = [s.fileno() for s in self.listen]
+        args = [sys.executable, "-m", "agent.api.worker", "--ipc-fd", str(theirs.fileno()),
+                "--parent", str(os.getpid())]
+        for fd in fds:
+            args += ["--listen-fd", str(fd)]
+        try:
+            # Own session: a Ctrl-C in the technician's terminal reaches the agent, which stops
+            # the workers in order, and not the workers directly.
+            proc = subprocess.Popen(args, pass_fds=(theirs.fileno(), *fds), start_new_session=True)
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        mine.sendall(pack(("config", 0, self.config)))
+        worker = Worker(index, proc, mine)
+        loop = asyncio.get_running_loop()
+        protocol = FrameProtocol(lambda msg: self._message(worker, msg), lambda exc: self._lost(worker, exc))
+        await loop.create_unix_connection(lambda: protocol, sock=mine)
+        self.workers[index] = worker
+        log.info("api worker %d started (pid %d)", index, proc.pid)
+
+    # -- messages -----------------------------------------------------------------
+    def _message(self, worker: Worker, msg: tuple[Any, ...]) -> None:
+        kind, rid = msg[0], msg[1]
+        if kind == "ingest":
+            try:
+                fut = self.sink.submit_encoded([Encoded(r, body) for r, body in msg[2]])
+            except RecordRejected as exc:
+                worker.send(("refused", rid, exc.status, exc.reason, exc.index))
+                return
+            fut.add_done_callback(lambda f: worker.answer_commit(rid, f))
+        elif kind == "http":
+            task = asyncio.get_running_loop().create_task(self._forward(worker, rid, msg[2], msg[3]))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        elif kind == "counts":
+            metrics.apply(msg[2])
+        elif kind == "ready":
+            worker.ready = True
+        else:
+            log.error("api worker %d sent an unknown message %r", worker.index, kind)
+
+    async def _forward(self, worker: Worker, rid: int, request: dict[str, Any], body: bytes) -> None:
+        try:
+            status, headers, out = await call_app(self.app, request, body)
+        except Exception:
+            log.exception("forwarded request %s %s failed", request.get("method"), request.get("path"))
+            status, headers, out = 500, [(b"content-type", b"text/plain")], b"internal error\n"
+        worker.send(("http", rid, status, headers, out))
+
+    def _lost(self, worker: Worker, exc: Exception | None) -> None:
+        if not worker.lost:
+            worker.lost = True
+            if exc is not None:
+                log.error("api worker %d: link broken: %s", worker.index, exc)

@@ -1,0 +1,223 @@
+"""[api] workers > 0: real worker processes on the shared port, the agent's real buffer behind them.
+
+The same contract as in-process (status codes, reasons, ids, idempotency), plus what only
+processes can get wrong: a worker killed -9 is replaced and nothing it acknowledged is lost;
+a worker never outlives the agent (closed link, no orphan holding the port); stop lets
+requests in flight finish with their 201.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from agent.api.ipc import pack
+from agent.api.server import ApiComponent, uvicorn_options
+from tests.api.conftest import TOKEN, Api, make_config, make_store, status_doc, stored
+from tests.api.test_ingest import check, rec
+from tests.peers.net import free_port, port_open, wait_for
+
+Serve = Callable[..., Api]
+H = {"authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def two(serve: Serve) -> Api:
+    api = serve(workers=2)
+    assert api.component._pool is not None and len(api.component._pool.workers) == 2
+    return api
+
+
+def worker_pids(api: Api) -> list[int]:
+    assert api.component._pool is not None
+    return [w.proc.pid for w in api.component._pool.workers.values()]
+
+
+def test_the_contract_is_the_same_through_workers(two: Api) -> None:
+    api = two
+    r = api.post({"records": [rec("sale", id="pos-3:R-1"), rec("weight"), rec("stock_move", src="erp")]},
+                 x_coop_source="pos-3")
+    assert r.status_code == 201, r.text
+    ids = r.json()["ids"]
+    assert ids[0] == "pos-3:R-1" and len(set(ids)) == 3
+    assert stored(api.sink) == {ids[0]: "api:pos-3", ids[1]: "api:pos-3", ids[2]: "erp"}
+    # validation runs in the worker: same words as in the agent's process
+    bad = rec("weight")
+    bad["data"]["grams"] = "5"
+    check(api.post({"records": [rec(), bad]}), 422, "records[1].data.grams: must be an integer", 1)
+    # refusals decided by the agent's writer come back with their status and reason
+    assert api.post({"records": [rec("weight", id="dup")]}).status_code == 201
+    again = rec("weight", id="dup")
+    again["data"]["grams"] += 1
+    check(api.post({"records": [again]}), 409, "already exists with different content", 0)
+    assert api.post({"records": [rec("weight", id="dup")]}).status_code == 201  # same content: accepted
+    check(api.post({"records": [rec()]}, token="wrong-token-0123456789"), 401, "bearer token")
+    check(api.post(b"{not json"), 400, "not valid JSON")
+    check(api.post({"records": [rec()]}, content_type="text/plain"), 415, "application/json")
+    assert api.count() == 4
+
+
+def test_other_routes_are_answered_by_the_agents_app(two: Api) -> None:
+    api = two
+    assert api.client.get(f"{api.url}/v1/status").status_code == 401
+    r = api.client.get(f"{api.url}/v1/status", headers=H)
+    assert r.status_code == 200 and r.json() == status_doc()
+    m = api.client.get(f"{api.url}/metrics")
+    assert m.status_code == 200 and m.text == "# HELP coop_test 1\ncoop_test 1\n"
+    doc = api.client.get(f"{api.url}/openapi.json").json()
+    assert {"/v1/records", "/v1/status", "/metrics"} <= set(doc["paths"])
+    assert api.client.get(f"{api.url}/nowhere").status_code == 404
+
+
+def test_worker_counts_reach_the_agents_metrics(two: Api) -> None:
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = value("coop_api_ingest_requests_total", code="201"), value("coop_api_ingest_records_total")
+    refused = value("coop_api_ingest_requests_total", code="401")
+    for _ in range(3):
+        assert two.post({"records": [rec(), rec()]}).status_code == 201
+    assert two.post({"records": [rec()]}, token=None).status_code == 401
+    wait_for(lambda: value("coop_api_ingest_requests_total", code="201") == before[0] + 3, timeout=5,
+             what="worker counts in the agent's registry")
+    assert value("coop_api_ingest_records_total") == before[1] + 6
+    wait_for(lambda: value("coop_api_ingest_requests_total", code="401") == refused + 1, timeout=5, what="401 count")
+
+
+def test_a_worker_killed_9_is_replaced_and_nothing_acknowledged_is_lost(two: Api) -> None:
+    api = two
+    acked: list[str] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def post_forever() -> None:
+        n = 0
+        with httpx.Client(timeout=10) as c:
+            while not stop.is_set():
+                n += 1
+                try:
+                    r = c.post(f"{api.url}/v1/records", json={"records": [rec(id=f"k-{n}")]}, headers=H)
+                except httpx.TransportError as exc:  # the killed worker's connection: not acknowledged
+                    errors.append(type(exc).__name__)
+                    continue
+                if r.status_code == 201:
+                    acked.extend(r.json()["ids"])
+
+    t = threading.Thread(target=post_forever)
+    t.start()
+    try:
+        wait_for(lambda: len(acked) > 20, what="traffic")
+        victim = worker_pids(api)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: victim not in worker_pids(api) and api.component.health() == "ok", timeout=30,
+                 what="the worker replaced")
+        n = len(acked)
+        wait_for(lambda: len(acked) > n + 20, what="traffic after the restart")
+    finally:
+        stop.set()
+        t.join(20)
+    assert set(acked) <= set(stored(api.sink)), "a record answered 201 is missing"
+
+
+def test_stop_finishes_requests_in_flight_and_leaves_no_worker(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = make_config(tmp_path, workers=2)
+    store = make_store(tmp_path / "s.sqlite3")
+    gate = threading.Event()
+    real = store.submit_encoded
+
+    def slow(encoded):  # type: ignore[no-untyped-def]
+        # the commit is held back until the stop has begun, off the pool's loop as the writer is
+        out: Future[list[str]] = Future()
+
+        def later() -> None:
+            gate.wait(10)
+            inner = real(encoded)
+            inner.add_done_callback(lambda f: out.set_result(f.result()))
+
+        threading.Thread(target=later).start()
+        return out
+
+    store.submit_encoded = slow  # type: ignore[method-assign]
+    comp = ApiComponent(cfg, store, status_doc, lambda: b"")
+    stop = threading.Event()
+    t = threading.Thread(target=comp.run, args=(stop,))
+    t.start()
+    try:
+        wait_for(comp.started.is_set, what="workers listening", timeout=60)
+        pids = [w.proc.pid for w in comp._pool.workers.values()]  # type: ignore[union-attr]
+        replies: list[httpx.Response] = []
+        poster = threading.Thread(target=lambda: replies.append(httpx.post(
+            f"http://{cfg.api.listen}/v1/records", json={"records": [rec(id="late")]}, headers=H, timeout=30)))
+        poster.start()
+        time.sleep(0.5)
+        stop.set()
+        wait_for(lambda: not port_open(cfg.api.port), what="listeners closed", timeout=10)
+        assert poster.is_alive(), replies[0].text  # its request is still waiting for the commit
+        gate.set()
+        poster.join(30)
+        t.join(30)
+        assert not t.is_alive()
+        assert replies and replies[0].status_code == 201, replies
+        assert "late" in stored(store)
+        assert not port_open(cfg.api.port)
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        gate.set()
+        stop.set()
+        t.join(10)
+        store.close()
+
+
+@pytest.fixture
+def lone_worker() -> Iterator[tuple[subprocess.Popen[bytes], socket.socket, int]]:
+    """A worker started by hand, as the pool does, with the agent's end of the link in our hands."""
+    listen = socket.socket()
+    listen.bind(("127.0.0.1", free_port()))
+    listen.listen(16)
+    mine, theirs = socket.socketpair()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.api.worker", "--ipc-fd", str(theirs.fileno()), "--parent", str(os.getpid()),
+         "--listen-fd", str(listen.fileno())],
+        pass_fds=(theirs.fileno(), listen.fileno()), start_new_session=True)
+    theirs.close()
+    mine.sendall(pack(("config", 0, {"token": TOKEN.encode(), "max_body_bytes": 65536, "max_records": 100,
+                                     "log_level": "INFO", "uvicorn": uvicorn_options()})))
+    port = listen.getsockname()[1]
+    listen.close()  # the worker holds its own copy
+    try:
+        yield proc, mine, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        mine.close()
+
+
+def test_a_worker_never_outlives_the_agent(lone_worker: tuple[subprocess.Popen[bytes], socket.socket, int]) -> None:
+    proc, link, port = lone_worker
+    wait_for(lambda: port_open(port), what="worker listening", timeout=30)
+    replies: list[httpx.Response] = []
+    poster = threading.Thread(target=lambda: replies.append(httpx.post(
+        f"http://127.0.0.1:{port}/v1/records", json={"records": [rec(id="orphan")]}, headers=H, timeout=30)))
+    poster.start()
+    time.sleep(0.5)  # the request now waits for a commit that will never come
+    link.close()  # what the kernel does when the agent dies, even by SIGKILL
+    assert proc.wait(15) == 0
+    poster.join(15)
+    # never a 201 for what was not committed; the answer says how to recover
+    assert replies[0].status_code == 503
+    assert "re-post the records with the same ids" in replies[0].json()["reason"]
+    assert not port_open(port)
