@@ -63,13 +63,16 @@ class Poster(threading.Thread):
         client.close()
 
 
-def test_sigkill_while_streaming_loses_nothing_acknowledged(branch: Branch) -> None:
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "2-api-workers"])
+def test_sigkill_while_streaming_loses_nothing_acknowledged(branch: Branch, workers: int) -> None:
     """kill -9 at seeded random moments while records stream in; after each restart every
     record the API answered 201 for reaches the centre exactly once, and the receiver never
-    sees two different batches under one seq (it would flag a chain break)."""
+    sees two different batches under one seq (it would flag a chain break). With API worker
+    processes, the killed agent's workers go too, and the restarted agent serves the port."""
     rng = random.Random(20261129)
+    over = {"api": {"workers": workers}}
     branch.start_receiver()
-    branch.start_agent_process()
+    branch.start_agent_process(**over)
     poster = Poster(branch, total=3000)
     poster.start()
     for _ in range(4):
@@ -77,7 +80,7 @@ def test_sigkill_while_streaming_loses_nothing_acknowledged(branch: Branch) -> N
         wait_for(lambda t=target: len(poster.acked) >= t, timeout=60, what="records to stream")
         time.sleep(rng.uniform(0, 0.3))  # noqa: TID251 - a random kill moment, not a wait
         assert branch.kill_agent_process(signal.SIGKILL) == -signal.SIGKILL
-        branch.start_agent_process()
+        branch.start_agent_process(**over)
     poster.join(timeout=120)
     assert not poster.is_alive()
     acked = set(poster.acked)
@@ -88,6 +91,8 @@ def test_sigkill_while_streaming_loses_nothing_acknowledged(branch: Branch) -> N
     assert state["duplicate_record_ids"] == 0, state
     ids = [r["id"] for r in sales_at_receiver(branch)]
     assert len(ids) == len(set(ids))
+    if workers:
+        assert "(2 worker processes)" in branch.agent_log()
     assert branch.kill_agent_process(signal.SIGTERM) == 0  # and a clean stop exits 0
 
 
