@@ -1,6 +1,6 @@
 """Ingest benchmark: the local API against raw SQLite, measured side by side in one run.
 
-    .venv/bin/python -m bench.bench_ingest [--seconds 10] [--compare-fastapi] [--breakdown]
+    .venv/bin/python -m bench.bench_ingest [--seconds 10] [--workers 0 2] [--compare-fastapi] [--breakdown]
 
 (a) records/s through POST /v1/records with 100 records a request, against executemany of
     the same rows into a WAL file with synchronous=FULL (goal: >= 25% of raw);
@@ -320,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--compare-fastapi", action="store_true", help="also run (b) through FastAPI's routing")
     ap.add_argument("--wrk-threads", type=int, default=1)
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 2],
+                    help="[api] workers values to run (a) and (b) with, side by side (default: 0 2)")
     ap.add_argument(
         "--breakdown",
         action="store_true",
@@ -336,24 +338,26 @@ def main(argv: list[str] | None = None) -> int:
         report["raw_sqlite_rows_per_s"] = round(raw)
         print(f"raw SQLite executemany, synchronous=FULL: {raw:,.0f} rows/s", flush=True)
         body100 = orjson.dumps({"records": records})
-        a = run_api(tmp, True, body100, 100, 8, args.seconds, args.wrk_threads)
-        report["a_100_per_request"] = a
-        print(
-            f"(a) 100 records/request, 8 connections: {a['records_per_s']:,} records/s = "
-            f"{100 * a['records_per_s'] / raw:.1f}% of raw (goal 25%); p50 {a['p50']} p99 {a['p99']}; "
-            f"{a['requests_per_commit']} requests/commit; "
-            f"server CPU {a['server_cpu_pct']}% = {a['server_cpu_us_per_record']} us/record",
-            flush=True,
-        )
         body1 = orjson.dumps({"records": records[:1]})
-        b = run_api(tmp, True, body1, 1, 8, args.seconds, args.wrk_threads)
-        report["b_1_per_request"] = b
-        print(
-            f"(b) 1 record/request, 8 keep-alive connections: {b['records_per_s']:,} records/s "
-            f"(goal 6,300); p50 {b['p50']} p99 {b['p99']}; {b['requests_per_commit']} requests/commit; "
-            f"server CPU {b['server_cpu_pct']}% = {b['server_cpu_us_per_record']} us/record",
-            flush=True,
-        )
+        for workers in args.workers:
+            where = f"{workers} API worker processes" if workers else "in the agent's process"
+            a = run_api(tmp, True, body100, 100, 8, args.seconds, args.wrk_threads, workers=workers)
+            report[f"a_100_per_request_workers_{workers}"] = a
+            print(
+                f"(a) 100 records/request, 8 connections, {where}: {a['records_per_s']:,} records/s = "
+                f"{100 * a['records_per_s'] / raw:.1f}% of raw (goal 25%); p50 {a['p50']} p99 {a['p99']}; "
+                f"{a['requests_per_commit']} requests/commit; server CPU {a['server_cpu_pct']}% "
+                f"{a['cpu_s']} = {a['server_cpu_us_per_record']} us/record",
+                flush=True,
+            )
+            b = run_api(tmp, True, body1, 1, 8, args.seconds, args.wrk_threads, workers=workers)
+            report[f"b_1_per_request_workers_{workers}"] = b
+            print(
+                f"(b) 1 record/request, 8 keep-alive connections, {where}: {b['records_per_s']:,} records/s "
+                f"(goal 6,300); p50 {b['p50']} p99 {b['p99']}; {b['requests_per_commit']} requests/commit; "
+                f"server CPU {b['server_cpu_pct']}% {b['cpu_s']} = {b['server_cpu_us_per_record']} us/record",
+                flush=True,
+            )
         if args.compare_fastapi:
             f = run_api(tmp, False, body1, 1, 8, args.seconds, args.wrk_threads)
             report["b_fastapi_route"] = f

@@ -89,6 +89,14 @@ class Store:
         self.writer.q.put(op)
         return op.future
 
+    def add_group_hook(self, fn: Callable[[], None]) -> None:
+        """fn runs in the writer thread after each group's futures are resolved."""
+        self.writer.after_group.append(fn)
+
+    def remove_group_hook(self, fn: Callable[[], None]) -> None:
+        if fn in self.writer.after_group:
+            self.writer.after_group.remove(fn)
+
     def submit(self, records: Sequence[Mapping[str, Any]], timeout: float | None = None,
                default_src: str = "agent") -> list[str]:
         return self.submit_nowait(records, default_src).result(timeout)

@@ -117,6 +117,9 @@ class Writer(threading.Thread):
         self.soft_limit = opts.max_db_bytes - self.reserve
         self.last_error: str | None = None
         self.on_sealed: Callable[[], None] | None = None  # the uplink's wake-up
+        # Called in this thread once a group's futures are all resolved: the API worker links
+        # send the group's answers in one message each, not one per request.
+        self.after_group: list[Callable[[], None]] = []
         # True when the uplink is connected with nothing outstanding: then a small batch now
         # beats a full one in 2 s (latency); under load or offline batches still fill up.
         self.idle_hint: Callable[[], bool] = lambda: False
@@ -237,16 +240,25 @@ class Writer(threading.Thread):
             for op in ops:
                 if not op.future.done():
                     op.future.set_exception(err)
+            self._after_group()
             return
         self.full = False
         for fut, res in results:
             fut.set_result(res)
         for fut, failure in failures:
             fut.set_exception(failure)
+        self._after_group()
         if self.on_committed is not None and self._pending_committed:
             self.on_committed(self._pending_committed)
         if self._sealed_in_group and self.on_sealed is not None:
             self.on_sealed()
+
+    def _after_group(self) -> None:
+        for fn in self.after_group:
+            try:
+                fn()
+            except Exception:  # a hook's bug must not stop the writer
+                log.exception("after-group hook %r failed", fn)
 
     def _rollback(self) -> None:
         try:

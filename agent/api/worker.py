@@ -72,8 +72,13 @@ class AgentLink:
         self.gone = False
         self._on_lost = on_lost
         self.tally: dict[int, list[int]] = {}
+        self.outbox: list[tuple[Any, ...]] = []
 
     def _message(self, msg: tuple[Any, ...]) -> None:
+        if msg[0] == "batch":
+            for one in msg[2]:
+                self._message(one)
+            return
         fut = self.pending.pop(msg[1], None)
         if fut is None or fut.done():  # timed out meanwhile: the answer has nobody to go to
             return
@@ -103,10 +108,20 @@ class AgentLink:
         if self.gone:
             raise BufferUnavailable("the agent process is not running; re-post the records with the same ids")
         rid = next(self.ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         self.pending[rid] = fut
-        self.protocol.send((kind, rid, *payload))
+        if not self.outbox:
+            loop.call_soon(self._flush)
+        self.outbox.append((kind, rid, *payload))
         return rid, fut
+
+    def _flush(self) -> None:
+        """Requests that became ready in one turn of the loop leave in one message: one wake-up
+        of the agent for all of them."""
+        out, self.outbox = self.outbox, []
+        if out:
+            self.protocol.send(out[0] if len(out) == 1 else ("batch", 0, out))
 
     async def wait(self, rid: int, fut: asyncio.Future[Any], timeout: float) -> Any:
         loop = asyncio.get_running_loop()

@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol, runtime_checkable
 
@@ -46,6 +47,10 @@ POLL_S = 0.1
 class EncodedSink(Protocol):
     def submit_encoded(self, encoded: list[Encoded]) -> Future[list[str]]: ...
 
+    def add_group_hook(self, fn: Callable[[], None]) -> None: ...
+
+    def remove_group_hook(self, fn: Callable[[], None]) -> None: ...
+
 
 class Worker:
     """One worker process and the agent's end of its socketpair."""
@@ -59,6 +64,7 @@ class Worker:
         self.out = socket.socket(fileno=os.dup(sock.fileno()))
         self.out.settimeout(SEND_TIMEOUT_S)
         self.lock = threading.Lock()
+        self.answers: list[tuple[Any, ...]] = []  # from the writer thread, sent once per group
         self.ready = False
         self.lost = False
 
@@ -71,15 +77,23 @@ class Worker:
             log.debug("api worker %d: answer not sent: %s", self.index, exc)
 
     def answer_commit(self, rid: int, fut: Future[list[str]]) -> None:
-        """Runs in the buffer's writer thread, right after COMMIT (or the refusal)."""
+        """Runs in the buffer's writer thread, right after COMMIT (or the refusal); the answers
+        of one group leave together in flush()."""
         exc = fut.exception()
         if exc is None:
-            self.send(("ids", rid, fut.result()))
+            answer: tuple[Any, ...] = ("ids", rid, fut.result())
         elif isinstance(exc, RecordRejected):
-            self.send(("refused", rid, exc.status, exc.reason, exc.index))
+            answer = ("refused", rid, exc.status, exc.reason, exc.index)
         else:
             log.error("ingest from api worker %d failed", self.index, exc_info=exc)
-            self.send(("refused", rid, 500, "internal error; see the agent's log", None))
+            answer = ("refused", rid, 500, "internal error; see the agent's log", None)
+        self.answers.append(answer)
+
+    def flush(self) -> None:
+        """Writer thread, end of a group: one message for all of this worker's answers."""
+        if self.answers:
+            answers, self.answers = self.answers, []
+            self.send(answers[0] if len(answers) == 1 else ("batch", 0, answers))
 
     def close(self) -> None:
         self.out.close()
@@ -143,7 +157,12 @@ class WorkerPool:
         )
 
     # -- lifecycle ----------------------------------------------------------------
+    def _flush_all(self) -> None:
+        for w in list(self.workers.values()):
+            w.flush()
+
     async def start(self) -> None:
+        self.sink.add_group_hook(self._flush_all)
         for index in range(self.count):
             await self._spawn(index)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -198,6 +217,7 @@ class WorkerPool:
                 w.proc.wait()
             w.close()
         self.workers.clear()
+        self.sink.remove_group_hook(self._flush_all)
 
     async def _spawn(self, index: int) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -226,7 +246,10 @@ class WorkerPool:
     # -- messages -----------------------------------------------------------------
     def _message(self, worker: Worker, msg: tuple[Any, ...]) -> None:
         kind, rid = msg[0], msg[1]
-        if kind == "ingest":
+        if kind == "batch":
+            for one in msg[2]:
+                self._message(worker, one)
+        elif kind == "ingest":
             try:
                 fut = self.sink.submit_encoded([Encoded(r, body) for r, body in msg[2]])
             except RecordRejected as exc:
