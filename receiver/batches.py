@@ -17,8 +17,8 @@ from typing import Any
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.cose import CoseError, decode_unverified, verify1
 from receiver.deterministic import is_deterministic
+from receiver.sign1 import OpenError, open_sign1
 
 KINDS = frozenset(("sale", "stock_move", "count", "count_session", "scan", "weight", "media", "device_event", "gap"))
 MEDIA_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -37,6 +37,10 @@ class Rejected(Exception):
         self.reason = reason
         self.seq = seq
         super().__init__(f"{code}: {reason}")
+
+    def __reduce__(self) -> tuple[type[Rejected], tuple[str, str, int | None]]:
+        # Crosses the pipe from the verifier process: pickle it by its fields, not by str(self).
+        return (Rejected, (self.code, self.reason, self.seq))
 
 
 @dataclass(frozen=True)
@@ -76,38 +80,23 @@ def _is_int(v: Any) -> bool:
     return type(v) is int  # bool is an int subclass and is not a valid integer here
 
 
-def header_of(cose: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> bytes:
-    """The kid from the protected header, refused when unknown for this device."""
-    try:
-        _, prot, _, _ = decode_unverified(cose)
-    except CoseError as exc:
-        raise Rejected("bad_cose", str(exc)) from None
-    if cbor2.loads(cose).value[1]:
-        raise Rejected("bad_cose", "unprotected header must be empty (uplink-v1)")
-    kid = prot.get(4)
-    if not isinstance(kid, bytes):
-        raise Rejected("bad_cose", "protected header has no kid")
-    if kid not in keys:
-        raise Rejected("unknown_kid", f"kid {kid.hex()} is not registered for this device")
-    return kid
-
-
 def verify_signed(cose: bytes, dev: str, keys: Mapping[bytes, Ed25519PublicKey]) -> tuple[bytes, dict[str, Any]]:
     """Verify a signed message (batch or status) of `dev`; returns (kid, payload map)."""
-    kid = header_of(cose, keys)
     try:
-        verified = verify1(cose, dict(keys))
-    except CoseError as exc:
-        code = "bad_signature" if "signature" in str(exc) else "bad_cose"
-        raise Rejected(code, str(exc)) from None
-    payload = verified.payload
+        kid, payload_bytes = open_sign1(cose, keys)
+    except OpenError as exc:
+        raise Rejected(exc.code, exc.reason) from None
+    try:
+        payload = cbor2.loads(payload_bytes)
+    except Exception as exc:  # cbor2 raises several types for malformed input
+        raise Rejected("bad_cose", f"payload is not CBOR: {exc}") from None
     if not isinstance(payload, dict):
         raise Rejected("bad_payload", "payload is not a CBOR map")
     if payload.get("v") != 1 or not _is_int(payload.get("v")):
         raise Rejected("bad_payload", f"v = {payload.get('v')!r}; this receiver speaks version 1")
     if payload.get("dev") != dev:
         raise Rejected("dev_mismatch", f"payload dev {payload.get('dev')!r} is not the topic's device {dev!r}")
-    if not is_deterministic(payload, verified.payload_bytes):
+    if not is_deterministic(payload, payload_bytes):
         raise Rejected("not_deterministic", "payload is not in deterministic CBOR encoding (RFC 8949 4.2.1)")
     return kid, payload
 
