@@ -82,6 +82,11 @@ class DeviceRegistry:
                 found = self._keys.get(dev)
         return found
 
+    def cached_keys(self, dev: str) -> dict[bytes, Ed25519PublicKey] | None:
+        """The device's keys as last loaded, never rescanning (for paho's thread, which must not do file I/O)."""
+        with self._lock:
+            return self._keys.get(dev)
+
     def devices(self) -> list[str]:
         with self._lock:
             return sorted(self._keys)

@@ -28,6 +28,7 @@ from receiver.keys import DeviceRegistry, load_central_key
 from receiver.media import MediaAssembler
 from receiver.messages import Signer, command, device_topic, media_ack, parse_topic, seq_ack
 from receiver.mqtt import MqttLink
+from receiver.verifier import Job, Ticket, Verifier
 from receiver.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Inbound:
     mid: int
     qos: int
     gen: int
+    ticket: Ticket | None = None  # a batch sent to the verifier process on arrival
 
 
 class Worker(Component):
@@ -135,6 +137,7 @@ class Receiver:
             early_cap_bytes=cfg.max_early_media_mb * 1024 * 1024,
         )
         self.media.load()
+        self.verifier = Verifier()
         self.link = MqttLink(cfg, self._on_message)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -149,6 +152,7 @@ class Receiver:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> Receiver:
+        self.verifier.start()
         self._thread = threading.Thread(
             target=Worker(self).run, args=(self._stop,), name="receiver-worker", daemon=True
         )
@@ -173,7 +177,9 @@ class Receiver:
                 self._thread.join(timeout=30)
                 self._thread = None
         finally:
+            self.verifier.stop()  # before link.stop(): paho's thread may be blocked writing to it
             self.link.stop()
+            self.verifier.close()
 
     def __enter__(self) -> Receiver:
         return self.start()
@@ -184,7 +190,8 @@ class Receiver:
     # -- inbound ------------------------------------------------------------------------
 
     def _on_message(self, topic: str, payload: bytes, mid: int, qos: int, gen: int) -> None:
-        item = Inbound(topic, payload, mid, qos, gen)
+        job = self._job(topic, payload)
+        item = Inbound(topic, payload, mid, qos, gen, None if job is None else self.verifier.submit(job))
         while True:
             try:
                 self.inbox.put(item, timeout=0.5)
@@ -216,6 +223,14 @@ class Receiver:
             self.link.ack(msg.mid, msg.qos, msg.gen)
         self._ask_resends()
 
+    def _job(self, topic: str, payload: bytes) -> Job | None:
+        """The check_batch work for the verifier process, for a batch that _dispatch would check."""
+        t = parse_topic(self.prefix, topic)
+        if t is None or t.kind != "batch" or len(payload) > self.config.receiver.max_payload_bytes:
+            return None
+        keys = self.registry.cached_keys(t.dev)  # unknown: the worker rescans and rejects it
+        return None if keys is None else Job(t.dev, payload, keys)
+
     def _dispatch(self, msg: Inbound) -> None:
         w = self.writer
         t = parse_topic(self.prefix, msg.topic)
@@ -240,7 +255,8 @@ class Receiver:
         w.conn.execute("SAVEPOINT msg")
         try:
             if t.kind == "batch":
-                w.on_batch(t.dev, msg.topic, msg.payload)
+                verdict = None if msg.ticket is None else self.verifier.verdict(msg.ticket)
+                w.on_batch(t.dev, msg.topic, msg.payload, verdict)
             elif t.kind == "status":
                 if msg.payload:  # an empty retained message only clears the broker's copy
                     w.on_status(t.dev, msg.topic, msg.payload)

@@ -20,6 +20,7 @@ from typing import Any
 
 from receiver.batches import Batch, Manifest, Rejected, check_batch, verify_signed
 from receiver.keys import DeviceRegistry
+from receiver.verifier import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -150,19 +151,27 @@ class Writer:
 
     # -- batches ------------------------------------------------------------------------
 
-    def on_batch(self, dev: str, topic: str, cose: bytes) -> None:
-        keys = self.registry.keys_for(dev)
-        if keys is None:
-            self.reject(dev, topic, "unknown_device", "no public key registered for this device")
-            return
-        try:
-            batch = check_batch(cose, dev, keys)
-        except Rejected as exc:
-            if exc.code == "chain_break" and exc.seq is not None:
-                self._chain_break(self.state(dev), topic, exc.seq, hashlib.sha256(cose).digest(), cose, exc.reason)
+    def on_batch(self, dev: str, topic: str, cose: bytes, verdict: Verdict | None = None) -> None:
+        """Judge and store one batch; `verdict` is check_batch's outcome when the verifier process made it."""
+        if verdict is None:
+            keys = self.registry.keys_for(dev)
+            if keys is None:
+                self.reject(dev, topic, "unknown_device", "no public key registered for this device")
+                return
+            try:
+                verdict = check_batch(cose, dev, keys)
+            except Rejected as exc:
+                verdict = exc
+        if isinstance(verdict, Rejected):
+            if verdict.code == "chain_break" and verdict.seq is not None:
+                st = self.state(dev)
+                self._chain_break(st, topic, verdict.seq, hashlib.sha256(cose).digest(), cose, verdict.reason)
             else:
-                self.reject(dev, topic, exc.code, exc.reason, exc.seq)
+                self.reject(dev, topic, verdict.code, verdict.reason, verdict.seq)
             return
+        if not isinstance(verdict, Batch):
+            raise verdict  # a bug while checking: the server rejects this message as internal_error
+        batch = verdict
         st = self.state(dev)
         if batch.seq > st.highest_seen:
             st.highest_seen = batch.seq
