@@ -6,12 +6,23 @@ import copy
 import uuid
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from agent.interfaces import RecordInvalid
-from agent.records import AT_MIN_MS, KINDS, MAX_RECORD_BYTES, JsonRecords, new_id, normalize_records
+from agent.records import (
+    ADAPTERS,
+    AT_MIN_MS,
+    KINDS,
+    MAX_RECORD_BYTES,
+    JsonRecords,
+    _sale_ok,
+    new_id,
+    normalize_records,
+)
 
 NOW = 1_790_000_000_000
 GTIN = "6281007032285"
@@ -279,3 +290,129 @@ def test_random_input_only_ever_raises_record_invalid(records: list[Any]) -> Non
         assert exc.reason.startswith("records[") and exc.index is not None
     else:
         assert len(out) == len(records)
+
+
+# ---------------------------------------------------------------- the sale fast path
+
+_odd = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.sampled_from([10**400, 2**64, -(2**64), 2**64 - 1])
+    | st.floats()
+    | st.text(max_size=4)
+    | st.sampled_from(["", "x" * 256, "x" * 257, "\U0001f600" * 256, "KWD\n", "kwd", "ＫＷＤ", "KW", "KWDX"])
+    | st.lists(st.integers(), max_size=2)
+    | st.dictionaries(st.text(max_size=2) | st.integers(0, 2), st.integers(), max_size=2)
+)
+_gtins = st.sampled_from([GTIN, "96385074", "6281007032286", "628100703228", "０" * 13, "x" * 13, " " + GTIN])
+_valid_line = st.fixed_dictionaries(
+    {"gtin": st.sampled_from([GTIN, "96385074"]), "unit_price": st.integers(0, 10**6), "amount": st.integers()},
+    optional={"qty": st.integers(-5, 5) | st.floats(allow_nan=False, allow_infinity=False), "weight_g": st.integers()},
+).filter(lambda line: "qty" in line or "weight_g" in line)
+_valid_sale = st.fixed_dictionaries(
+    {
+        "receipt": st.text(min_size=1, max_size=8),
+        "till": st.text(min_size=1, max_size=8),
+        "lines": st.lists(_valid_line, min_size=1, max_size=3),
+        "total": st.integers(),
+        "currency": st.sampled_from(["KWD", "USD"]),
+    },
+    optional={"void": st.booleans(), "refund": st.booleans()},
+)
+_currencies = st.sampled_from(["KWD\n", "kwd", "ＫＷＤ", "KW", "KWDX", "K1D", "", "ÄÖÜ"])
+# Unknown keys are allowed in a sale and its lines, but only text ones (pydantic: "Keys should be strings").
+_SALE_KEYS: list[Any] = ["receipt", "till", "lines", "total", "currency", "void", "refund", "vendor", 1]
+_LINE_KEYS: list[Any] = ["gtin", "unit_price", "amount", "qty", "weight_g", "note", 1]
+_NEAR_MISSES = {"gtin": _gtins, "currency": _currencies}  # right type, wrong value
+
+
+@st.composite
+def _sales(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid sale with up to two faults: a key removed, or set to an odd value (wrong type,
+    out of range, a bad GTIN), or an unknown key added; in the sale or in one of its lines."""
+    sale: dict[str, Any] = draw(_valid_sale)
+    for _ in range(draw(st.integers(0, 2))):
+        lines: Any = sale.get("lines")
+        in_line = type(lines) is list and lines and draw(st.booleans())
+        if in_line and draw(st.integers(0, 5)) == 0:
+            lines[draw(st.integers(0, len(lines) - 1))] = draw(_odd)
+            continue
+        target = draw(st.sampled_from(lines)) if in_line else sale
+        if type(target) is not dict:
+            continue
+        key = draw(st.sampled_from(_LINE_KEYS if in_line else _SALE_KEYS))
+        if key in target and draw(st.booleans()):
+            del target[key]
+        else:
+            near = _NEAR_MISSES.get(key)
+            target[key] = draw(near if near is not None and draw(st.booleans()) else _odd)
+    return sale
+
+
+@settings(derandomize=True, database=None, max_examples=1500, deadline=None)
+@given(_sales())
+def test_sale_fast_path_accepts_only_what_the_adapter_accepts(data: dict[str, Any]) -> None:
+    """The fast path may send anything to pydantic, but must never pass what pydantic refuses:
+    a refused record must read the same, and a bad one must not become durable."""
+    if _sale_ok(data):
+        ADAPTERS["sale"].validate_python(data)
+
+
+@settings(derandomize=True, database=None, max_examples=300, deadline=None)
+@given(_sales())
+def test_json_sales_give_what_the_adapter_path_gives(data: dict[str, Any]) -> None:
+    """End to end: a JsonRecords sale (fast path) and the same sale as a plain list (adapter
+    only) give equal records or the same message."""
+    try:
+        data = orjson.loads(orjson.dumps(data))
+    except (TypeError, orjson.JSONEncodeError):
+        return  # not JSON (integers beyond 64 bits): the API can never hand it over
+    recs = [{"kind": "sale", "data": data, "id": "S"}]
+
+    def run(records: list[Any]) -> Any:
+        try:
+            return normalize_records(records, "api", now_ms=NOW)
+        except RecordInvalid as exc:
+            return exc.reason
+
+    assert run(JsonRecords(copy.deepcopy(recs))) == run(copy.deepcopy(recs))
+
+
+def test_sale_fast_path_takes_the_usual_sale() -> None:
+    """Else the tests above pass for nothing: the spec's sale and the benchmark's take it."""
+    assert _sale_ok(copy.deepcopy(VALID["sale"]))
+    weighed = {"receipt": "R", "till": "t", "total": 1, "currency": "KWD", "void": False,
+               "lines": [{"gtin": GTIN, "weight_g": 250, "unit_price": 4, "amount": 1},
+                         {"gtin": GTIN, "qty": 0.5, "unit_price": 4, "amount": 2}]}
+    assert _sale_ok(weighed)
+
+
+_ABSENT_KEY = object()
+_ODD_VALUES: list[Any] = [
+    None, True, False, 0, -1, 2**64, 10**400, 1.5, -0.0, float("nan"), float("inf"), "", "x" * 257,
+    "\U0001f600" * 256, "KWD\n", "kwd", "KwD", "ＫＷＤ", "K1D", "ÄÖÜ", "KWDX", "6281007032286", "０" * 13,
+    " " + GTIN, [], [1], [{}], {}, {"a": 1}, {1: 2},
+]
+
+
+def test_sale_fast_path_refuses_every_single_fault_the_adapter_refuses() -> None:
+    """Each key of the spec's sale and of its first line, in turn removed or set to each odd value
+    (and unknown keys, text or not, added): the fast path passes none the adapter refuses."""
+    faults = 0
+    for in_line in (False, True):
+        for key in _LINE_KEYS if in_line else _SALE_KEYS:
+            for value in [_ABSENT_KEY, *_ODD_VALUES]:
+                data = copy.deepcopy(VALID["sale"])
+                target = data["lines"][0] if in_line else data
+                if value is _ABSENT_KEY:
+                    target.pop(key, None)
+                else:
+                    target[key] = value
+                try:
+                    ADAPTERS["sale"].validate_python(data)
+                except ValidationError:
+                    faults += 1
+                    assert not _sale_ok(data), (key, value)
+    assert faults > 250  # the loop did try faults
+
