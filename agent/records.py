@@ -9,6 +9,9 @@ Why this shape:
   sends money as a string has a bug we want it to see), validated from Python objects.
   The adapter only *checks*; the stored `data` is the map the source gave, so keys a kind
   does not know survive unchanged (the spec lets a `data` map carry more keys).
+- Sales from JSON (the API's bulk) first meet _sale_ok, plain checks that can only accept
+  (2 us against the adapter's 4.4); whatever they are unsure of goes to the adapter, so a
+  refusal always reads as the adapter words it.
 - The envelope (kind, data, id, at, src) is checked by hand: five fields, and hand-written
   messages are what a POS integrator acts on ("records[3].at: ...").
 - The fingerprint is SHA-256 over an orjson encoding with sorted keys (0.5 us for a sale,
@@ -16,7 +19,7 @@ Why this shape:
   JSON cannot carry (bytes). It is only ever compared with fingerprints made by this
   function, so it need not be the wire encoding, only deterministic.
 - Ids are UUIDv7 (RFC 9562 section 5.7) made here: the uuid6 package takes 5.6 us per id
-  in pure Python, this layout ~1 us, and the layout is eight lines.
+  in pure Python, this layout ~0.5 us, and the layout is eight lines.
 """
 
 from __future__ import annotations
