@@ -112,6 +112,8 @@ def test_libipld_path_equals_cbor2_canonical_on_record_shaped_values(value: obje
     {"sha256": b"\x01\x71\x12\x20" + bytes(32)},  # a CID to libipld: tag 42 there
     b"\x12\x20" + bytes(range(32)),
     {"at": 0x1_A0FB_D82A_00, "s": "\u0600*"},  # marker bytes inside an integer; Arabic text (0xd8 lead)
+    [0xFB, [{"q": 1.5}]], {"at": 0xD82A, "x": {"y": [b"\x12\x20" + bytes(32)]}},  # marker int and the real thing
+    {"at": 0xFBFB, "b": b"x"}, [0xD82A, True, None, "s", {"k": [-1]}],
     {1: "x"}, (1, 2), 2**64, -(2**64) - 1,  # refused by libipld
 ])
 def test_values_libipld_gets_wrong_or_refuses_come_out_canonical(value: object) -> None:
