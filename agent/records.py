@@ -67,7 +67,7 @@ class NormRecord(NamedTuple):
     kind: str
     at: int  # epoch ms UTC
     src: str
-    data: dict[str, Any]
+    data: dict[str, Any] | None  # None only when an API worker process encoded it: the body carries it
     id_given: bool  # True when the source chose the id (idempotent re-post applies)
     fingerprint: bytes  # SHA-256 over the content the source gave; equal re-posts match
 

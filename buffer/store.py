@@ -17,6 +17,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+import cbor2
+
 from agent.cose import dumps_deterministic
 from agent.interfaces import BufferUnavailable, RecordListener, StoredRecord
 from agent.records import NormRecord, normalize_records
@@ -41,7 +43,7 @@ class Store:
         self.normalize = normalize
         path.parent.mkdir(parents=True, exist_ok=True)
         self._listeners: list[RecordListener] = []
-        self._notify_q: queue.SimpleQueue[list[NormRecord] | None] = queue.SimpleQueue()
+        self._notify_q: queue.SimpleQueue[list[Encoded] | None] = queue.SimpleQueue()
         self.writer = Writer(path, signer, opts, on_committed=self._committed)
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -112,7 +114,7 @@ class Store:
     def add_listener(self, listener: RecordListener) -> None:
         self._listeners.append(listener)
 
-    def _committed(self, records: list[NormRecord]) -> None:
+    def _committed(self, records: list[Encoded]) -> None:
         if self._listeners:
             self._notify_q.put(records)
 
@@ -122,7 +124,10 @@ class Store:
             if item is None:
                 return
             stored: list[StoredRecord] = [
-                {"id": r.id, "kind": r.kind, "at": r.at, "src": r.src, "data": r.data} for r in item]
+                {"id": e.rec.id, "kind": e.rec.kind, "at": e.rec.at, "src": e.rec.src,
+                 # an API worker sends no data (cheaper): decoded here, and only for listeners
+                 "data": e.rec.data if e.rec.data is not None else cbor2.loads(e.body)["data"]}
+                for e in item]
             for listener in list(self._listeners):
                 try:
                     listener(stored)

@@ -94,7 +94,7 @@ class WriterTxn:
 
 class Writer(threading.Thread):
     def __init__(self, path: Path, signer: Signer, opts: SealOptions,
-                 on_committed: Callable[[list[NormRecord]], None] | None = None):
+                 on_committed: Callable[[list[Encoded]], None] | None = None):
         super().__init__(name="buffer-writer", daemon=True)
         self.path = path
         self.signer = signer
@@ -127,7 +127,7 @@ class Writer(threading.Thread):
         self.full = False
         self._stopping = False
         self.accepting = False  # a plain flag: Thread.is_alive() takes a lock on every request
-        self._pending_committed: list[NormRecord] = []
+        self._pending_committed: list[Encoded] = []
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -310,7 +310,7 @@ class Writer(threading.Thread):
             sql = f"SELECT id, fp FROM records WHERE id IN ({marks})"  # noqa: S608 - only '?' placeholders
             existing.update(self.conn.execute(sql, chunk).fetchall())
         rows = []
-        fresh: list[NormRecord] = []
+        fresh: list[Encoded] = []
         seen: dict[str, bytes] = {}
         for idx, e in enumerate(records):
             r = e.rec
@@ -324,7 +324,7 @@ class Writer(threading.Thread):
                                      "in one batch under [uplink] max_payload_bytes", idx)
             seen[r.id] = r.fingerprint
             rows.append((r.id, r.fingerprint, r.kind, r.at, e.body))
-            fresh.append(r)
+            fresh.append(e)
         if rows:
             self._pending_committed.extend(fresh)
             self.conn.executemany("INSERT INTO records(id, fp, kind, at, body) VALUES (?,?,?,?,?)", rows)

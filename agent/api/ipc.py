@@ -12,9 +12,10 @@ Messages are tuples: what they are, the request number they answer (0: none), th
                       ("refused", rid, status, reason, index) nothing stored (409, 503, 507)
                       ("http", rid, status, headers, body)   a forwarded request's answer
     worker -> agent   ("ready", 0, pid)                      listening
-                      ("ingest", rid, [(NormRecord, cbor), ...])
+                      ("ingest", rid, [(id, kind, at, src, id_given, fingerprint, cbor), ...])
                       ("http", rid, request dict, body)      any other route, for the agent's app
                       ("counts", 0, {status: [requests, records]}) metrics since the last one
+    either way        ("batch", 0, [message, ...])           what became ready at once, in one wake-up
 """
 
 from __future__ import annotations

@@ -134,7 +134,10 @@ class AgentLink:
 
     async def commit(self, records: list[Any]) -> list[str]:
         """IngestCore's commit: validate and encode here, commit in the agent (RecordInvalid raises here)."""
-        items = [(r, encode_record(r)) for r in normalize_records(records, "agent")]
+        # No data maps: the agent needs the fields it stores, and the body holds the data
+        # (half the pickling cost, on both sides, at 100 records a request).
+        items = [(r.id, r.kind, r.at, r.src, r.id_given, r.fingerprint, encode_record(r))
+                 for r in normalize_records(records, "agent")]
         rid, fut = self.call("ingest", items)
         return list(await self.wait(rid, fut, ingest_core.COMMIT_TIMEOUT_S))
 

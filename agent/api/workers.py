@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message
 from agent.api import metrics
 from agent.api.ipc import FrameProtocol, pack
 from agent.interfaces import RecordRejected
+from agent.records import NormRecord
 from buffer.writer import Encoded
 
 log = logging.getLogger(__name__)
@@ -251,7 +252,9 @@ class WorkerPool:
                 self._message(worker, one)
         elif kind == "ingest":
             try:
-                fut = self.sink.submit_encoded([Encoded(r, body) for r, body in msg[2]])
+                fut = self.sink.submit_encoded(
+                    [Encoded(NormRecord(i, kind, at, src, None, given, fp), body)
+                     for i, kind, at, src, given, fp, body in msg[2]])
             except RecordRejected as exc:
                 worker.send(("refused", rid, exc.status, exc.reason, exc.index))
                 return

@@ -221,3 +221,15 @@ def test_a_worker_never_outlives_the_agent(lone_worker: tuple[subprocess.Popen[b
     assert replies[0].status_code == 503
     assert "re-post the records with the same ids" in replies[0].json()["reason"]
     assert not port_open(port)
+
+
+def test_record_listeners_get_the_data_of_records_posted_through_workers(two: Api) -> None:
+    # Workers send no data maps to the agent (cheaper); the buffer decodes the stored body for
+    # listeners such as the camera rules, so they see exactly what was posted.
+    got: list[dict[str, object]] = []
+    two.sink.add_listener(got.extend)
+    sale = rec("sale", id="listened")
+    assert two.post({"records": [sale]}).status_code == 201
+    wait_for(lambda: any(r["id"] == "listened" for r in got), what="the listener called")
+    (seen,) = [r for r in got if r["id"] == "listened"]
+    assert seen["data"] == sale["data"] and seen["kind"] == "sale" and seen["src"] == "api"
