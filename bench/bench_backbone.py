@@ -40,9 +40,37 @@ def rss_mb(pid: int) -> float:
 
 
 def cpu_s(pid: int) -> float:
-    """User+system CPU seconds of a process so far (from /proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User+system CPU seconds of a process and its living descendants so far (from /proc):
+    the receiver's verifier and the agent's API workers are part of their cost."""
+    total = 0.0
+    for p in [pid, *descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def all_acked(site: Site) -> bool:
+    acked, last = site.acked_and_last()
+    return acked >= last
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 def sale(i: int) -> dict[str, Any]:
@@ -217,7 +245,7 @@ def bench_e2e(seconds: float, clients: int = 4, per_request: int = 100) -> dict[
         for t in threads:
             t.join()
         t_sent = time.perf_counter() - t0
-        wait(lambda: (lambda a, la: a >= la)(*site.acked_and_last()), 120, "acks", 0.02)
+        wait(lambda: all_acked(site), 120, "acks", 0.02)
         t_acked = time.perf_counter() - t0
         total = sum(sent)
         return {"records": total, "post_s": round(t_sent, 2), "acked_s": round(t_acked, 2),
@@ -252,7 +280,7 @@ def bench_latency(seconds: float, rate: float = 100.0) -> dict[str, Any]:
                 i += 1
                 if i % 100 == 0:
                     peak = max(peak, rss_mb(site.procs["agent"].pid))
-        wait(lambda: (lambda a, la: a >= la)(*site.acked_and_last()), 60, "acks", 0.02)
+        wait(lambda: all_acked(site), 60, "acks", 0.02)
         db = site.db()
         acked = dict(db.execute("SELECT r.id, b.acked_ms FROM records r JOIN batches b ON r.seq = b.seq"))
         db.close()
