@@ -23,7 +23,7 @@ from agent.cose import dumps_deterministic
 from agent.interfaces import BufferUnavailable, RecordListener, StoredRecord
 from agent.records import NormRecord, normalize_records
 from buffer.sealing import Signer
-from buffer.writer import CallOp, Encoded, IngestOp, SealOptions, Writer, WriterTxn
+from buffer.writer import CallOp, Encoded, IngestOp, OpSource, SealOptions, Writer, WriterTxn
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,15 @@ class Store:
         op = IngestOp(encoded)
         if not self.writer.accepting:
             raise BufferUnavailable("the buffer is not running")
-        self.writer.q.put(op)
+        self.writer.put(op)
         return op.future
+
+    def attach_source(self, source: OpSource) -> None:
+        """Let the writer thread read ingest operations from `source` itself (API worker links)."""
+        self.writer.attach(source)
+
+    def detach_source(self, source: OpSource) -> None:
+        self.writer.detach(source)
 
     def add_group_hook(self, fn: Callable[[], None]) -> None:
         """fn runs in the writer thread after each group's futures are resolved."""
@@ -107,7 +114,7 @@ class Store:
         op = CallOp(fn)
         if not self.writer.accepting:
             raise BufferUnavailable("the buffer is not running")
-        self.writer.q.put(op)
+        self.writer.put(op)
         return op.future
 
     # -- listeners ---------------------------------------------------------------

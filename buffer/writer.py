@@ -12,7 +12,9 @@ at all: the same records are sealed again, under the same seq, before anything i
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import selectors
 import sqlite3
 import threading
 import time
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agent.interfaces import BufferFull, BufferUnavailable, RecordConflict, RecordInvalid, RecordRejected
 from agent.records import NormRecord
@@ -30,6 +32,14 @@ from buffer.sealing import COSE_OVERHEAD, Signer, batch_header_size, seal
 log = logging.getLogger(__name__)
 
 MAX_OPS_PER_GROUP = 2000
+
+
+class _Nothing:
+    """_next_nowait's "nothing waiting" (None is already the stop sentinel)."""
+
+
+_NOTHING = _Nothing()
+_WAKE = _Nothing()  # put on the queue by attach(): leave a blocking get() to watch the sources too
 SOFT_FULL_RATIO = 0.9  # ingest stops at 90% of max_db_mb so sealing and acks still have room
 
 
@@ -63,6 +73,23 @@ class SealOptions:
     max_payload_bytes: int
     max_db_bytes: int  # 0 = no cap
     batch_min_age_s: float = 0.0  # seal this early when the uplink is idle (0: always wait max age)
+
+
+class OpSource(Protocol):
+    """Operations arriving on a socket that the writer thread reads itself (the API worker
+    links): no hop through another thread, whose wake-up and GIL hand-off would cost more
+    than the commit's share at one record a request."""
+
+    def fileno(self) -> int: ...
+
+    def read_ops(self) -> list[IngestOp] | None:
+        """What can be read now without blocking; None when the source has closed."""
+        ...
+
+    def close(self) -> None:
+        """Called by the writer thread once it no longer watches the source (detached or closed):
+        the socket is closed only then, so its number cannot be reused while still watched."""
+        ...
 
 
 def open_connection(path: Path) -> sqlite3.Connection:
@@ -100,7 +127,7 @@ class Writer(threading.Thread):
         self.signer = signer
         self.opts = opts
         self.on_committed = on_committed
-        self.q: queue.SimpleQueue[IngestOp | CallOp | None] = queue.SimpleQueue()
+        self.q: queue.SimpleQueue[IngestOp | CallOp | _Nothing | None] = queue.SimpleQueue()
         self.conn = open_connection(path)
         migrate(self.conn)
         self.page_size = int(self.conn.execute("PRAGMA page_size").fetchone()[0])
@@ -128,6 +155,16 @@ class Writer(threading.Thread):
         self._stopping = False
         self.accepting = False  # a plain flag: Thread.is_alive() takes a lock on every request
         self._pending_committed: list[Encoded] = []
+        # Op sources: read by this thread beside its queue (see OpSource). With any attached,
+        # put() also writes a byte to a pipe so one select() waits for both.
+        self._sources: dict[int, OpSource] = {}
+        self._source_changes: queue.SimpleQueue[tuple[bool, OpSource]] = queue.SimpleQueue()
+        self._source_ops: list[IngestOp] = []
+        self._selector: selectors.BaseSelector | None = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._use_wake = False
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -138,8 +175,93 @@ class Writer(threading.Thread):
         """Seal what is left (a clean stop leaves no unsealed records), then close."""
         self.accepting = False
         self._stopping = True
-        self.q.put(None)
+        self.put(None)
         self.join(timeout=30)
+
+    def put(self, op: IngestOp | CallOp | None) -> None:
+        self.q.put(op)
+        if self._use_wake:
+            self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:  # the pipe is full of wake-ups already
+            pass
+
+    def attach(self, source: OpSource) -> None:
+        """Read `source` in this thread from now on (any thread may call this)."""
+        self._use_wake = True
+        self._source_changes.put((True, source))
+        self._wake()
+        self.q.put(_WAKE)  # the thread may be in a plain q.get()
+
+    def detach(self, source: OpSource) -> None:
+        self._source_changes.put((False, source))
+        self._wake()
+
+    # -- waiting: the queue, and the op sources when there are any ---------------------
+    def _next(self, timeout: float | None) -> IngestOp | CallOp | None:
+        """The next operation, like q.get(timeout); raises queue.Empty at the timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._use_wake:
+                got = self.q.get(timeout=left)
+                if not isinstance(got, _Nothing):
+                    return got
+                continue  # attach() woke us: from now on, wait on the sources too
+            op = self._next_nowait()
+            if not isinstance(op, _Nothing):
+                return op
+            if left is not None and left <= 0:
+                raise queue.Empty
+            self._poll(left)
+
+    def _next_nowait(self) -> IngestOp | CallOp | None | _Nothing:
+        if self._source_ops:
+            return self._source_ops.pop(0)
+        while True:
+            try:
+                got = self.q.get_nowait()
+            except queue.Empty:
+                return _NOTHING
+            if got is not _WAKE:
+                return got
+
+    def _poll(self, timeout: float | None) -> None:
+        if self._selector is None:
+            self._selector = selectors.DefaultSelector()
+            self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        while not self._source_changes.empty():
+            add, source = self._source_changes.get_nowait()
+            fd = source.fileno()
+            if add and fd not in self._sources:
+                self._sources[fd] = source
+                self._selector.register(fd, selectors.EVENT_READ, source)
+            elif not add and self._sources.get(fd) is source:
+                del self._sources[fd]
+                self._selector.unregister(fd)
+                source.close()
+        for key, _ in self._selector.select(timeout):
+            source = key.data
+            if source is None:
+                try:
+                    os.read(self._wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                continue
+            try:
+                ops = source.read_ops()
+            except Exception:  # a source's bug must not stop the writer: drop the source
+                log.exception("op source %r failed; detached", source)
+                ops = None
+            if ops is None:
+                self._selector.unregister(key.fd)
+                self._sources.pop(key.fd, None)
+                source.close()
+            else:
+                self._source_ops.extend(ops)
 
     def run(self) -> None:
         try:
@@ -147,6 +269,12 @@ class Writer(threading.Thread):
         finally:
             self.accepting = False
             self.conn.close()
+            if self._selector is not None:
+                self._selector.close()
+            for source in self._sources.values():
+                source.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     def _loop(self) -> None:
         while True:
@@ -156,7 +284,7 @@ class Writer(threading.Thread):
                 if self.opts.batch_min_age_s:
                     timeout = min(timeout, self.opts.batch_min_age_s / 2)  # re-check the idle hint
             try:
-                first = self.q.get(timeout=timeout)
+                first = self._next(timeout)
             except queue.Empty:
                 first = None
                 if self._stopping:
@@ -169,10 +297,11 @@ class Writer(threading.Thread):
                 break
             ops = [first]
             stop_after = False
+            if self._use_wake and not self._source_ops:
+                self._poll(0)  # whatever else has arrived joins this group
             while len(ops) < MAX_OPS_PER_GROUP:
-                try:
-                    nxt = self.q.get_nowait()
-                except queue.Empty:
+                nxt = self._next_nowait()
+                if isinstance(nxt, _Nothing):
                     break
                 if nxt is None:
                     stop_after = True
@@ -186,9 +315,8 @@ class Writer(threading.Thread):
     def _drain_and_stop(self) -> None:
         ops: list[IngestOp | CallOp] = []
         while True:
-            try:
-                op = self.q.get_nowait()
-            except queue.Empty:
+            op = self._next_nowait()
+            if isinstance(op, _Nothing):
                 break
             if op is not None:
                 ops.append(op)

@@ -2,9 +2,10 @@
 
 Runs on the API component's event loop. Each worker gets the listening sockets and one end
 of a private socketpair. What comes back over it:
-- "ingest": records the worker validated and encoded; they go to the buffer's writer as
-  they are (Store.submit_encoded) and the answer is sent from the writer thread right
-  after COMMIT, so a commit costs no extra hop through this loop;
+- "ingest": records the worker validated and encoded. The buffer's writer thread reads
+  the link itself (LinkSource), commits them in its next group and sends the answers right
+  after COMMIT, one message per worker per group: no hop through this loop or any other
+  thread, which at one record a request cost more than the commit's share;
 - "http": any other request, run through the agent's own FastAPI app here;
 - "counts": the worker's request counters, added to this process's /metrics.
 A worker that dies is started again after a second; five deaths in a minute stop the
@@ -30,10 +31,10 @@ from typing import Any, Protocol, runtime_checkable
 from starlette.types import ASGIApp, Message
 
 from agent.api import metrics
-from agent.api.ipc import FrameProtocol, pack
+from agent.api.ipc import FrameError, FrameReader, pack
 from agent.interfaces import RecordRejected
 from agent.records import NormRecord
-from buffer.writer import Encoded
+from buffer.writer import Encoded, IngestOp, OpSource
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,16 @@ RESTART_DELAY_S = 1.0
 MAX_DEATHS, DEATH_WINDOW_S = 5, 60.0
 SEND_TIMEOUT_S = 10.0
 POLL_S = 0.1
+RECV_BYTES = 1 << 18
 
 
 @runtime_checkable
 class EncodedSink(Protocol):
-    def submit_encoded(self, encoded: list[Encoded]) -> Future[list[str]]: ...
+    """What the pool needs of the buffer (buffer.store.Store)."""
+
+    def attach_source(self, source: OpSource) -> None: ...
+
+    def detach_source(self, source: OpSource) -> None: ...
 
     def add_group_hook(self, fn: Callable[[], None]) -> None: ...
 
@@ -66,6 +72,7 @@ class Worker:
         self.out.settimeout(SEND_TIMEOUT_S)
         self.lock = threading.Lock()
         self.answers: list[tuple[Any, ...]] = []  # from the writer thread, sent once per group
+        self.source: LinkSource | None = None
         self.ready = False
         self.lost = False
 
@@ -97,8 +104,76 @@ class Worker:
             self.send(answers[0] if len(answers) == 1 else ("batch", 0, answers))
 
     def close(self) -> None:
+        """Our sending side only: the link itself is closed by the buffer's writer thread once
+        it stops reading it (LinkSource.close), so its number is never reused while watched."""
         self.out.close()
-        self.sock.close()
+
+
+class LinkSource:
+    """A worker link as the buffer's writer thread reads it (buffer.writer.OpSource).
+
+    Ingest requests become the writer's operations right there, with no hop through the
+    event loop; their answers are queued on the Worker and leave once per group. The rare
+    other messages (forwarded HTTP, counters, ready) go to the pool on its event loop.
+    """
+
+    def __init__(self, worker: Worker, pool: WorkerPool, loop: asyncio.AbstractEventLoop):
+        self.worker = worker
+        self.pool = pool
+        self.loop = loop
+        self.fd = worker.sock.fileno()
+        self.reader = FrameReader()
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read_ops(self) -> list[IngestOp] | None:
+        ops: list[IngestOp] = []
+        while True:
+            try:
+                data = self.worker.sock.recv(RECV_BYTES)
+            except BlockingIOError:
+                return ops
+            except OSError as exc:
+                return self._gone(ops, exc)
+            if not data:
+                return self._gone(ops, None)
+            try:
+                messages = self.reader.feed(data)
+            except FrameError as exc:
+                return self._gone([], exc)
+            for message in messages:
+                self._take(message, ops)
+
+    def _take(self, msg: tuple[Any, ...], ops: list[IngestOp]) -> None:
+        kind = msg[0]
+        if kind == "batch":
+            for one in msg[2]:
+                self._take(one, ops)
+        elif kind == "ingest":
+            rid, worker = msg[1], self.worker
+            op = IngestOp([Encoded(NormRecord(i, k, at, src, None, given, fp), body)
+                           for i, k, at, src, given, fp, body in msg[2]])
+            op.future.add_done_callback(lambda f: worker.answer_commit(rid, f))
+            ops.append(op)
+        else:
+            self._to_loop(self.pool._message, self.worker, msg)
+
+    def _gone(self, ops: list[IngestOp], exc: Exception | None) -> list[IngestOp] | None:
+        if not self.closed:
+            self.closed = True
+            self._to_loop(self.pool._lost, self.worker, exc)
+        return ops or None  # what arrived before the end is still committed and answered
+
+    def _to_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: the API is stopping anyway
+            pass
+
+    def close(self) -> None:
+        self.worker.sock.close()
 
 
 async def call_app(app: ASGIApp, request: dict[str, Any], body: bytes) -> tuple[int, list[Any], bytes]:
@@ -195,7 +270,7 @@ class WorkerPool:
                                        f"(last: worker {index}, exit code {code})")
                 log.error("api worker %d (pid %d) exited with code %s; starting it again in %g s",
                           index, w.proc.pid, code, RESTART_DELAY_S)
-                w.close()
+                self._forget(w)
                 del self.workers[index]
                 await asyncio.sleep(RESTART_DELAY_S)
                 await self._spawn(index)
@@ -216,9 +291,14 @@ class WorkerPool:
                 log.warning("api worker %d did not stop within %g s; killing it", w.index, graceful_s)
                 w.proc.kill()
                 w.proc.wait()
-            w.close()
+            self._forget(w)
         self.workers.clear()
         self.sink.remove_group_hook(self._flush_all)
+
+    def _forget(self, worker: Worker) -> None:
+        if worker.source is not None:
+            self.sink.detach_source(worker.source)  # the writer thread closes the link
+        worker.close()
 
     async def _spawn(self, index: int) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -237,29 +317,17 @@ class WorkerPool:
         finally:
             theirs.close()
         mine.sendall(pack(("config", 0, self.config)))
+        mine.setblocking(False)
         worker = Worker(index, proc, mine)
-        loop = asyncio.get_running_loop()
-        protocol = FrameProtocol(lambda msg: self._message(worker, msg), lambda exc: self._lost(worker, exc))
-        await loop.create_unix_connection(lambda: protocol, sock=mine)
+        worker.source = LinkSource(worker, self, asyncio.get_running_loop())
+        self.sink.attach_source(worker.source)
         self.workers[index] = worker
         log.info("api worker %d started (pid %d)", index, proc.pid)
 
     # -- messages -----------------------------------------------------------------
     def _message(self, worker: Worker, msg: tuple[Any, ...]) -> None:
         kind, rid = msg[0], msg[1]
-        if kind == "batch":
-            for one in msg[2]:
-                self._message(worker, one)
-        elif kind == "ingest":
-            try:
-                fut = self.sink.submit_encoded(
-                    [Encoded(NormRecord(i, kind, at, src, None, given, fp), body)
-                     for i, kind, at, src, given, fp, body in msg[2]])
-            except RecordRejected as exc:
-                worker.send(("refused", rid, exc.status, exc.reason, exc.index))
-                return
-            fut.add_done_callback(lambda f: worker.answer_commit(rid, f))
-        elif kind == "http":
+        if kind == "http":
             task = asyncio.get_running_loop().create_task(self._forward(worker, rid, msg[2], msg[3]))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)

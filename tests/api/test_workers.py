@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 
 import httpx
 import pytest
@@ -134,21 +133,6 @@ def test_stop_finishes_requests_in_flight_and_leaves_no_worker(tmp_path) -> None
     cfg = make_config(tmp_path, workers=2)
     store = make_store(tmp_path / "s.sqlite3")
     gate = threading.Event()
-    real = store.submit_encoded
-
-    def slow(encoded):  # type: ignore[no-untyped-def]
-        # the commit is held back until the stop has begun, off the pool's loop as the writer is
-        out: Future[list[str]] = Future()
-
-        def later() -> None:
-            gate.wait(10)
-            inner = real(encoded)
-            inner.add_done_callback(lambda f: out.set_result(f.result()))
-
-        threading.Thread(target=later).start()
-        return out
-
-    store.submit_encoded = slow  # type: ignore[method-assign]
     comp = ApiComponent(cfg, store, status_doc, lambda: b"")
     stop = threading.Event()
     t = threading.Thread(target=comp.run, args=(stop,))
@@ -156,6 +140,8 @@ def test_stop_finishes_requests_in_flight_and_leaves_no_worker(tmp_path) -> None
     try:
         wait_for(comp.started.is_set, what="workers listening", timeout=60)
         pids = [w.proc.pid for w in comp._pool.workers.values()]  # type: ignore[union-attr]
+        # the buffer's writer is held busy, so the request's commit waits until the stop has begun
+        held = store.call(lambda txn: gate.wait(10))
         replies: list[httpx.Response] = []
         poster = threading.Thread(target=lambda: replies.append(httpx.post(
             f"http://{cfg.api.listen}/v1/records", json={"records": [rec(id="late")]}, headers=H, timeout=30)))
@@ -165,6 +151,7 @@ def test_stop_finishes_requests_in_flight_and_leaves_no_worker(tmp_path) -> None
         wait_for(lambda: not port_open(cfg.api.port), what="listeners closed", timeout=10)
         assert poster.is_alive(), replies[0].text  # its request is still waiting for the commit
         gate.set()
+        held.result(10)
         poster.join(30)
         t.join(30)
         assert not t.is_alive()
