@@ -271,7 +271,7 @@ def run_api(
     mode: str = "store",
     workers: int = 0,
 ) -> dict[str, Any]:
-    sub = tmp / f"api-{fast_path}-{per_request}-{mode}"
+    sub = tmp / f"api-{fast_path}-{per_request}-{mode}-w{workers}"
     sub.mkdir()
     (sub / "api.token").write_text(TOKEN)
     cfg = AgentConfig.model_validate(
