@@ -39,6 +39,20 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size of a process and its descendants (with [api] workers, the agent
+    and its worker processes), from /proc/PID/smaps_rollup."""
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
 def cpu_s(pid: int) -> float:
     """User+system CPU seconds of a process and its living descendants so far (from /proc):
     the receiver's verifier and the agent's API workers are part of their cost."""
@@ -99,7 +113,8 @@ class Site:
             "agent": {"device": DEVICE, "data_dir": str(root / "agent-data"), "log_level": "warning"},
             "uplink": {"broker": f"mqtt://127.0.0.1:{self.mqtt_port}", "central_key": str(root / "central.pub.pem"),
                        "backoff_min_s": 0.2, "backoff_max_s": 1.0},
-            "api": {"listen": f"127.0.0.1:{self.api_port}", "token_file": str(root / "api.token")},
+            "api": {"listen": f"127.0.0.1:{self.api_port}", "token_file": str(root / "api.token"),
+                    "workers": int(os.environ.get("BENCH_API_WORKERS", "0"))},
         }
         for k, v in agent_over.items():
             cfg.setdefault(k, {}).update(v)
@@ -237,9 +252,10 @@ def bench_e2e(seconds: float, clients: int = 4, per_request: int = 100) -> dict[
         t0 = time.perf_counter()
         for t in threads:
             t.start()
-        peak = 0.0
+        peak = peak_tree = 0.0
         while time.perf_counter() - t0 < seconds:
             peak = max(peak, rss_mb(site.procs["agent"].pid))
+            peak_tree = max(peak_tree, tree_pss_mb(site.procs["agent"].pid))
             time.sleep(0.2)
         stop.set()
         for t in threads:
@@ -250,7 +266,9 @@ def bench_e2e(seconds: float, clients: int = 4, per_request: int = 100) -> dict[
         total = sum(sent)
         return {"records": total, "post_s": round(t_sent, 2), "acked_s": round(t_acked, 2),
                 "records_per_s_to_central_ack": round(total / t_acked), "clients": clients,
-                "records_per_request": per_request, "agent_peak_rss_mb": round(peak, 1)}
+                "records_per_request": per_request, "agent_peak_rss_mb": round(peak, 1),
+                "agent_tree_peak_pss_mb": round(peak_tree, 1),
+                "api_workers": int(os.environ.get("BENCH_API_WORKERS", "0"))}
     finally:
         site.stop()
         shutil.rmtree(root, ignore_errors=True)
