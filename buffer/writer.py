@@ -43,7 +43,7 @@ _WAKE = _Nothing()  # put on the queue by attach(): leave a blocking get() to wa
 SOFT_FULL_RATIO = 0.9  # ingest stops at 90% of max_db_mb so sealing and acks still have room
 
 
-@dataclass
+@dataclass(slots=True)
 class Encoded:
     """A normalized record with its deterministic CBOR body, encoded by the caller's thread."""
 
@@ -335,7 +335,8 @@ class Writer(threading.Thread):
                     # All checks run before the one executemany, so a refused request
                     # has written nothing and needs no savepoint.
                     try:
-                        self._check_soft_full(sum(len(e.body) for e in op.records))
+                        if self.opts.max_db_bytes:
+                            self._check_soft_full(sum(len(e.body) for e in op.records))
                         results.append((op.future, self._insert_checked(op.records)))
                     except RecordRejected as exc:
                         failures.append((op.future, exc))
