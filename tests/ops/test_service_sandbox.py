@@ -67,14 +67,15 @@ def notify(tmp_path: Path) -> Iterator[NotifyListener]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("mode", "workers"), [(m, 0) for m in MODES] + [("strict", 2)])
 def test_agent_runs_notifies_and_stops_under_the_unit_sandbox(
-        tmp_path: Path, mosquitto: Mosquitto, notify: NotifyListener, mode: str) -> None:
+        tmp_path: Path, mosquitto: Mosquitto, notify: NotifyListener, mode: str, workers: int) -> None:
+    """With workers = 2 the API worker processes (spawned python, prctl) run under the same rules."""
     branch = Branch(tmp_path / "branch", mosquitto)
     creds = tmp_path / "credentials"
     creds.mkdir(mode=0o700)
     (creds / "api.token").write_text(branch.token + "\n")  # as LoadCredential=api.token:... would
-    config = branch.write_agent_config(api={"token_file": "api.token"})
+    config = branch.write_agent_config(api={"token_file": "api.token", "workers": workers})
     branch.start_receiver()
     private_tmp = tmp_path / "private-tmp"
     private_tmp.mkdir()
@@ -112,3 +113,5 @@ def test_agent_runs_notifies_and_stops_under_the_unit_sandbox(
         branch.close()
     text = log.read_text()
     assert "Bad system call" not in text and "Traceback" not in text, text[-3000:]
+    if workers:
+        assert f"({workers} worker processes)" in text
