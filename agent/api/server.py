@@ -185,7 +185,8 @@ class ApiComponent(Component):
             "max_body_bytes": self.api.max_body_bytes,
             "max_records": self.api.max_records_per_request,
             "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
-            "uvicorn": uvicorn_options(),
+            "graceful_s": GRACEFUL_S,
+            "max_connections": MAX_CONCURRENCY,
         }
         sink = self.sink
         if not isinstance(sink, EncodedSink):

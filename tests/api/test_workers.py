@@ -22,7 +22,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from agent.api.ipc import pack
-from agent.api.server import ApiComponent, uvicorn_options
+from agent.api.server import ApiComponent
 from tests.api.conftest import TOKEN, Api, make_config, make_store, status_doc, stored
 from tests.api.test_ingest import check, rec
 from tests.peers.net import free_port, port_open, wait_for
@@ -181,7 +181,7 @@ def lone_worker() -> Iterator[tuple[subprocess.Popen[bytes], socket.socket, int]
         pass_fds=(theirs.fileno(), listen.fileno()), start_new_session=True)
     theirs.close()
     mine.sendall(pack(("config", 0, {"token": TOKEN.encode(), "max_body_bytes": 65536, "max_records": 100,
-                                     "log_level": "INFO", "uvicorn": uvicorn_options()})))
+                                     "log_level": "INFO", "graceful_s": 10, "max_connections": 64})))
     port = listen.getsockname()[1]
     listen.close()  # the worker holds its own copy
     try:
@@ -220,3 +220,77 @@ def test_record_listeners_get_the_data_of_records_posted_through_workers(two: Ap
     wait_for(lambda: any(r["id"] == "listened" for r in got), what="the listener called")
     (seen,) = [r for r in got if r["id"] == "listened"]
     assert seen["data"] == sale["data"] and seen["kind"] == "sale" and seen["src"] == "api"
+
+
+# -- the workers' HTTP server (agent.api.worker_http), spoken to byte by byte ------------------
+
+def _exchange(api: Api, data: bytes, answers: int = 1, timeout: float = 10) -> bytes:
+    """Send raw bytes; read until `answers` complete responses (or the server closes)."""
+    port = int(api.url.rsplit(":", 1)[1])
+    out = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        while out.count(b"HTTP/1.") < answers or not _complete(out, answers):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+def _complete(out: bytes, answers: int) -> bool:
+    parts = out.split(b"HTTP/1.1 ")[1:]
+    done = 0
+    for part in parts:
+        head, sep, body = part.partition(b"\r\n\r\n")
+        if not sep:
+            return False
+        length = [int(v) for k, _, v in (h.partition(b": ") for h in head.split(b"\r\n")) if k == b"content-length"]
+        if length and len(body) < length[0]:
+            return False
+        done += 1 if not head.startswith(b"100 ") else 0
+    return done >= answers
+
+
+def _post(body: bytes, *extra: bytes, token: str = TOKEN, chunked: bool = False) -> bytes:
+    head = [b"POST /v1/records HTTP/1.1", b"host: x", b"content-type: application/json",
+            b"authorization: Bearer " + token.encode(), *extra]
+    if chunked:
+        head.append(b"transfer-encoding: chunked")
+        mid = len(body) // 2
+        payload = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (body[:mid], body[mid:])) + b"0\r\n\r\n"
+    else:
+        head.append(b"content-length: %d" % len(body))
+        payload = body
+    return b"\r\n".join(head) + b"\r\n\r\n" + payload
+
+
+def test_worker_http_chunked_expect_pipelined_and_http10(two: Api) -> None:
+    import json
+
+    one = json.dumps({"records": [rec(id="c-1")]}).encode()
+    assert b" 201 Created" in _exchange(two, _post(one, chunked=True))
+    out = _exchange(two, _post(json.dumps({"records": [rec(id="e-1")]}).encode(), b"expect: 100-continue"))
+    assert out.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created")
+    # two requests in one write: two answers, in order, on the same connection
+    a, b = (_post(json.dumps({"records": [rec(id=i)]}).encode()) for i in ("p-1", "p-2"))
+    out = _exchange(two, a + b, answers=2)
+    assert out.count(b" 201 Created") == 2 and out.index(b'"p-1"') < out.index(b'"p-2"')
+    # HTTP/1.0: answered, then closed
+    out = _exchange(two, b"GET /v1/status?verbose=1 HTTP/1.0\r\nauthorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in out
+    assert {"c-1", "e-1", "p-1", "p-2"} <= set(stored(two.sink))
+
+
+def test_worker_http_refuses_early_and_garbage(two: Api) -> None:
+    # a wrong token is answered from the headers: no 100 Continue, the body is never held
+    out = _exchange(two, _post(b"x" * 100_000, b"expect: 100-continue", token="wrong-token-0123456789"))
+    assert out.startswith(b"HTTP/1.1 401 Unauthorized") and b"www-authenticate: Bearer" in out
+    assert b"100 Continue" not in out
+    # a chunked body past [api] max_body_bytes (the fixture's default, 4 MiB): 413, not stored
+    big = b'{"records": [' + b" " * (4 * 1024 * 1024 + 10) + b"]}"
+    out = _exchange(two, _post(big, chunked=True))
+    assert out.startswith(b"HTTP/1.1 413") and b"too_large" in out
+    out = _exchange(two, b"\x16\x03\x01garbage that is no HTTP\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400 Bad Request")
+    assert two.client.get(f"{two.url}/v1/status", headers=H).status_code == 200  # still serving
