@@ -185,8 +185,7 @@ class ApiComponent(Component):
             "max_body_bytes": self.api.max_body_bytes,
             "max_records": self.api.max_records_per_request,
             "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
-            "graceful_s": GRACEFUL_S,
-            "max_connections": MAX_CONCURRENCY,
+            "uvicorn": uvicorn_options(),
         }
         sink = self.sink
         if not isinstance(sink, EncodedSink):

@@ -28,15 +28,15 @@ import signal
 import socket
 import sys
 from typing import Any
-from urllib.parse import unquote
 
+import uvicorn
 import uvloop
+from starlette.types import Receive, Scope, Send
 
 from agent.api import ingest_core, metrics
-from agent.api.ingest import PATH
-from agent.api.ingest_core import IngestCore, Reply
+from agent.api.ingest import ClientGone, FastIngest, read_body
+from agent.api.ingest_core import IngestCore
 from agent.api.ipc import HEADER, FrameProtocol, FrameReader
-from agent.api.worker_http import HttpServer, Request, Response
 from agent.interfaces import (
     BufferFull,
     BufferUnavailable,
@@ -51,7 +51,6 @@ from buffer.store import encode_record
 log = logging.getLogger("agent.api.worker")
 
 FORWARD_TIMEOUT_S = 30.0
-PATH_BYTES = PATH.encode()
 COUNTS_EVERY_S = 0.5
 PR_SET_PDEATHSIG = 1
 REFUSALS: dict[int, type[RecordRejected]] = {
@@ -165,56 +164,37 @@ def _expire(fut: asyncio.Future[Any]) -> None:
         fut.set_exception(TimeoutError())
 
 
-_JSON = (b"content-type", b"application/json")
-_TEXT = (b"content-type", b"text/plain")
+class Forwarder:
+    """ASGI app for every route but POST /v1/records: the agent's own app answers it."""
 
-
-def _reply(reply: Reply) -> Response:
-    headers = [_JSON]
-    if reply.status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    return Response(reply.status, headers, reply.body)
-
-
-class Routes:
-    """POST /v1/records here; every other request is answered by the agent's own app."""
-
-    def __init__(self, link: AgentLink, core: IngestCore):
+    def __init__(self, link: AgentLink, max_body_bytes: int):
         self.link = link
-        self.core = core
+        self.max_body_bytes = max_body_bytes
 
-    def _pre(self, headers: list[tuple[bytes, bytes]]) -> Reply | str:
-        h = dict(headers)
-        return self.core.precheck(h.get(b"authorization"), h.get(b"content-type"), h.get(b"content-length"),
-                                  h.get(b"x-coop-source"))
-
-    def precheck(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]]) -> Response | None:
-        """Token, content type and declared size, before the body is kept."""
-        if method != "POST" or target.partition(b"?")[0] != PATH_BYTES:
-            return None
-        pre = self._pre(headers)
-        return _reply(pre) if isinstance(pre, Reply) else None
-
-    async def handle(self, req: Request) -> Response:
-        if req.method == "POST" and req.path == PATH:
-            if req.too_large:
-                return _reply(self.core.too_large())
-            pre = self._pre(req.headers)
-            if isinstance(pre, Reply):
-                return _reply(pre)
-            return _reply(await self.core.handle(req.body, pre))
-        if req.too_large:
-            return Response(413, [_TEXT], b"body too large\n")
-        raw_path, _, query = req.target.partition(b"?")
-        request = {"method": req.method, "path": unquote(raw_path.decode("latin-1")), "raw_path": raw_path,
-                   "query_string": query, "http_version": req.http_version, "headers": req.headers}
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # no lifespan (off) and no websockets in this API
+            return
         try:
-            rid, fut = self.link.call("http", request, req.body)
+            body = await read_body(receive, self.max_body_bytes)
+        except ClientGone:
+            return
+        if body is None:
+            await _answer(send, 413, [(b"content-type", b"text/plain")], b"body too large\n")
+            return
+        request = {k: scope[k] for k in ("method", "path", "raw_path", "query_string", "http_version", "headers")}
+        try:
+            rid, fut = self.link.call("http", request, body)
             status, headers, out = await self.link.wait(rid, fut, FORWARD_TIMEOUT_S)
         except (BufferUnavailable, TimeoutError) as exc:
             reason = "the agent did not answer in time" if isinstance(exc, TimeoutError) else exc.reason
-            return Response(503, [_TEXT], reason.encode() + b"\n")
-        return Response(status, headers, out)
+            await _answer(send, 503, [(b"content-type", b"text/plain")], reason.encode() + b"\n")
+            return
+        await _answer(send, status, headers, out)
+
+
+async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _read_config(ipc: socket.socket) -> dict[str, Any]:
@@ -243,22 +223,31 @@ def _die_with_parent(parent: int) -> None:
 
 async def _serve(config: dict[str, Any], ipc: socket.socket, listen: list[socket.socket]) -> None:
     loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    link = AgentLink(stopping.set)
+    server: uvicorn.Server | None = None
+
+    def stop() -> None:
+        if server is not None:
+            server.should_exit = True
+
+    link = AgentLink(stop)
     await loop.create_unix_connection(lambda: link.protocol, sock=ipc)
     metrics.forward_to(link.count)
     core = IngestCore(link.commit, config["token"], config["max_body_bytes"], config["max_records"])
-    routes = Routes(link, core)
-    server = HttpServer(routes.handle, routes.precheck, config["max_body_bytes"], config["max_connections"])
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    await server.start(listen)
-    link.protocol.send(("ready", 0, os.getpid()))
+    app = FastIngest(Forwarder(link, config["max_body_bytes"]), core)
+    server = uvicorn.Server(uvicorn.Config(app, **config["uvicorn"]))
     counts = asyncio.create_task(link.send_counts())
+
+    async def announce() -> None:
+        while not server.started and not server.should_exit:
+            await asyncio.sleep(0.01)
+        if server.started:
+            link.protocol.send(("ready", 0, os.getpid()))
+
+    ready = asyncio.create_task(announce())
     try:
-        await stopping.wait()
-        await server.stop(config["graceful_s"])
+        await server.serve(sockets=listen)
     finally:
+        ready.cancel()
         counts.cancel()
         link.flush_counts()
 

@@ -22,7 +22,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from agent.api.ipc import pack
-from agent.api.server import ApiComponent
+from agent.api.server import ApiComponent, uvicorn_options
 from tests.api.conftest import TOKEN, Api, make_config, make_store, status_doc, stored
 from tests.api.test_ingest import check, rec
 from tests.peers.net import free_port, port_open, wait_for
@@ -181,7 +181,7 @@ def lone_worker() -> Iterator[tuple[subprocess.Popen[bytes], socket.socket, int]
         pass_fds=(theirs.fileno(), listen.fileno()), start_new_session=True)
     theirs.close()
     mine.sendall(pack(("config", 0, {"token": TOKEN.encode(), "max_body_bytes": 65536, "max_records": 100,
-                                     "log_level": "INFO", "graceful_s": 10, "max_connections": 64})))
+                                     "log_level": "INFO", "uvicorn": uvicorn_options()})))
     port = listen.getsockname()[1]
     listen.close()  # the worker holds its own copy
     try:
@@ -222,7 +222,7 @@ def test_record_listeners_get_the_data_of_records_posted_through_workers(two: Ap
     assert seen["data"] == sale["data"] and seen["kind"] == "sale" and seen["src"] == "api"
 
 
-# -- the workers' HTTP server (agent.api.worker_http), spoken to byte by byte ------------------
+# -- the workers' HTTP serving (uvicorn in each worker), spoken to byte by byte ---------------
 
 def _exchange(api: Api, data: bytes, answers: int = 1, timeout: float = 10) -> bytes:
     """Send raw bytes; read until `answers` complete responses (or the server closes)."""
