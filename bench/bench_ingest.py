@@ -1,6 +1,6 @@
 """Ingest benchmark: the local API against raw SQLite, measured side by side in one run.
 
-    .venv/bin/python -m bench.bench_ingest [--seconds 10] [--workers 0 2] [--compare-fastapi] [--breakdown]
+    .venv/bin/python -m bench.bench_ingest [--seconds 10] [--workers 0 1 2] [--compare-fastapi] [--breakdown]
 
 (a) records/s through POST /v1/records with 100 records a request, against executemany of
     the same rows into a WAL file with synchronous=FULL (goal: >= 25% of raw);
@@ -320,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--compare-fastapi", action="store_true", help="also run (b) through FastAPI's routing")
     ap.add_argument("--wrk-threads", type=int, default=1)
-    ap.add_argument("--workers", type=int, nargs="+", default=[0, 2],
-                    help="[api] workers values to run (a) and (b) with, side by side (default: 0 2)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2],
+                    help="[api] workers values to run (a) and (b) with, side by side (default: 0 1 2)")
     ap.add_argument(
         "--breakdown",
         action="store_true",
