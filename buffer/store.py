@@ -85,11 +85,11 @@ class Store:
     def submit_encoded(self, encoded: list[Encoded]) -> Future[list[str]]:
         """Records already normalized and encoded by the caller (the API's worker processes do
         that work on other cores); the future carries the commit's outcome."""
-        op = IngestOp(encoded)
+        future: Future[list[str]] = Future()
         if not self.writer.accepting:
             raise BufferUnavailable("the buffer is not running")
-        self.writer.put(op)
-        return op.future
+        self.writer.put(IngestOp(encoded, future))
+        return future
 
     def attach_source(self, source: OpSource) -> None:
         """Let the writer thread read ingest operations from `source` itself (API worker links)."""

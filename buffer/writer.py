@@ -51,10 +51,22 @@ class Encoded:
     body: bytes
 
 
-@dataclass
+class Outcome(Protocol):
+    """Where the writer puts an operation's result: a concurrent Future, or for an API worker's
+    request a lighter object that queues the answer directly (agent.api.workers.LinkAnswer).
+    The writer thread is the only one that resolves it, once."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: Any) -> None: ...
+
+    def set_exception(self, exception: BaseException) -> None: ...
+
+
+@dataclass(slots=True)
 class IngestOp:
     records: list[Encoded]
-    future: Future[list[str]] = field(default_factory=Future)
+    future: Outcome = field(default_factory=Future)
 
 
 @dataclass
@@ -324,8 +336,8 @@ class Writer(threading.Thread):
 
     # -- one group ---------------------------------------------------------------
     def _group(self, ops: list[IngestOp | CallOp], seal_due: bool) -> None:
-        results: list[tuple[Future[Any], Any]] = []
-        failures: list[tuple[Future[Any], BaseException]] = []
+        results: list[tuple[Outcome, Any]] = []
+        failures: list[tuple[Outcome, BaseException]] = []
         self._pending_committed = []
         self._sealed_in_group = 0
         try:

@@ -11,10 +11,10 @@ import pytest
 
 from tests.peers.mosquitto import Mosquitto
 
-pytest_plugins = ["tests.peers.agent"]
+pytest_plugins = ["tests.peers.agent"]  # the `branch` fixture: receiver + agent on the broker
 
 # Hypothesis writes ./.hypothesis even with database=None: keep the tree clean.
-os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="hypothesis-"))  # the `branch` fixture: receiver + agent on the broker
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", tempfile.mkdtemp(prefix="hypothesis-"))
 
 
 @pytest.fixture

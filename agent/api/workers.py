@@ -25,7 +25,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any, Protocol, runtime_checkable
 
 from starlette.types import ASGIApp, Message
@@ -70,6 +69,10 @@ class Worker:
         # second socket object on the same socketpair end, under a lock, never through asyncio.
         self.out = socket.socket(fileno=os.dup(sock.fileno()))
         self.out.settimeout(SEND_TIMEOUT_S)
+        # The same end once more, without a timeout: a socket with one poll()s before every
+        # send, a syscall per group for nothing while the buffer has room.
+        self.out_now = socket.socket(fileno=os.dup(sock.fileno()))
+        self.out_now.setblocking(False)
         self.lock = threading.Lock()
         self.answers: list[tuple[Any, ...]] = []  # from the writer thread, sent once per group
         self.source: LinkSource | None = None
@@ -80,16 +83,22 @@ class Worker:
         frame = pack(message)
         try:
             with self.lock:
-                self.out.sendall(frame)
+                # Most answers fit the socket buffer at once: one send, no poll() before it
+                # (a socket with a timeout polls first). Only a full buffer takes the slow way.
+                try:
+                    sent = self.out_now.send(frame)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(frame):
+                    self.out.sendall(memoryview(frame)[sent:])
         except OSError as exc:  # the worker died: its client's connection died with it
             log.debug("api worker %d: answer not sent: %s", self.index, exc)
 
-    def answer_commit(self, rid: int, fut: Future[list[str]]) -> None:
+    def answer(self, rid: int, result: list[str] | None, exc: BaseException | None) -> None:
         """Runs in the buffer's writer thread, right after COMMIT (or the refusal); the answers
         of one group leave together in flush()."""
-        exc = fut.exception()
         if exc is None:
-            answer: tuple[Any, ...] = ("ids", rid, fut.result())
+            answer: tuple[Any, ...] = ("ids", rid, result)
         elif isinstance(exc, RecordRejected):
             answer = ("refused", rid, exc.status, exc.reason, exc.index)
         else:
@@ -107,6 +116,32 @@ class Worker:
         """Our sending side only: the link itself is closed by the buffer's writer thread once
         it stops reading it (LinkSource.close), so its number is never reused while watched."""
         self.out.close()
+        self.out_now.close()
+
+
+class LinkAnswer:
+    """The outcome of one worker request (buffer.writer.Outcome): queues its answer on the
+    Worker when the writer resolves it. Not a concurrent Future: nobody waits on it in this
+    process, and a Future's lock, condition and callbacks cost more per request here than
+    the request's share of the commit (measured, docs/benchmarks.md)."""
+
+    __slots__ = ("worker", "rid", "finished")
+
+    def __init__(self, worker: Worker, rid: int):
+        self.worker = worker
+        self.rid = rid
+        self.finished = False
+
+    def done(self) -> bool:
+        return self.finished
+
+    def set_result(self, result: list[str]) -> None:
+        self.finished = True
+        self.worker.answer(self.rid, result, None)
+
+    def set_exception(self, exception: BaseException) -> None:
+        self.finished = True
+        self.worker.answer(self.rid, None, exception)
 
 
 class LinkSource:
@@ -145,6 +180,8 @@ class LinkSource:
                 return self._gone([], exc)
             for message in messages:
                 self._take(message, ops)
+            if len(data) < RECV_BYTES:  # the socket is drained: skip the recv that says so
+                return ops
 
     def _take(self, msg: tuple[Any, ...], ops: list[IngestOp]) -> None:
         kind = msg[0]
@@ -154,10 +191,8 @@ class LinkSource:
         elif kind == "ingest":
             rid, worker = msg[1], self.worker
             new, rec = tuple.__new__, NormRecord  # tuple.__new__: a third of NormRecord(...)'s cost
-            op = IngestOp([Encoded(new(rec, (i, k, at, src, None, given, fp)), body)
-                           for i, k, at, src, given, fp, body in msg[2]])
-            op.future.add_done_callback(lambda f: worker.answer_commit(rid, f))
-            ops.append(op)
+            ops.append(IngestOp([Encoded(new(rec, (i, k, at, src, None, given, fp)), body)
+                                 for i, k, at, src, given, fp, body in msg[2]], LinkAnswer(worker, rid)))
         else:
             self._to_loop(self.pool._message, self.worker, msg)
 

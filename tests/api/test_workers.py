@@ -294,3 +294,84 @@ def test_worker_http_refuses_early_and_garbage(two: Api) -> None:
     out = _exchange(two, b"\x16\x03\x01garbage that is no HTTP\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 400 Bad Request")
     assert two.client.get(f"{two.url}/v1/status", headers=H).status_code == 200  # still serving
+
+
+# -- the link itself, on a real socketpair (no worker process needed) -------------------------
+
+
+def test_an_answer_larger_than_the_socket_buffer_arrives_whole() -> None:
+    """Worker.send tries one non-blocking send first; a frame the buffer cannot take at once
+    must still arrive complete and in order behind it, not cut at what fitted."""
+    from agent.api.ipc import FrameReader
+    from agent.api.workers import Worker
+
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    worker = Worker(0, None, ours)  # type: ignore[arg-type]  # no process: only the link is tested
+    big = ("ids", 7, [f"id-{i:07d}" for i in range(200_000)])  # ~2.6 MB, far past the buffer
+    small = ("ids", 8, ["after"])
+    got: list[tuple[object, ...]] = []
+
+    def read_slowly() -> None:
+        reader = FrameReader()
+        time.sleep(0.3)  # the sender meets a full buffer first
+        while len(got) < 2:
+            data = theirs.recv(65536)
+            assert data, "link closed early"
+            got.extend(reader.feed(data))
+
+    t = threading.Thread(target=read_slowly)
+    t.start()
+    worker.send(big)
+    worker.send(small)
+    t.join(10)
+    worker.close()
+    ours.close()
+    theirs.close()
+    assert got == [big, small]
+
+
+def test_link_source_reads_a_frame_that_arrives_in_pieces() -> None:
+    """LinkSource stops reading at a short read (the socket was drained) instead of asking again;
+    a frame that arrives later in pieces must still become one operation with every record."""
+    import select
+
+    from agent.api.workers import LinkAnswer, LinkSource, Worker
+
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    worker = Worker(0, None, ours)  # type: ignore[arg-type]
+    source = LinkSource(worker, None, None)  # type: ignore[arg-type]  # only ingest frames are sent
+    items = [(f"r-{i}", "sale", 1, "api", False, b"fp", b"\xa1" + bytes(300)) for i in range(1500)]
+    frame = pack(("ingest", 41, items))
+    assert len(frame) > 400_000  # more than one recv's worth (RECV_BYTES)
+    pieces = [frame[:1000], frame[1000:300_000], frame[300_000:]]
+
+    def send_in_pieces() -> None:
+        for piece in pieces:
+            theirs.sendall(piece)
+            time.sleep(0.1)  # the reader drains the socket between pieces
+
+    sender = threading.Thread(target=send_in_pieces)
+    sender.start()
+    ops = []
+    reads = 0
+    deadline = time.monotonic() + 10
+    while not ops and time.monotonic() < deadline:
+        ready, _, _ = select.select([ours], [], [], 0.05)
+        if ready:
+            got = source.read_ops()
+            assert got is not None
+            ops.extend(got)
+            reads += 1
+    sender.join(10)
+    assert reads > 1  # it did arrive in pieces
+    assert len(ops) == 1
+    op = ops[0]
+    assert [e.rec.id for e in op.records] == [f"r-{i}" for i in range(1500)]
+    assert isinstance(op.future, LinkAnswer) and not op.future.done()
+    op.future.set_result(["r-0"])
+    assert op.future.done() and worker.answers == [("ids", 41, ["r-0"])]
+    worker.close()
+    ours.close()
+    theirs.close()
