@@ -1,6 +1,7 @@
 """Ingest benchmark: the local API against raw SQLite, measured side by side in one run.
 
     .venv/bin/python -m bench.bench_ingest [--seconds 10] [--workers 0 1 2] [--compare-fastapi] [--breakdown]
+                                           [--ceiling]
 
 (a) records/s through POST /v1/records with 100 records a request, against executemany of
     the same rows into a WAL file with synchronous=FULL (goal: >= 25% of raw);
@@ -10,6 +11,12 @@ The load comes from wrk (a separate process, Lua script for the body); the serve
 real ApiComponent in this process over the real buffer (buffer.store.Store), as in the
 agent. Every run checks afterwards that the buffer holds at least every record the API
 answered 201 for.
+
+--ceiling runs (b) twice more with API workers, as experiments that say where its limit is,
+never as figures for the goal: "nowrite" answers each request as soon as the writer thread
+reads it, with no SQLite at all (HTTP, validation, encoding and the round trip to the agent
+only); "nosync" is the real buffer with synchronous=NORMAL, i.e. no fsync at COMMIT. It
+also reports the CPU of wrk itself, which shares the machine's two cores.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import os
 import queue
 import random
 import re
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -219,6 +227,82 @@ BREAKDOWN = {
     "handoff": "validates+encodes, answers from a second thread (no SQLite)",
 }
 
+class NullWriter:
+    """For --ceiling only, never a sink for anything else: the buffer's writer thread without
+    SQLite. It reads the API worker links (buffer.writer.OpSource) as the writer does and
+    resolves every request at once, then runs the after-group hooks that send the answers."""
+
+    def __init__(self) -> None:
+        self.sink = self
+        self.groups = self.ops = 0
+        self.hooks: list[Any] = []
+        self.changes: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        self.wake_r, self.wake_w = os.pipe()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="null-writer", daemon=True)
+        self.thread.start()
+
+    def attach_source(self, source: Any) -> None:
+        self.changes.put((True, source))
+        os.write(self.wake_w, b"x")
+
+    def detach_source(self, source: Any) -> None:
+        self.changes.put((False, source))
+        os.write(self.wake_w, b"x")
+
+    def add_group_hook(self, fn: Any) -> None:
+        self.hooks.append(fn)
+
+    def remove_group_hook(self, fn: Any) -> None:
+        self.hooks.remove(fn)
+
+    def _run(self) -> None:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(self.wake_r, selectors.EVENT_READ, None)
+        while not self.stopping:
+            for key, _ in sel.select(0.5):
+                if key.data is None:
+                    os.read(self.wake_r, 4096)
+                    while not self.changes.empty():
+                        add, source = self.changes.get_nowait()
+                        if add:
+                            sel.register(source.fileno(), selectors.EVENT_READ, source)
+                        elif source.fileno() in sel.get_map():
+                            sel.unregister(source.fileno())
+                            source.close()
+                    continue
+                ops = key.data.read_ops()
+                if ops is None:
+                    sel.unregister(key.fd)
+                    key.data.close()
+                    continue
+                for op in ops:
+                    op.future.set_result([e.rec.id for e in op.records])
+                self.groups += 1
+                self.ops += len(ops)
+                for fn in self.hooks:
+                    fn()
+
+    def stop(self) -> None:
+        self.stopping = True
+        os.write(self.wake_w, b"x")
+        self.thread.join(5)
+
+    def count(self) -> int:
+        return -1
+
+
+def nosync_connection(path: Path) -> sqlite3.Connection:
+    """--ceiling "nosync" only: the buffer's connection without fsync at COMMIT (experiment)."""
+    from buffer import writer
+
+    conn = writer._open_connection_full(path)  # type: ignore[attr-defined]
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
 # ---------------------------------------------------------------- API under wrk
 
 LUA = """
@@ -234,12 +318,14 @@ def wrk(url: str, body: bytes, tmp: Path, conns: int, seconds: float, threads: i
     body_file.write_bytes(body)
     script = tmp / "post.lua"
     script.write_text(LUA % (TOKEN, body_file))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds:.0f}s", "--latency", "-s", str(script), url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child reaped meanwhile
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
@@ -251,6 +337,7 @@ def wrk(url: str, body: bytes, tmp: Path, conns: int, seconds: float, threads: i
         "p50": lat.get("50", "?"),
         "p99": lat.get("99", "?"),
         "socket_errors": errors.group(1) if errors else "",
+        "wrk_cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 2),
     }
 
 
@@ -280,7 +367,20 @@ def run_api(
             "api": {"listen": f"127.0.0.1:{free_port()}", "token_file": str(sub / "api.token"), "workers": workers},
         }
     )
-    sink: Sink | StandIn = Sink(sub) if mode == "store" else StandIn(mode)
+    sink: Sink | StandIn | NullWriter
+    if mode == "nowrite":
+        sink = NullWriter()
+    elif mode == "nosync":
+        from buffer import writer
+
+        writer._open_connection_full = writer.open_connection  # type: ignore[attr-defined]
+        writer.open_connection = nosync_connection  # type: ignore[assignment]
+        try:
+            sink = Sink(sub)
+        finally:
+            writer.open_connection = writer._open_connection_full  # type: ignore[attr-defined]
+    else:
+        sink = Sink(sub) if mode == "store" else StandIn(mode)
     comp = ApiComponent(cfg, sink.sink, lambda: {}, lambda: b"", fast_path=fast_path)
     stop = threading.Event()
     thread = threading.Thread(target=comp.run, args=(stop,), name="api")
@@ -297,12 +397,13 @@ def run_api(
         result["server_cpu_pct"] = round(100 * cpu_s / seconds)
         # CPU per record says more than records/s on a machine shared with other work.
         result["server_cpu_us_per_record"] = round(cpu_s * 1e6 / max(1, result["requests"] * per_request), 1)
+        result["wrk_cpu_us_per_request"] = round(result["wrk_cpu_s"] * 1e6 / max(1, result["requests"]), 1)
     finally:
         stop.set()
         thread.join(30)
         sink.stop()
     ok = result["requests"] - result["non2xx"]
-    if mode != "store":
+    if mode not in ("store", "nosync"):
         result["records_per_s"] = round(result["rps"] * per_request)
         return result
     stored = sink.count()
@@ -326,6 +427,11 @@ def main(argv: list[str] | None = None) -> int:
         "--breakdown",
         action="store_true",
         help="also run (b) with a stand-in sink: HTTP+handler only, then + validation and encoding",
+    )
+    ap.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also run (b) with 1 and 2 workers with no SQLite at all, and with no fsync (experiments)",
     )
     args = ap.parse_args(argv)
     gtins = catalogue()
@@ -355,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"(b) 1 record/request, 8 keep-alive connections, {where}: {b['records_per_s']:,} records/s "
                 f"(goal 6,300); p50 {b['p50']} p99 {b['p99']}; {b['requests_per_commit']} requests/commit; "
-                f"server CPU {b['server_cpu_pct']}% {b['cpu_s']} = {b['server_cpu_us_per_record']} us/record",
+                f"server CPU {b['server_cpu_pct']}% {b['cpu_s']} = {b['server_cpu_us_per_record']} us/record; "
+                f"wrk {b['wrk_cpu_us_per_request']} us/request",
                 flush=True,
             )
         if args.compare_fastapi:
@@ -366,6 +473,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"p50 {f['p50']} p99 {f['p99']}",
                 flush=True,
             )
+        if args.ceiling:
+            for mode, what in (("nowrite", "no SQLite at all"), ("nosync", "synchronous=NORMAL, no fsync")):
+                for workers in (1, 2):
+                    c = run_api(tmp, True, body1, 1, 8, args.seconds, args.wrk_threads, mode, workers=workers)
+                    report[f"b_ceiling_{mode}_workers_{workers}"] = c
+                    print(
+                        f"(b) ceiling, {workers} API worker(s), {what} (experiment, not the goal's figure): "
+                        f"{c['records_per_s']:,} records/s; p50 {c['p50']}; server CPU {c['cpu_s']} = "
+                        f"{c['server_cpu_us_per_record']} us/request; wrk {c['wrk_cpu_us_per_request']} us/request",
+                        flush=True,
+                    )
         if args.breakdown:
             for mode in ("null", "validate", "handoff"):
                 m = run_api(tmp, True, body1, 1, 8, args.seconds, args.wrk_threads, mode)
