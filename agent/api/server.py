@@ -25,6 +25,7 @@ from starlette.types import ASGIApp
 
 from agent.api.app import build_app
 from agent.api.auth import load_token
+from agent.api.coalesce import CoalescingHttpToolsProtocol
 from agent.api.ingest import FastIngest
 from agent.api.ingest_core import IngestCore, local_commit
 from agent.api.workers import EncodedSink, WorkerPool
@@ -108,7 +109,7 @@ def uvicorn_options() -> dict[str, Any]:
         "lifespan": "off",
         "log_config": None,
         "access_log": False,
-        "http": "httptools",
+        "http": CoalescingHttpToolsProtocol,  # httptools, one socket write per answer
         "proxy_headers": False,  # loopback clients, no proxy: skip the per-request middleware
         "server_header": False,
         "date_header": False,

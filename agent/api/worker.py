@@ -66,6 +66,9 @@ class AgentLink:
     """The worker's end of the socketpair: requests out, answers matched to them by number."""
 
     def __init__(self, on_lost: Any) -> None:
+        # Kept, not asked for per request: CPython 3.11's get_running_loop() makes a getpid()
+        # system call every time (its fork check), measurable at one record a POST.
+        self.loop = asyncio.get_running_loop()
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.ids = itertools.count(1)
         self.protocol = FrameProtocol(self._message, self._lost)
@@ -108,7 +111,7 @@ class AgentLink:
         if self.gone:
             raise BufferUnavailable("the agent process is not running; re-post the records with the same ids")
         rid = next(self.ids)
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         fut: asyncio.Future[Any] = loop.create_future()
         self.pending[rid] = fut
         if not self.outbox:
@@ -124,7 +127,7 @@ class AgentLink:
             self.protocol.send(out[0] if len(out) == 1 else ("batch", 0, out))
 
     async def wait(self, rid: int, fut: asyncio.Future[Any], timeout: float) -> Any:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         timer = loop.call_later(timeout, _expire, fut)
         try:
             return await fut
