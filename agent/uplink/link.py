@@ -80,6 +80,9 @@ class Uplink(Component):
         self._requests: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._client: mqtt.Client | None = None
         self.connected = False
+        # True once the broker granted the ack and command subscriptions (SUBACK): a command
+        # the centre publishes before that is not delivered on a first session.
+        self.subscribed = False
         self.last_error: str | None = None
         self.refused_pubacks = 0
         self.connects = 0
@@ -160,6 +163,7 @@ class Uplink(Component):
         client.on_connect = self._on_connect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         self._connack: ReasonCode | None = None
         try:
@@ -191,6 +195,7 @@ class Uplink(Component):
             return self._connect_failed(client, msg)
         self._client = client
         self.connected = True
+        self.subscribed = False
         self.connects += 1
         self.last_error = None
         self._reset_tracking()
@@ -215,6 +220,7 @@ class Uplink(Component):
             log.warning("broker %s: %s; will resend from seq %d", self.ucfg.broker, reason,
                         self.store.acked_seq() + 1)
         self.connected = False
+        self.subscribed = False
         self.last_error = reason
         if self._client is not None:
             try:
@@ -241,6 +247,7 @@ class Uplink(Component):
         except Exception as exc:  # shutting down: report, never raise
             log.warning("offline status not confirmed: %s", exc)
         self.connected = False
+        self.subscribed = False
         self._client = None
 
     # -- paho callbacks (all on this thread, inside loop()) ------------------------
@@ -252,6 +259,16 @@ class Uplink(Component):
             self.last_error = (f"broker's maximum packet size {max_packet} is below [uplink] max_payload_bytes "
                                f"{self.ucfg.max_payload_bytes}; lower max_payload_bytes")
             log.error("%s", self.last_error)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
+                      properties: Any) -> None:
+        topics = (self.topics.ack, self.topics.cmd)  # the order of the one subscribe() call
+        refused = [f"{topic} ({code})" for topic, code in zip(topics, reasons, strict=False) if code.is_failure]
+        if refused:
+            self.last_error = ("broker refused the subscription to " + ", ".join(refused) +
+                               "; central acks and commands cannot arrive: check the broker's ACL")
+            log.error("%s", self.last_error)
+        self.subscribed = not refused
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                        properties: Any) -> None:

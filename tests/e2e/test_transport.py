@@ -161,3 +161,24 @@ def test_username_and_password_from_a_file_and_a_clear_error_when_wrong(tmp_path
     finally:
         branch.close()
         broker.stop()
+
+
+def test_a_refused_subscription_is_reported(branch: Branch) -> None:
+    """A broker that refuses a subscription says so in the SUBACK (0x87 for an ACL): central
+    commands could never arrive, so the agent reports it instead of looking healthy.
+
+    Not a real peer for the refusal itself: Mosquitto 2.0.11 grants a subscription its ACL
+    denies (measured: SUBACK "Granted QoS 1", then nothing delivered), so the SUBACK another
+    broker would send is handed to the agent's paho callback directly, on a live uplink.
+    """
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    agent = branch.start_agent()
+    wait_for(lambda: agent.uplink.subscribed, what="uplink subscribed (real SUBACK)")
+    suback = [ReasonCode(PacketTypes.SUBACK, identifier=0x01), ReasonCode(PacketTypes.SUBACK, identifier=0x87)]
+    agent.uplink._on_subscribe(None, None, 1, suback, None)  # type: ignore[arg-type]
+    err = agent.uplink.last_error or ""
+    assert "subscription" in err and "/cmd" in err and "/ack" not in err and "ACL" in err, err
+    assert "Not authorized" in err, err
+    assert not agent.uplink.subscribed
