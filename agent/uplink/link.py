@@ -83,6 +83,7 @@ class Uplink(Component):
         # True once the broker granted the ack and command subscriptions (SUBACK): a command
         # the centre publishes before that is not delivered on a first session.
         self.subscribed = False
+        self.subscription_refused = False
         self.last_error: str | None = None
         self.refused_pubacks = 0
         self.connects = 0
@@ -113,7 +114,8 @@ class Uplink(Component):
 
     def health(self) -> Health:
         if self.connected:
-            return "degraded" if self.last_error and self._out_refused() else "ok"
+            refused = self.subscription_refused or (self.last_error and self._out_refused())
+            return "degraded" if refused else "ok"
         return "down"
 
     # -- the thread --------------------------------------------------------------
@@ -195,7 +197,7 @@ class Uplink(Component):
             return self._connect_failed(client, msg)
         self._client = client
         self.connected = True
-        self.subscribed = False
+        self.subscribed = self.subscription_refused = False
         self.connects += 1
         self.last_error = None
         self._reset_tracking()
@@ -269,6 +271,7 @@ class Uplink(Component):
                                "; central acks and commands cannot arrive: check the broker's ACL")
             log.error("%s", self.last_error)
         self.subscribed = not refused
+        self.subscription_refused = bool(refused)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                        properties: Any) -> None:

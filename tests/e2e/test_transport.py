@@ -182,3 +182,4 @@ def test_a_refused_subscription_is_reported(branch: Branch) -> None:
     assert "subscription" in err and "/cmd" in err and "/ack" not in err and "ACL" in err, err
     assert "Not authorized" in err, err
     assert not agent.uplink.subscribed
+    assert agent.uplink.health() == "degraded"
