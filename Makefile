@@ -44,7 +44,7 @@ test-quick: deps interop-venv ipycam-venv
 	$(VPY) -m pytest -q -m "not slow" -p no:cacheprovider
 
 lint: deps
-	$(VENV)/bin/ruff check agent buffer drivers receiver tests bench
+	$(VENV)/bin/ruff check core wire agent buffer drivers receiver tests bench
 	$(VENV)/bin/mypy
 
 demo: deps

@@ -11,7 +11,7 @@ setup(
     version="0.1.0",
     description="Branch edge agent: durable, signed, hash-chained uplink of stock, sales and camera evidence",
     python_requires=">=3.11",
-    packages=find_packages(include=["agent*", "buffer*", "drivers*", "receiver*"]),
+    packages=find_packages(include=["core*", "wire*", "agent*", "buffer*", "drivers*", "receiver*"]),
     package_data={"agent": ["py.typed"], "": ["*.sql", "*.toml"]},
     install_requires=[
         "paho-mqtt>=2.1,<3",

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from agent.config.core import ClockSection
-from agent.interfaces import Component, Health
+from core.interfaces import Component, Health
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def boottime() -> float:
 
 
 class EventSink(Protocol):
-    """The part of agent.interfaces.AgentContext that ClockWatch uses."""
+    """The part of core.interfaces.AgentContext that ClockWatch uses."""
 
     def device_event(self, device: str, event: str, detail: Mapping[str, Any] | None = None,
                      src: str = "agent") -> None: ...

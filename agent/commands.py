@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from agent.interfaces import Command, CommandFailed, CommandHandler
+from core.interfaces import Command, CommandFailed, CommandHandler
 
 if TYPE_CHECKING:
     from agent.daemon import Agent

@@ -20,15 +20,6 @@ from agent import __version__
 from agent.clock import ClockWatch
 from agent.commands import CommandRouter
 from agent.config import AgentConfig
-from agent.interfaces import (
-    AgentContext,
-    CommandHandler,
-    Component,
-    Health,
-    MediaSink,
-    RecordListener,
-    RecordSink,
-)
 from agent.keys import load_private_key, load_public_key
 from agent.sdnotify import Notifier, WatchdogPinger
 from agent.status import StatusBuilder
@@ -40,6 +31,15 @@ from buffer.media import MediaStore
 from buffer.sealing import Signer
 from buffer.store import Store
 from buffer.writer import SealOptions
+from core.interfaces import (
+    AgentContext,
+    CommandHandler,
+    Component,
+    Health,
+    MediaSink,
+    RecordListener,
+    RecordSink,
+)
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from biip.gtin import Gtin
 from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from agent.interfaces import RecordInvalid
+from core.interfaces import RecordInvalid
 
 KINDS = ("sale", "stock_move", "count", "count_session", "scan", "weight", "media", "device_event", "gap")
 ENVELOPE_KEYS = frozenset(("kind", "data", "id", "at", "src"))

@@ -24,7 +24,7 @@ import socket
 import threading
 from collections.abc import Callable, Mapping
 
-from agent.interfaces import Component
+from core.interfaces import Component
 
 log = logging.getLogger(__name__)
 

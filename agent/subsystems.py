@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from agent.interfaces import AgentContext, Component
+from core.interfaces import AgentContext, Component
 
 # Each entry: "module:function", function(ctx) -> list[Component]
 SUBSYSTEMS = [

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from agent.config.core import SupervisorSection
-from agent.interfaces import Component, Health
+from core.interfaces import Component, Health
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from typing import Any
 import cbor2
 
 from agent.cose import dumps_deterministic
-from agent.interfaces import BufferUnavailable, RecordListener, StoredRecord
 from agent.records import NormRecord, normalize_records
 from buffer.sealing import Signer
 from buffer.writer import CallOp, Encoded, IngestOp, OpSource, SealOptions, Writer, WriterTxn
+from core.interfaces import BufferUnavailable, RecordListener, StoredRecord
 
 log = logging.getLogger(__name__)
 

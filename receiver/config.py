@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from agent.config.base import BrokerUrl, BrokerURLStr, Section, TopicPrefixStr
-from agent.config.errors import ConfigError as ConfigError  # re-exported: receiver.cli catches it
-from agent.config.errors import config_error, read_toml
+from core.config.base import BrokerUrl, BrokerURLStr, Section, TopicPrefixStr
+from core.config.errors import ConfigError as ConfigError  # re-exported: receiver.cli catches it
+from core.config.errors import config_error, read_toml
 
 DEVICE_PART = r"[a-z0-9][a-z0-9-]{0,31}"
 DEVICE_RE = re.compile(rf"^{DEVICE_PART}/{DEVICE_PART}/{DEVICE_PART}$")

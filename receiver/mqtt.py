@@ -27,7 +27,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from agent.config.base import read_secret
+from core.config.base import read_secret
 from receiver.config import ReceiverSection
 
 log = logging.getLogger(__name__)

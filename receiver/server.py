@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.interfaces import Component
+from core.interfaces import Component
 from receiver.batches import MEDIA_ID_RE
 from receiver.config import ReceiverConfig
 from receiver.db import connect

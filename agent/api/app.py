@@ -21,7 +21,7 @@ from agent.api.auth import bearer_ok
 from agent.api.ingest import ClientGone, read_body
 from agent.api.ingest_core import IngestCore, Reply, error
 from agent.api.schema import ERROR_RESPONSES, IdsOut, RecordsIn, data_schemas
-from agent.interfaces import StatusProvider
+from core.interfaces import StatusProvider
 
 _bearer = HTTPBearer(auto_error=False, description="the token in [api] token_file")
 _COMPONENTS = "#/components/schemas/{model}"

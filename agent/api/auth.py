@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 from pathlib import Path
 
-from agent.config.base import read_secret
+from core.config.base import read_secret
 
 MIN_TOKEN_CHARS = 16
 

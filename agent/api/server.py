@@ -31,7 +31,7 @@ from agent.api.ingest_core import IngestCore, local_commit
 from agent.api.workers import EncodedSink, WorkerPool
 from agent.config.core import ApiSection
 from agent.config.model import AgentConfig
-from agent.interfaces import Component, Health, RecordSink, StatusProvider
+from core.interfaces import Component, Health, RecordSink, StatusProvider
 
 log = logging.getLogger(__name__)
 

@@ -37,16 +37,16 @@ from agent.api import ingest_core, metrics
 from agent.api.ingest import ClientGone, FastIngest, read_body
 from agent.api.ingest_core import IngestCore
 from agent.api.ipc import HEADER, FrameProtocol, FrameReader
-from agent.interfaces import (
+from agent.logs import setup_logging
+from agent.records import normalize_records
+from buffer.store import encode_record
+from core.interfaces import (
     BufferFull,
     BufferUnavailable,
     RecordConflict,
     RecordInvalid,
     RecordRejected,
 )
-from agent.logs import setup_logging
-from agent.records import normalize_records
-from buffer.store import encode_record
 
 log = logging.getLogger("agent.api.worker")
 

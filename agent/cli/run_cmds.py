@@ -15,8 +15,8 @@ import httpx
 
 from agent.cli.common import config_option, fail, handle_errors, resolve_config
 from agent.config import AgentConfig, redacted
-from agent.config.base import read_secret
 from agent.logs import setup_logging
+from core.config.base import read_secret
 
 
 @click.command("run")

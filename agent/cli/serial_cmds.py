@@ -15,7 +15,7 @@ from serial.tools import list_ports
 
 from agent.cli.common import config_option, fail, handle_errors, resolve_config
 from agent.config import AgentConfig
-from agent.config.base import read_secret
+from core.config.base import read_secret
 from drivers.serial.config import ScannerConfig
 from drivers.serial.scales import PROTOCOLS, ScaleConfig, ScaleConfigBase
 

@@ -1,8 +1,7 @@
 """The agent's config, declared once as typed models (see config/agent.example.toml).
 
-The names below load lazily (PEP 562): the driver config modules import
-agent.config.base, and an eager import of the models here would make that a cycle
-whenever a driver module is imported first.
+The names below load lazily (PEP 562), so importing a piece of agent.config (the
+reference generator, say) does not build every model first.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.config.base import BrokerUrl, BrokerURLStr, Section, TopicPrefixStr
+from core.config.base import BrokerUrl, BrokerURLStr, Section, TopicPrefixStr
 
 DEVICE_PART = r"[a-z0-9][a-z0-9-]{0,31}"
 DEVICE_RE = re.compile(rf"^{DEVICE_PART}/{DEVICE_PART}/{DEVICE_PART}$")

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.config.errors import ConfigError, config_error, read_toml
 from agent.config.model import AgentConfig
+from core.config.errors import ConfigError, config_error, read_toml
 
 __all__ = ["ConfigError", "load_config", "parse_config", "redacted"]
 

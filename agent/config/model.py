@@ -6,7 +6,6 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from agent.config.base import Section
 from agent.config.core import (
     AgentSection,
     ApiSection,
@@ -16,6 +15,7 @@ from agent.config.core import (
     SupervisorSection,
     UplinkSection,
 )
+from core.config.base import Section
 from drivers.camera.config import CameraConfig, ClipRuleConfig, RecordingConfig
 from drivers.serial.config import ScaleConfig, ScannerConfig, WorkflowConfig
 

@@ -13,7 +13,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.cose import CoseError, kid_for, verify1
-from agent.interfaces import Command
+from core.interfaces import Command
 
 
 class Refused(Exception):

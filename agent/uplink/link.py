@@ -25,12 +25,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import AgentConfig
 from agent.cose import dumps_deterministic
-from agent.interfaces import BufferUnavailable, Command, Component, Health
 from agent.uplink.inbound import CentralVerifier, MediaAck, Refused, SeqAck
 from agent.uplink.mqtt import connect_properties, make_client
 from agent.uplink.topics import Topics
 from buffer.sealing import Signer
 from buffer.store import Store
+from core.interfaces import BufferUnavailable, Command, Component, Health
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.config.base import read_secret
 from agent.config.core import UplinkSection
+from core.config.base import read_secret
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):

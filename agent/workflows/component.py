@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from agent.interfaces import Component, Health
 from agent.workflows.engine import WorkflowEngine
+from core.interfaces import Component, Health
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from uuid6 import uuid7
 
-from agent.interfaces import RecordConflict, RecordInvalid, RecordRejected, RecordSink
 from agent.workflows.store import WorkflowStore
+from core.interfaces import RecordConflict, RecordInvalid, RecordRejected, RecordSink
 from drivers.serial.config import ScannerConfig, WorkflowConfig
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.interfaces import Component, Health, MediaSink
+from core.interfaces import Component, Health, MediaSink
 from drivers.camera.clips import ClipFailed, ClipUnavailable, cut_clip
 from drivers.camera.config import RecordingConfig
 from drivers.camera.ring import Ring

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from agent.interfaces import Command, CommandFailed
+from core.interfaces import Command, CommandFailed
 from drivers.camera.clipper import ClipRequest
 from drivers.camera.clips import ClipFailed, ClipUnavailable
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.config.base import Section
+from core.config.base import Section
 from drivers.camera.secrets import scrub
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")

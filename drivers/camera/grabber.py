@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from agent.interfaces import Component, Health
+from core.interfaces import Component, Health
 from drivers.camera.config import CameraConfig
 from drivers.camera.onvif_client import CameraError
 from drivers.camera.secrets import scrub

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.interfaces import Component, Health
+from core.interfaces import Component, Health
 from drivers.camera.config import RecordingConfig
 from drivers.camera.onvif_client import CameraError
 from drivers.camera.ring import Ring, Segment

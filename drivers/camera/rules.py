@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent.interfaces import StoredRecord
+from core.interfaces import StoredRecord
 from drivers.camera.clipper import ClipRequest
 from drivers.camera.config import ClipRuleConfig
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.interfaces import AgentContext, Component
+from core.interfaces import AgentContext, Component
 
 
 def build_components(ctx: AgentContext) -> list[Component]:

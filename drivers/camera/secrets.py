@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from core.config.base import read_secret
+
 # scheme://userinfo@ : userinfo cannot hold '/', '@' or whitespace once percent-encoded.
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
 REDACTED = "***:***@"
@@ -28,8 +30,6 @@ def scrub(text: str, *secrets: str | None) -> str:
 
 def read_password(password_file: Path | None) -> str | None:
     """The camera password, or None; the error names the file, never the content."""
-    from agent.config.base import read_secret  # late: agent.config imports our config module
-
     return None if password_file is None else read_secret(password_file)
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.interfaces import Component, Health
+from core.interfaces import Component, Health
 from drivers.camera import discovery
 from drivers.camera.config import CameraConfig
 from drivers.camera.onvif_client import CameraAuthError, CameraError, CameraUnreachable, OnvifInfo, query

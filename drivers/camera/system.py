@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.interfaces import AgentContext, Component
+from core.interfaces import AgentContext, Component
 from drivers.camera.clipper import Clipper, ClipRequest
 from drivers.camera.config import CameraConfig, check_rules
 from drivers.camera.grabber import FrameGrabber

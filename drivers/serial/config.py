@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.config.base import Section
+from core.config.base import Section
 from drivers.serial.portcfg import PortSettings, decode_escapes
 from drivers.serial.scales import ScaleConfig, ScaleConfigBase
 

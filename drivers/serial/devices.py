@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import serial
 
-from agent.interfaces import AgentContext
+from core.interfaces import AgentContext
 from drivers.serial.config import ScannerConfig, WorkflowConfig
 from drivers.serial.framing import DelimitedFramer
 from drivers.serial.holding import HeldRecords

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from uuid6 import uuid7
 
-from agent.interfaces import BufferFull, BufferUnavailable, RecordRejected
+from core.interfaces import BufferFull, BufferUnavailable, RecordRejected
 
 if TYPE_CHECKING:
     from drivers.serial.port import SerialReader

@@ -17,7 +17,7 @@ from typing import Any
 
 import serial
 
-from agent.interfaces import AgentContext, Component, Health
+from core.interfaces import AgentContext, Component, Health
 from drivers.serial.portcfg import PortSettings
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 
 from agent.api.auth import load_token
-from agent.interfaces import AgentContext, Component
 from agent.workflows.component import WorkflowTicker
 from agent.workflows.engine import WorkflowEngine
+from core.interfaces import AgentContext, Component
 from drivers.serial.config import cross_check
 from drivers.serial.devices import ScaleDevice, ScannerDevice
 

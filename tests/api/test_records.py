@@ -12,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agent.interfaces import RecordInvalid
 from agent.records import (
     ADAPTERS,
     AT_MIN_MS,
@@ -23,6 +22,7 @@ from agent.records import (
     new_id,
     normalize_records,
 )
+from core.interfaces import RecordInvalid
 
 NOW = 1_790_000_000_000
 GTIN = "6281007032285"

@@ -12,9 +12,9 @@ import cbor2
 import pytest
 
 from agent.cose import dumps_deterministic, verify1
-from agent.interfaces import RecordConflict, RecordInvalid
 from buffer.sealing import Signer
 from buffer.store import Store
+from core.interfaces import RecordConflict, RecordInvalid
 from tests.peers.net import wait_for
 
 W = {"kind": "weight", "data": {"grams": 500, "scale": "dock"}}
@@ -185,7 +185,7 @@ def test_listeners_see_committed_records_in_order(make_store: Callable[..., Stor
 
 
 def test_db_cap_refuses_with_507_and_keeps_room_to_seal(make_store: Callable[..., Store], signer: Signer) -> None:
-    from agent.interfaces import BufferFull
+    from core.interfaces import BufferFull
     s = make_store(max_db_bytes=2_000_000, max_payload_bytes=65536, batch_max_records=50, batch_max_age_s=0.05)
     refused = None
     for i in range(800):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent.interfaces import Component
+from core.interfaces import Component
 from tests.peers.rtsp_server import RtspCamera
 
 

@@ -1,5 +1,5 @@
 """Clip requests and rules without a camera: a ring of real H.264 MPEG-TS segments made by ffmpeg,
-and a MediaSink test double of our own interface (agent.interfaces.MediaSink) that keeps the files."""
+and a MediaSink test double of our own interface (core.interfaces.MediaSink) that keeps the files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from agent.interfaces import StoredRecord
+from core.interfaces import StoredRecord
 from drivers.camera.clipper import Clipper, ClipRequest
 from drivers.camera.config import ClipRuleConfig, RecordingConfig
 from drivers.camera.ring import Ring

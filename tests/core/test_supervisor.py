@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 
 from agent.config.core import SupervisorSection
-from agent.interfaces import Component
 from agent.supervisor import Supervisor
+from core.interfaces import Component
 from tests.peers.net import wait_for
 
 

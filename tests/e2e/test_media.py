@@ -11,7 +11,7 @@ import cbor2
 import pytest
 
 from agent.cose import decode_unverified
-from agent.interfaces import BufferFull
+from core.interfaces import BufferFull
 from tests.peers.agent import Branch
 from tests.peers.net import wait_for
 

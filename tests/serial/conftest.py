@@ -12,8 +12,8 @@ import pytest
 
 from agent.api.server import ApiComponent
 from agent.config.loader import parse_config
-from agent.interfaces import Component
 from agent.workflows.api import router
+from core.interfaces import Component
 from drivers.serial import runtime
 from drivers.serial.sim.pty import PtyLink
 from tests.peers.agent import toml_dumps

@@ -1,4 +1,4 @@
-"""Test doubles of OUR OWN core interfaces (agent.interfaces RecordSink and AgentContext).
+"""Test doubles of OUR OWN core interfaces (core.interfaces RecordSink and AgentContext).
 
 The real buffer is another engineer's work; these keep the serial tests fast and independent
 of it (the end-to-end tests use the real one). MemorySink runs the real per-kind validation
@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from agent.interfaces import BufferUnavailable, Health
 from agent.records import normalize_records
+from core.interfaces import BufferUnavailable, Health
 
 
 class MemorySink:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.config.loader import parse_config
-from agent.interfaces import Component
+from core.interfaces import Component
 from drivers.serial import runtime
 from drivers.serial.sim.__main__ import main
 from tests.peers.net import wait_for
