@@ -17,7 +17,7 @@ setup(
         "paho-mqtt>=2.1,<3",
         "cryptography>=42,<51",
         "cbor2>=5.6,<7",
-        "libipld>=3.5,<4",  # Rust DAG-CBOR encoder: deterministic CBOR of a record in 1 us, not 9.5 (agent.cose)
+        "libipld>=3.5,<4",  # Rust DAG-CBOR encoder: deterministic CBOR of a record in 1 us, not 9.5 (wire.cose)
         "pydantic>=2.7,<3",
         "click>=8.1,<9",
         "fastapi>=0.110,<1",

@@ -20,7 +20,6 @@ from agent import __version__
 from agent.clock import ClockWatch
 from agent.commands import CommandRouter
 from agent.config import AgentConfig
-from agent.keys import load_private_key, load_public_key
 from agent.sdnotify import Notifier, WatchdogPinger
 from agent.status import StatusBuilder
 from agent.subsystems import build_all
@@ -40,6 +39,7 @@ from core.interfaces import (
     RecordListener,
     RecordSink,
 )
+from wire.keys import load_private_key, load_public_key
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import tomli_w
 
-from agent.keys import generate_key_file, public_pem
+from wire.keys import generate_key_file, public_pem
 
 DEVICE = "demo-society/branch-1/agent-1"
 BIN = Path(sys.executable).parent

@@ -26,7 +26,7 @@ import httpx
 import tomli_w
 
 from agent.demo import free_port, port_open, wait
-from agent.keys import generate_key_file, load_private_key, public_pem
+from wire.keys import generate_key_file, load_private_key, public_pem
 
 DEVICE = "bench-soc/branch-1/agent-1"
 BIN = Path(sys.executable).parent

@@ -43,8 +43,8 @@ from biip.checksums import gs1_standard_check_digit
 
 from agent.api.server import ApiComponent
 from agent.config.model import AgentConfig
-from agent.records import normalize_records
 from tests.peers.net import free_port, wait_for
+from wire.records import normalize_records
 
 TOKEN = "bench-token-0123456789abcdef"
 RNG = random.Random(20261129)
@@ -93,7 +93,7 @@ def sale(gtins: list[str], i: int) -> dict[str, Any]:
 
 def raw_sqlite(tmp: Path, records: list[dict[str, Any]], seconds: float) -> float:
     """executemany of the very rows the buffer stores (id, fp, kind, at, CBOR body), 5,000 a commit."""
-    from agent.cose import dumps_deterministic
+    from wire.cose import dumps_deterministic
 
     norm = normalize_records(records, "api")
     rows = [

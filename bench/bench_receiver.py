@@ -30,8 +30,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.cose import dumps_deterministic, kid_for, protected_header, sign1
-from agent.keys import generate_key_file, public_pem
+from wire.cose import dumps_deterministic, kid_for, protected_header, sign1
+from wire.keys import generate_key_file, public_pem
 
 DEV = "bench-soc/branch-1/agent-1"
 
@@ -146,10 +146,10 @@ def bench_broker(cfg_path: Path, batches: list[bytes], port: int) -> tuple[float
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from agent.cose import verify1
     from receiver.config import load_receiver_config
     from receiver.keys import load_central_key
     from tests.peers.net import wait_for
+    from wire.cose import verify1
 
     cfg = load_receiver_config(cfg_path)
     central = load_central_key(cfg.receiver.key_file).public_key()

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.bench_records [--records 20000] [--repeats 7] [--batch 100]
 
 Measures CPU time (time.process_time, so other load on the machine does not count) per
-record for agent.records.normalize_records, buffer.store.encode_record, and both in a row
+record for wire.records.normalize_records, buffer.store.encode_record, and both in a row
 as buffer.store.Store.prepare runs them, on bench_ingest's sale records (500 repeating
 GTINs, 1-4 lines) in requests of --batch records. Records are what the API hands over: a
 JsonRecords list of values fresh from orjson. Each figure is the best of --repeats passes
@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
-from agent.records import JsonRecords, NormRecord, normalize_records
 from bench.bench_ingest import catalogue, sale
 from buffer.store import encode_record
+from wire.records import JsonRecords, NormRecord, normalize_records
 
 
 def _requests(n: int, batch: int) -> list[list[dict[str, Any]]]:

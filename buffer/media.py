@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.records import new_id
 from buffer.store import Store
 from buffer.writer import WriterTxn
 from core.interfaces import BufferFull
+from wire.records import new_id
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.cose import dumps_deterministic, kid_for, protected_header, sign1
+from wire.cose import dumps_deterministic, kid_for, protected_header, sign1
 
 ZERO_HASH = b"\x00" * 32
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import cbor2
 
-from agent.cose import dumps_deterministic
-from agent.records import NormRecord, normalize_records
 from buffer.sealing import Signer
 from buffer.writer import CallOp, Encoded, IngestOp, OpSource, SealOptions, Writer, WriterTxn
 from core.interfaces import BufferUnavailable, RecordListener, StoredRecord
+from wire.cose import dumps_deterministic
+from wire.records import NormRecord, normalize_records
 
 log = logging.getLogger(__name__)
 

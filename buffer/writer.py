@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.records import NormRecord
 from buffer.schema import migrate
 from buffer.sealing import COSE_OVERHEAD, Signer, batch_header_size, seal
 from core.interfaces import BufferFull, BufferUnavailable, RecordConflict, RecordInvalid, RecordRejected
+from wire.records import NormRecord
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from receiver.deterministic import is_deterministic
-from receiver.sign1 import OpenError, open_sign1
+from wire.deterministic import is_deterministic
+from wire.sign1 import OpenError, open_sign1
 
 KINDS = frozenset(("sale", "stock_move", "count", "count_session", "scan", "weight", "media", "device_event", "gap"))
 MEDIA_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

@@ -16,8 +16,6 @@ from typing import Any, TypeVar
 
 import click
 
-from agent.cose import kid_for
-from agent.keys import KeyError_, generate_key_file, public_pem, public_raw
 from receiver.config import (
     DEFAULT_CONFIG_PATH,
     DEVICE_RE,
@@ -27,10 +25,13 @@ from receiver.config import (
     load_receiver_config,
 )
 from receiver.keys import DeviceRegistry, load_central_key
-from receiver.messages import Signer, command, device_topic
 from receiver.mqtt import MqttError, publish_once
 from receiver.status import render_status
 from receiver.store import ReceiverStore, StoreMissing
+from wire.cose import kid_for
+from wire.keys import KeyError_, generate_key_file, public_pem, public_raw
+from wire.messages import Signer, command
+from wire.topics import device_topic
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from agent.cose import kid_for
-from agent.keys import KeyError_, load_private_key, load_public_key
 from receiver.config import DEVICE_RE, ReceiverConfig
+from wire.cose import kid_for
+from wire.keys import KeyError_, load_private_key, load_public_key
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,11 @@ from receiver.config import ReceiverConfig
 from receiver.db import connect
 from receiver.keys import DeviceRegistry, load_central_key
 from receiver.media import MediaAssembler
-from receiver.messages import Signer, command, device_topic, media_ack, parse_topic, seq_ack
 from receiver.mqtt import MqttLink
 from receiver.verifier import Job, Ticket, Verifier
 from receiver.writer import Writer
+from wire.messages import Signer, command, media_ack, seq_ack
+from wire.topics import device_topic, parse_topic
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import orjson
 
 from agent.api import metrics
 from agent.api.auth import bearer_ok
-from agent.records import JsonRecords
 from core.interfaces import RecordRejected, RecordSink
+from wire.records import JsonRecords
 
 log = logging.getLogger(__name__)
 

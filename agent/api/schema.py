@@ -1,6 +1,6 @@
 """Request and response shapes of the local API, for /openapi.json.
 
-Only documentation: POST /v1/records is validated by agent.records (strict, per kind), not by
+Only documentation: POST /v1/records is validated by wire.records (strict, per kind), not by
 these models, so the OpenAPI document and the checks cannot drift apart, the per-kind `data`
 schemas below are generated from the very TypeAdapters that do the checking.
 """
@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agent.records import ADAPTERS, ID_MAX, KINDS, SRC_MAX
+from wire.records import ADAPTERS, ID_MAX, KINDS, SRC_MAX
 
 Kind = Literal["sale", "stock_move", "count", "count_session", "scan", "weight", "media", "device_event", "gap"]
 assert set(Kind.__args__) == set(KINDS)  # type: ignore[attr-defined]

@@ -38,7 +38,6 @@ from agent.api.ingest import ClientGone, FastIngest, read_body
 from agent.api.ingest_core import IngestCore
 from agent.api.ipc import HEADER, FrameProtocol, FrameReader
 from agent.logs import setup_logging
-from agent.records import normalize_records
 from buffer.store import encode_record
 from core.interfaces import (
     BufferFull,
@@ -47,6 +46,7 @@ from core.interfaces import (
     RecordInvalid,
     RecordRejected,
 )
+from wire.records import normalize_records
 
 log = logging.getLogger("agent.api.worker")
 

@@ -31,9 +31,9 @@ from starlette.types import ASGIApp, Message
 
 from agent.api import metrics
 from agent.api.ipc import FrameError, FrameReader, pack
-from agent.records import NormRecord
 from buffer.writer import Encoded, IngestOp, OpSource
 from core.interfaces import RecordRejected
+from wire.records import NormRecord
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from agent.config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
-from agent.keys import KeyError_
+from wire.keys import KeyError_
 
 F = TypeVar("F", bound=Callable[..., Any])
 

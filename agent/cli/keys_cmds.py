@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from agent.cli.common import config_option, handle_errors, resolve_config
-from agent.cose import kid_for
-from agent.keys import generate_key_file, load_private_key, public_pem, public_raw
+from wire.cose import kid_for
+from wire.keys import generate_key_file, load_private_key, public_pem, public_raw
 
 
 @click.group("keys")

@@ -12,8 +12,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.cose import CoseError, kid_for, verify1
 from core.interfaces import Command
+from wire.cose import CoseError, kid_for, verify1
 
 
 class Refused(Exception):

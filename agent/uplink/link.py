@@ -24,13 +24,13 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import AgentConfig
-from agent.cose import dumps_deterministic
 from agent.uplink.inbound import CentralVerifier, MediaAck, Refused, SeqAck
 from agent.uplink.mqtt import connect_properties, make_client
-from agent.uplink.topics import Topics
 from buffer.sealing import Signer
 from buffer.store import Store
 from core.interfaces import BufferUnavailable, Command, Component, Health
+from wire.cose import dumps_deterministic
+from wire.topics import Topics
 
 log = logging.getLogger(__name__)
 

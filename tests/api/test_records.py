@@ -1,4 +1,4 @@
-"""agent.records: per-kind validation, envelope rules, ids and fingerprints."""
+"""wire.records: per-kind validation, envelope rules, ids and fingerprints."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agent.records import (
+from core.interfaces import RecordInvalid
+from wire.records import (
     ADAPTERS,
     AT_MIN_MS,
     KINDS,
@@ -22,7 +23,6 @@ from agent.records import (
     new_id,
     normalize_records,
 )
-from core.interfaces import RecordInvalid
 
 NOW = 1_790_000_000_000
 GTIN = "6281007032285"

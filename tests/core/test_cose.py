@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.cose import (
+from wire.cose import (
     CoseError,
     _dumps_cbor2,
     dumps_deterministic,

@@ -16,9 +16,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.cose import decode_unverified, dumps_deterministic, sign1
 from tests.peers.agent import Branch, sale
 from tests.peers.net import wait_for
+from wire.cose import decode_unverified, dumps_deterministic, sign1
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,9 @@ import hashlib
 import cbor2
 import pytest
 
-from agent.cose import kid_for, verify1
 from tests.peers.agent import Branch, sale
 from tests.peers.net import wait_for
+from wire.cose import kid_for, verify1
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from agent.cose import decode_unverified
 from core.interfaces import BufferFull
 from tests.peers.agent import Branch
 from tests.peers.net import wait_for
+from wire.cose import decode_unverified
 
 pytestmark = pytest.mark.slow
 

@@ -24,9 +24,9 @@ import pytest
 import tomli_w
 
 from agent.config.loader import parse_config
-from agent.keys import generate_key_file, public_pem
 from tests.peers.mosquitto import Mosquitto
 from tests.peers.net import free_port, port_open, wait_for
+from wire.keys import generate_key_file, public_pem
 
 DEVICE = "coop-a/branch-1/agent-1"
 

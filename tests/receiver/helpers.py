@@ -1,7 +1,7 @@
 """Test peers for the receiver: a signing device identity and a real MQTT client on the agent's side.
 
 DeviceSim is not a mock of the agent: it signs real uplink-v1 batches with a fresh Ed25519
-key (agent.cose.sign1), so every byte the receiver judges is what a device would send.
+key (wire.cose.sign1), so every byte the receiver judges is what a device would send.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.cose import dumps_deterministic, kid_for, sign1, verify1
-from agent.keys import generate_key_file, public_pem
 from tests.peers.net import wait_for
+from wire.cose import dumps_deterministic, kid_for, sign1, verify1
+from wire.keys import generate_key_file, public_pem
 
 ZERO = b"\x00" * 32
 

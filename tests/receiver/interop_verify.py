@@ -1,4 +1,4 @@
-"""Verify COSE_Sign1 messages with an INDEPENDENT implementation: pycose (PyPI `cose`), not agent.cose.
+"""Verify COSE_Sign1 messages with an INDEPENDENT implementation: pycose (PyPI `cose`), not wire.cose.
 
 Run by the interpreter of .venv-interop (pycose 0.9 needs cbor2 < 6, which the project's
 venv does not have), never imported by the tests. stdin: a JSON list of

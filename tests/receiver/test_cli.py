@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cose import kid_for
 from receiver.cli import cli, parse_time
 from receiver.config import load_receiver_config
 from receiver.keys import load_central_key
@@ -22,6 +21,7 @@ from receiver.server import Receiver
 from tests.peers.mosquitto import Mosquitto
 from tests.peers.net import wait_for
 from tests.receiver.helpers import AgentSide, DeviceSim
+from wire.cose import kid_for
 
 EXE = [sys.executable, "-c", "from receiver.cli import main; main()"]
 
@@ -42,7 +42,7 @@ def test_keys_init_show_and_refuse_overwrite(tmp_path: Path) -> None:
     code, _, err = invoke("keys", "init", "--config", str(cfg))
     assert code == 2 and "refusing to overwrite" in err and key.read_bytes() == before
     code, out, _ = invoke("keys", "show", "--config", str(cfg))
-    from agent.keys import load_private_key
+    from wire.keys import load_private_key
 
     kid = kid_for(load_private_key(key).public_key()).hex()
     assert code == 0 and f"kid     {kid}" in out and "PRIVATE" not in out

@@ -8,8 +8,8 @@ import cbor2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.cose import dumps_deterministic
-from receiver.deterministic import is_deterministic
+from wire.cose import dumps_deterministic
+from wire.deterministic import is_deterministic
 
 keys = st.one_of(
     st.text(max_size=6),

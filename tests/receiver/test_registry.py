@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.cose import kid_for
 from receiver.config import ReceiverConfig
 from receiver.keys import DeviceRegistry, device_id_from_filename
 from receiver.server import Receiver
@@ -16,6 +15,7 @@ from receiver.store import ReceiverStore
 from tests.peers.mosquitto import Mosquitto
 from tests.peers.net import wait_for
 from tests.receiver.helpers import AgentSide, DeviceSim, make_central
+from wire.cose import kid_for
 
 
 def senders(db: Path) -> list[str]:

@@ -8,11 +8,11 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.cose import kid_for, protected_header, sign1
 from receiver.server import Receiver
 from receiver.store import ReceiverStore
 from tests.peers.net import wait_for
 from tests.receiver.helpers import AgentSide, DeviceSim
+from wire.cose import kid_for, protected_header, sign1
 
 
 def rejected(rx: Receiver, dev: str, n: int = 1) -> list[dict[str, object]]:

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.cose import kid_for
 from receiver.batches import Batch, Rejected, check_batch
 from receiver.verifier import Job, Verifier
 from tests.receiver.helpers import DeviceSim
+from wire.cose import kid_for
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 The real buffer is another engineer's work; these keep the serial tests fast and independent
 of it (the end-to-end tests use the real one). MemorySink runs the real per-kind validation
-(agent.records.normalize_records), fills id/at/src as it does, and a record re-posted with an
+(wire.records.normalize_records), fills id/at/src as it does, and a record re-posted with an
 id it already holds is not stored twice (idempotent re-post).
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from agent.records import normalize_records
 from core.interfaces import BufferUnavailable, Health
+from wire.records import normalize_records
 
 
 class MemorySink:

@@ -1,50 +1,17 @@
-"""Signed central -> agent messages (acks and commands) and the topic names of uplink-v1."""
+"""Signed central -> agent messages of uplink-v1: acks and commands (spec: Acks and commands)."""
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.cose import dumps_deterministic, kid_for, protected_header, sign1
+from wire.cose import dumps_deterministic, kid_for, protected_header, sign1
 
 COMMANDS = ("resend", "ping", "snapshot", "clip")
-_INDEX_RE = re.compile(r"^(0|[1-9][0-9]{0,8})$")
-
-
-@dataclass(frozen=True)
-class Topic:
-    """A parsed inbound topic: PREFIX/SOC/BR/DEV/(batch|status|media/ID/INDEX)."""
-
-    dev: str
-    kind: str  # batch | status | media
-    media_id: str = ""
-    index: int = -1
-
-
-def parse_topic(prefix: str, topic: str) -> Topic | None:
-    if not topic.startswith(prefix + "/"):
-        return None
-    parts = topic[len(prefix) + 1 :].split("/")
-    if len(parts) < 4:
-        return None
-    dev = "/".join(parts[:3])
-    rest = parts[3:]
-    if rest in (["batch"], ["status"]):
-        return Topic(dev, rest[0])
-    if len(rest) == 3 and rest[0] == "media":
-        index = int(rest[2]) if _INDEX_RE.match(rest[2]) else -1
-        return Topic(dev, "media", rest[1], index)
-    return None
-
-
-def device_topic(prefix: str, dev: str, leaf: str) -> str:
-    return f"{prefix}/{dev}/{leaf}"
 
 
 class Signer:

@@ -1,7 +1,7 @@
 """Is a CBOR payload in deterministic encoding (RFC 8949 section 4.2.1)? Exact, and fast for batches.
 
 The authoritative test is to re-encode the decoded value deterministically and compare
-bytes (`agent.cose.dumps_deterministic`). cbor2's canonical encoder costs ~15 us per
+bytes (`wire.cose.dumps_deterministic`). cbor2's canonical encoder costs ~15 us per
 record here (it encodes every map key separately to sort them), which alone would cap
 the receiver near 60,000 records/s. So a fast path proves the same thing in two cheaper
 steps, and anything it cannot prove goes to the authoritative test:
@@ -27,7 +27,7 @@ from typing import Any
 
 import cbor2
 
-from agent.cose import dumps_deterministic
+from wire.cose import dumps_deterministic
 
 _SIMPLE = frozenset((str, bytes, int, bool, type(None)))
 _CONTAINERS = frozenset((dict, list))

@@ -1,6 +1,6 @@
 """Open one inbound COSE_Sign1 (uplink-v1 "Signed messages"): structure, kid, alg, signature, in one decode.
 
-agent.cose.verify1 is the agent's general verifier; the receiver also has to refuse a
+wire.cose.verify1 is the agent's general verifier; the receiver also has to refuse a
 non-empty unprotected header and tell an unknown kid from a bad signature, which took it
 three decodes of the whole ~100 KB message through verify1 and a header peek. This does
 the same checks, in the same order, on one decode, and leaves the payload bytes undecoded
@@ -15,7 +15,7 @@ import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.cose import ALG_ED25519, ALG_EDDSA, COSE_SIGN1_TAG, HDR_ALG, HDR_KID
+from wire.cose import ALG_ED25519, ALG_EDDSA, COSE_SIGN1_TAG, HDR_ALG, HDR_KID
 
 
 class OpenError(ValueError):
