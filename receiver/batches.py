@@ -18,9 +18,9 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from wire.deterministic import is_deterministic
+from wire.kinds import KIND_SET, KINDS
 from wire.sign1 import OpenError, open_sign1
 
-KINDS = frozenset(("sale", "stock_move", "count", "count_session", "scan", "weight", "media", "device_event", "gap"))
 MEDIA_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MEDIA_TYPES = {"video/mp4": ".mp4", "image/jpeg": ".jpg"}
 ZERO_HASH = b"\x00" * 32
@@ -159,7 +159,7 @@ def _rows(records: Any, seq: int) -> tuple[list[tuple[str, str, int, str]], list
         )
         if type(rid) is not str or not 0 < len(rid) <= MAX_RECORD_ID:
             raise Rejected("bad_record", f"records[{i}].id = {rid!r}; must be a text of 1..{MAX_RECORD_ID}", seq)
-        if kind not in KINDS:
+        if kind not in KIND_SET:
             raise Rejected("bad_record", f"records[{i}].kind = {kind!r}; version 1 kinds are {sorted(KINDS)}", seq)
         if type(at) is not int:
             raise Rejected("bad_record", f"records[{i}].at = {at!r}; must be epoch milliseconds", seq)

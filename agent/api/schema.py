@@ -7,14 +7,12 @@ schemas below are generated from the very TypeAdapters that do the checking.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from wire.records import ADAPTERS, ID_MAX, KINDS, SRC_MAX
-
-Kind = Literal["sale", "stock_move", "count", "count_session", "scan", "weight", "media", "device_event", "gap"]
-assert set(Kind.__args__) == set(KINDS)  # type: ignore[attr-defined]
+from wire.kinds import Kind
+from wire.records import ADAPTERS, ID_MAX, SRC_MAX
 
 
 class RecordIn(BaseModel):

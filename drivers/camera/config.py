@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
 from core.config.base import Section
 from drivers.camera.secrets import scrub
+from wire.kinds import KINDS
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 HOURS_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
-RECORD_KINDS = ("sale", "stock_move", "count", "count_session", "scan", "weight", "device_event")
+# What a clip rule may watch: every kind but media (a clip's own manifest: a rule on it would
+# clip its own clips) and gap (the buffer giving something up is nothing a camera can show).
+RULE_KINDS = tuple(k for k in KINDS if k not in ("media", "gap"))
+if TYPE_CHECKING:
+    RuleKind = str
+else:
+    RuleKind = Literal[RULE_KINDS]  # from wire.kinds, so config checks and REFERENCE.md follow the table
 
 
 def _check_rtsp(v: str | None) -> str | None:
@@ -166,7 +173,7 @@ class RecordingConfig(Section):
 
 class ClipRuleConfig(Section):
     name: str = Field("rule", description="named in the clip's reason")
-    kind: Literal["sale", "stock_move", "count", "count_session", "scan", "weight", "device_event"] = Field(
+    kind: RuleKind = Field(
         description="record kind the rule looks at"
     )
     match: dict[str, Any] = Field(
