@@ -27,7 +27,6 @@ from agent.supervisor import Supervisor
 from agent.uplink.inbound import CentralVerifier
 from agent.uplink.link import Uplink
 from buffer.media import MediaStore
-from buffer.sealing import Signer
 from buffer.store import Store
 from buffer.writer import SealOptions
 from core.interfaces import (
@@ -39,6 +38,7 @@ from core.interfaces import (
     RecordListener,
     RecordSink,
 )
+from wire.cose import Signer
 from wire.keys import load_private_key, load_public_key
 
 log = logging.getLogger(__name__)

@@ -173,9 +173,9 @@ def prefill(site: Site, n: int) -> float:
     """Put n sale records into the agent's buffer through the Store itself (the same code path
     the API uses after HTTP), sealing them into batches; returns seconds taken."""
     from agent.config.loader import load_config
-    from buffer.sealing import Signer
     from buffer.store import Store
     from buffer.writer import SealOptions
+    from wire.cose import Signer
     cfg = load_config(site.agent_cfg)
     store = Store(cfg.db_path, Signer(load_private_key(cfg.agent.key_path)),
                   SealOptions(DEVICE, cfg.buffer.batch_max_records, cfg.buffer.batch_max_age_s,

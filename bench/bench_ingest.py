@@ -137,9 +137,9 @@ class Sink:
     def __init__(self, tmp: Path):
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-        from buffer.sealing import Signer
         from buffer.store import Store
         from buffer.writer import SealOptions
+        from wire.cose import Signer
 
         opts = SealOptions(
             device="bench/branch-1/agent-1",

@@ -78,9 +78,9 @@ class Ctx:
 def real_buffer(root: Path) -> Any:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from buffer.sealing import Signer
     from buffer.store import Store
     from buffer.writer import SealOptions
+    from wire.cose import Signer
 
     opts = SealOptions(device="bench/branch-1/agent-1", batch_max_records=500, batch_max_age_s=1.0,
                        max_payload_bytes=256 * 1024, max_db_bytes=0)

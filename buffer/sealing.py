@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from wire.cose import dumps_deterministic, kid_for, protected_header, sign1
+from wire.cose import Signer, dumps_deterministic
 
 ZERO_HASH = b"\x00" * 32
 
@@ -63,20 +60,6 @@ def batch_payload(dev: str, seq: int, prev: bytes, sealed_ms: int, bodies: list[
         _K_SEALED, dumps_deterministic(sealed_ms),
         _K_RECORDS, array_header(len(bodies)), *bodies,
     ])
-
-
-@dataclass
-class Signer:
-    """The device key with its kid and encoded protected header, made once."""
-
-    key: Ed25519PrivateKey
-
-    def __post_init__(self) -> None:
-        self.kid = kid_for(self.key.public_key())
-        self.protected = protected_header(self.kid)
-
-    def sign(self, payload: bytes) -> bytes:
-        return sign1(payload, self.key, protected=self.protected)
 
 
 def seal(signer: Signer, dev: str, seq: int, prev: bytes, sealed_ms: int, bodies: list[bytes]) -> tuple[bytes, bytes]:

@@ -19,10 +19,9 @@ from typing import Any
 
 import cbor2
 
-from buffer.sealing import Signer
 from buffer.writer import CallOp, Encoded, IngestOp, OpSource, SealOptions, Writer, WriterTxn
 from core.interfaces import BufferUnavailable, RecordListener, StoredRecord
-from wire.cose import dumps_deterministic
+from wire.cose import Signer, dumps_deterministic
 from wire.records import NormRecord, normalize_records
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from buffer.schema import migrate
-from buffer.sealing import COSE_OVERHEAD, Signer, batch_header_size, seal
+from buffer.sealing import COSE_OVERHEAD, batch_header_size, seal
 from core.interfaces import BufferFull, BufferUnavailable, RecordConflict, RecordInvalid, RecordRejected
+from wire.cose import Signer
 from wire.records import NormRecord
 
 log = logging.getLogger(__name__)

@@ -28,9 +28,9 @@ from receiver.keys import DeviceRegistry, load_central_key
 from receiver.mqtt import MqttError, publish_once
 from receiver.status import render_status
 from receiver.store import ReceiverStore, StoreMissing
-from wire.cose import kid_for
+from wire.cose import Signer, kid_for
 from wire.keys import KeyError_, generate_key_file, public_pem, public_raw
-from wire.messages import Signer, command
+from wire.messages import command
 from wire.topics import device_topic
 
 F = TypeVar("F", bound=Callable[..., Any])

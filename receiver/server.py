@@ -29,7 +29,8 @@ from receiver.media import MediaAssembler
 from receiver.mqtt import MqttLink
 from receiver.verifier import Job, Ticket, Verifier
 from receiver.writer import Writer
-from wire.messages import Signer, command, media_ack, seq_ack
+from wire.cose import Signer
+from wire.messages import command, media_ack, seq_ack
 from wire.topics import device_topic, parse_topic
 
 log = logging.getLogger(__name__)

@@ -173,6 +173,24 @@ def sign1(payload: bytes, key: Ed25519PrivateKey, kid: bytes | None = None,
     return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, payload, signature]), canonical=True)
 
 
+class Signer:
+    """One private key with its kid and encoded protected header, made once: the device's key
+    (batches, status) and the centre's (acks, commands) sign through the same code."""
+
+    def __init__(self, key: Ed25519PrivateKey):
+        self.key = key
+        self.kid = kid_for(key.public_key())
+        self.protected = protected_header(self.kid)
+
+    def sign(self, payload: bytes) -> bytes:
+        """Sign already-encoded payload bytes (the buffer splices its batches by hand)."""
+        return sign1(payload, self.key, protected=self.protected)
+
+    def sign_map(self, payload: Mapping[str, Any]) -> bytes:
+        """Encode a payload map deterministically, then sign it."""
+        return self.sign(dumps_deterministic(dict(payload)))
+
+
 @dataclass(frozen=True)
 class Verified:
     kid: bytes

@@ -7,33 +7,19 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from wire.cose import dumps_deterministic, kid_for, protected_header, sign1
+from wire.cose import Signer
 
 COMMANDS = ("resend", "ping", "snapshot", "clip")
 
 
-class Signer:
-    """The central key with its kid and encoded protected header, made once."""
-
-    def __init__(self, key: Ed25519PrivateKey):
-        self.key = key
-        self.kid = kid_for(key.public_key())
-        self._protected = protected_header(self.kid)
-
-    def sign(self, payload: Mapping[str, Any]) -> bytes:
-        return sign1(dumps_deterministic(dict(payload)), self.key, protected=self._protected)
-
-
 def seq_ack(signer: Signer, dev: str, seq: int) -> bytes:
     """Every batch of `dev` up to and including `seq` is stored durably here."""
-    return signer.sign({"v": 1, "dev": dev, "seq": seq})
+    return signer.sign_map({"v": 1, "dev": dev, "seq": seq})
 
 
 def media_ack(signer: Signer, dev: str, media_id: str, missing: list[int]) -> bytes:
     """`missing` empty: the file is complete and verified; else: send these chunks again."""
-    return signer.sign({"v": 1, "dev": dev, "media": media_id, "missing": missing})
+    return signer.sign_map({"v": 1, "dev": dev, "media": media_id, "missing": missing})
 
 
 def check_command_args(cmd: str, args: Mapping[str, Any]) -> None:
@@ -67,4 +53,4 @@ def command(
     check_command_args(cmd, args)
     cid = cmd_id or str(uuid.uuid4())
     at = at_ms if at_ms is not None else int(time.time() * 1000)
-    return cid, signer.sign({"v": 1, "dev": dev, "id": cid, "cmd": cmd, "args": dict(args), "at": at})
+    return cid, signer.sign_map({"v": 1, "dev": dev, "id": cid, "cmd": cmd, "args": dict(args), "at": at})

@@ -26,10 +26,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.config import AgentConfig
 from agent.uplink.inbound import CentralVerifier, MediaAck, Refused, SeqAck
 from agent.uplink.mqtt import connect_properties, make_client
-from buffer.sealing import Signer
 from buffer.store import Store
 from core.interfaces import BufferUnavailable, Command, Component, Health
-from wire.cose import dumps_deterministic
+from wire.cose import Signer
 from wire.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -431,7 +430,7 @@ class Uplink(Component):
         doc = dict(self.status_doc())
         doc["state"] = state
         doc["at"] = time.time_ns() // 1_000_000
-        return self.signer.sign(dumps_deterministic(doc))
+        return self.signer.sign_map(doc)
 
     def _maybe_status(self, client: mqtt.Client, now: float) -> None:
         doc = self.status_doc()

@@ -18,10 +18,10 @@ from hypothesis.configuration import set_hypothesis_home_dir
 
 from agent.api.server import ApiComponent
 from agent.config.model import AgentConfig
-from buffer.sealing import Signer
 from buffer.store import Store
 from buffer.writer import SealOptions
 from tests.peers.net import free_port, wait_for
+from wire.cose import Signer
 
 TOKEN = "t0ken-for-tests-0123456789abcdef"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from buffer.sealing import Signer
 from buffer.store import Store
 from buffer.writer import SealOptions
+from wire.cose import Signer
 
 DEV = "coop-a/branch-1/agent-1"
 

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from buffer.sealing import ZERO_HASH, Signer, array_header, batch_payload, seal
-from wire.cose import dumps_deterministic, verify1
+from buffer.sealing import ZERO_HASH, array_header, batch_payload, seal
+from wire.cose import Signer, dumps_deterministic, verify1
 
 DEV = "coop-a/branch-1/agent-1"
 text = st.text(max_size=20)

@@ -11,11 +11,10 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from buffer.sealing import Signer
 from buffer.store import Store
 from core.interfaces import RecordConflict, RecordInvalid
 from tests.peers.net import wait_for
-from wire.cose import dumps_deterministic, verify1
+from wire.cose import Signer, dumps_deterministic, verify1
 
 W = {"kind": "weight", "data": {"grams": 500, "scale": "dock"}}
 
