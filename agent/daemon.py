@@ -155,7 +155,7 @@ class Agent(AgentContext):
 
     def _routers(self) -> list[Any]:
         try:
-            from agent.workflows.api import router
+            from drivers.serial.workflows.api import router
         except ImportError:
             return []
         return [router]

@@ -17,10 +17,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 
 import agent
-from agent.api.auth import bearer_ok
 from agent.api.ingest import ClientGone, read_body
 from agent.api.ingest_core import IngestCore, Reply, error
 from agent.api.schema import ERROR_RESPONSES, IdsOut, RecordsIn, data_schemas
+from core.auth import bearer_ok
 from core.interfaces import StatusProvider
 
 _bearer = HTTPBearer(auto_error=False, description="the token in [api] token_file")

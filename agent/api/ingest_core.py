@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from agent.api import metrics
-from agent.api.auth import bearer_ok
+from core.auth import bearer_ok
 from core.interfaces import RecordRejected, RecordSink
 from wire.records import JsonRecords
 

@@ -24,13 +24,13 @@ from fastapi import APIRouter
 from starlette.types import ASGIApp
 
 from agent.api.app import build_app
-from agent.api.auth import load_token
 from agent.api.coalesce import CoalescingHttpToolsProtocol
 from agent.api.ingest import FastIngest
 from agent.api.ingest_core import IngestCore, local_commit
 from agent.api.workers import EncodedSink, WorkerPool
 from agent.config.core import ApiSection
 from agent.config.model import AgentConfig
+from core.auth import load_token
 from core.interfaces import Component, Health, RecordSink, StatusProvider
 
 log = logging.getLogger(__name__)

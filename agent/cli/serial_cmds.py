@@ -62,8 +62,8 @@ def serial_list() -> None:
 @handle_errors
 def serial_barcodes(config_path: Path | None, out: Path, locations: tuple[str, ...]) -> None:
     """Print the command barcodes (modes, quantities, count open/close) as a PDF or PNG sheet."""
-    from agent.workflows.commands import NAME_RE
     from drivers.serial.barcodes import sheet_rows, write_sheet
+    from drivers.serial.workflows.commands import NAME_RE
 
     cfg = resolve_config(config_path)
     bad = [loc for loc in locations if not NAME_RE.match(loc)]

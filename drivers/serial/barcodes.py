@@ -14,7 +14,7 @@ from reportlab.graphics.shapes import Drawing, String
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen.canvas import Canvas
 
-from agent.workflows.commands import sheet_commands
+from drivers.serial.workflows.commands import sheet_commands
 
 COLS, ROWS = 2, 6
 MARGIN = 36.0

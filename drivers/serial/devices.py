@@ -20,7 +20,7 @@ from drivers.serial.scales import ScaleConfigBase, make_protocol
 from drivers.serial.scanner import ScanInterpreter
 
 if TYPE_CHECKING:
-    from agent.workflows.engine import WorkflowEngine
+    from drivers.serial.workflows.engine import WorkflowEngine
 
 log = logging.getLogger(__name__)
 

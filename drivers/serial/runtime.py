@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from agent.api.auth import load_token
-from agent.workflows.component import WorkflowTicker
-from agent.workflows.engine import WorkflowEngine
+from core.auth import load_token
 from core.interfaces import AgentContext, Component
 from drivers.serial.config import cross_check
 from drivers.serial.devices import ScaleDevice, ScannerDevice
+from drivers.serial.workflows.component import WorkflowTicker
+from drivers.serial.workflows.engine import WorkflowEngine
 
 log = logging.getLogger(__name__)
 

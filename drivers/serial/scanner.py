@@ -15,9 +15,9 @@ from typing import Any
 import biip
 from biip import ParseConfig
 
-from agent.workflows.commands import CommandError, parse_command
 from drivers.serial.config import WorkflowConfig
 from drivers.serial.varmeasure import apply_rules
+from drivers.serial.workflows.commands import CommandError, parse_command
 
 _AIM = re.compile(r"^\][A-Za-z][0-9A-Za-z]")
 _DIGITS = re.compile(r"^[0-9]{8}$|^[0-9]{12,14}$")

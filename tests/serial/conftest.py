@@ -12,10 +12,10 @@ import pytest
 
 from agent.api.server import ApiComponent
 from agent.config.loader import parse_config
-from agent.workflows.api import router
 from core.interfaces import Component
 from drivers.serial import runtime
 from drivers.serial.sim.pty import PtyLink
+from drivers.serial.workflows.api import router
 from tests.peers.agent import toml_dumps
 from tests.peers.net import free_port
 from tests.serial.doubles import FakeContext, MemorySink

@@ -84,7 +84,7 @@ def test_any_bytes_give_a_scan_record_without_crashing(raw: bytes) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=60))
 def test_any_command_text_parses_or_is_refused_with_a_reason(tail: str) -> None:
-    from agent.workflows.commands import Command, CommandError, parse_command
+    from drivers.serial.workflows.commands import Command, CommandError, parse_command
 
     try:
         cmd = parse_command("CMD:" + tail)

@@ -9,8 +9,8 @@ import pytest
 from biip.checksums import gs1_standard_check_digit
 
 from agent.config.loader import parse_config
-from agent.workflows.engine import WorkflowEngine, WorkflowError
 from drivers.serial.scanner import ScanInterpreter
+from drivers.serial.workflows.engine import WorkflowEngine, WorkflowError
 from tests.serial.doubles import MemorySink
 
 T0 = 1_767_225_600_000  # 2026-01-01 UTC: the validator refuses times before 2020

@@ -19,9 +19,9 @@ from typing import Any
 
 from uuid6 import uuid7
 
-from agent.workflows.store import WorkflowStore
 from core.interfaces import RecordConflict, RecordInvalid, RecordRejected, RecordSink
 from drivers.serial.config import ScannerConfig, WorkflowConfig
+from drivers.serial.workflows.store import WorkflowStore
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from agent.workflows.engine import WorkflowEngine
 from core.interfaces import Component, Health
+from drivers.serial.workflows.engine import WorkflowEngine
 
 log = logging.getLogger(__name__)
 

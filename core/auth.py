@@ -1,4 +1,5 @@
-"""Bearer-token check for the local API.
+"""Bearer-token check for the local API: its /v1/records (agent.api) and /v1/count (the serial
+workflows) routes alike.
 
 The token is read once per server start from [api] token_file (or systemd's
 $CREDENTIALS_DIRECTORY), compared in constant time, and never logged or echoed.

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.api.auth import bearer_ok
-from agent.workflows.commands import NAME_RE
-from agent.workflows.engine import WorkflowEngine, WorkflowError
+from core.auth import bearer_ok
+from drivers.serial.workflows.commands import NAME_RE
+from drivers.serial.workflows.engine import WorkflowEngine, WorkflowError
 
 router = APIRouter(prefix="/v1/count", tags=["stock-take"])
 
