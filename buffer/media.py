@@ -23,11 +23,12 @@ from typing import Any, Literal
 from buffer.store import Store
 from buffer.writer import WriterTxn
 from core.interfaces import BufferFull
+from wire.kinds import MEDIA_TYPES
 from wire.records import new_id
 
 log = logging.getLogger(__name__)
 
-EXT = {"video/mp4": ".mp4", "image/jpeg": ".jpg"}
+EXT = MEDIA_TYPES
 
 
 @dataclass

@@ -11,9 +11,8 @@ from __future__ import annotations
 import hashlib
 import struct
 
+from wire.batches import ZERO_HASH as ZERO_HASH
 from wire.cose import Signer, dumps_deterministic
-
-ZERO_HASH = b"\x00" * 32
 
 # Deterministic key order = bytewise order of the encoded keys: shorter text first (the
 # length is in the initial byte), then lexicographic: v, dev, seq, prev, sealed, records.

@@ -6,7 +6,6 @@ the agent, so the centre installs on its own (`pip install ./centre`).
 Map of the package (one job per module):
   config   typed TOML config (`[receiver]`, `[[devices]]`)
   keys     the central signing key and the registry of device public keys
-  batches  checks one batch message against the spec (signature, kid, dev, fields, encoding)
   db       SQLite connection and schema (WAL, synchronous=FULL, one writer)
   writer   the write side: chain state per device, idempotent record storage, rejections
   store    the read side (ReceiverStore) used by the CLI, the tests and the demo

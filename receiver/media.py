@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from receiver.batches import Manifest
+from wire.batches import Manifest
 
 log = logging.getLogger(__name__)
 

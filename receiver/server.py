@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.interfaces import Component
-from receiver.batches import MEDIA_ID_RE
 from receiver.config import ReceiverConfig
 from receiver.db import connect
 from receiver.keys import DeviceRegistry, load_central_key
@@ -29,6 +28,7 @@ from receiver.media import MediaAssembler
 from receiver.mqtt import MqttLink
 from receiver.verifier import Job, Ticket, Verifier
 from receiver.writer import Writer
+from wire.batches import MEDIA_ID_RE
 from wire.cose import Signer
 from wire.messages import command, media_ack, seq_ack
 from wire.topics import device_topic, parse_topic

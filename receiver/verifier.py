@@ -38,7 +38,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from receiver.batches import Batch, Rejected, check_batch
+from wire.batches import Batch, Rejected, check_batch
 
 log = logging.getLogger(__name__)
 

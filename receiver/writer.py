@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from receiver.batches import Batch, Manifest, Rejected, check_batch, verify_signed
 from receiver.keys import DeviceRegistry
 from receiver.verifier import Verdict
+from wire.batches import Batch, Manifest, Rejected, check_batch, verify_signed
 
 log = logging.getLogger(__name__)
 

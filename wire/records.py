@@ -38,9 +38,9 @@ from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationE
 from typing_extensions import TypedDict
 
 from core.interfaces import RecordInvalid
-from wire.kinds import KINDS
+from wire.kinds import KINDS, MEDIA_ID_PATTERN, RECORD_KEYS
 
-ENVELOPE_KEYS = frozenset(("kind", "data", "id", "at", "src"))
+ENVELOPE_KEYS = RECORD_KEYS
 AT_MIN_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z: older is a broken clock or a unit error
 AT_MAX_AHEAD_MS = 86_400_000  # one day ahead of the agent's clock
 ID_MAX = 128
@@ -189,7 +189,7 @@ class _Weight(TypedDict):
 
 class _Media(TypedDict):
     __pydantic_config__ = _STRICT  # type: ignore[misc]
-    media: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    media: Annotated[str, Field(pattern=MEDIA_ID_PATTERN)]
     camera: Text
     type: Literal["video/mp4", "image/jpeg"]
     start: int

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from receiver.batches import Batch, Rejected, check_batch
 from receiver.verifier import Job, Verifier
 from tests.receiver.helpers import DeviceSim
+from wire.batches import Batch, Rejected, check_batch
 from wire.cose import kid_for
 
 

@@ -1,9 +1,10 @@
-"""Check one `P/batch` message against uplink-v1, everything that can be judged without the chain.
+"""Check one `P/batch` message against uplink-v1, everything that can be judged without the chain
+(the receiver's side; the agent's buffer builds batches in buffer/sealing.py).
 
 The order of checks follows what each check needs: the COSE structure and kid first (no
 key needed), then the signature with that device's key (so nothing unsigned is ever
 interpreted), then the payload's shape and its deterministic encoding, then every record.
-The chain (seq continuity and prev) needs the store and is judged in receiver.writer.
+The chain (seq continuity and prev) needs the store and is judged in receiver/writer.py.
 """
 
 from __future__ import annotations
@@ -18,15 +19,13 @@ import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from wire.deterministic import is_deterministic
-from wire.kinds import KIND_SET, KINDS
+from wire.kinds import KIND_SET, KINDS, MEDIA_ID_PATTERN, MEDIA_TYPES, RECORD_KEYS
 from wire.sign1 import OpenError, open_sign1
 
-MEDIA_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-MEDIA_TYPES = {"video/mp4": ".mp4", "image/jpeg": ".jpg"}
-ZERO_HASH = b"\x00" * 32
+MEDIA_ID_RE = re.compile(MEDIA_ID_PATTERN)
+ZERO_HASH = b"\x00" * 32  # the prev of seq 1
 MAX_RECORD_ID = 128
 BATCH_KEYS = frozenset(("v", "dev", "seq", "prev", "sealed", "records"))
-RECORD_KEYS = frozenset(("id", "kind", "at", "src", "data"))
 
 
 class Rejected(Exception):
