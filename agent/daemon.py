@@ -24,7 +24,6 @@ from agent.sdnotify import Notifier, WatchdogPinger
 from agent.status import StatusBuilder
 from agent.subsystems import build_all
 from agent.supervisor import Supervisor
-from agent.uplink.inbound import CentralVerifier
 from agent.uplink.link import Uplink
 from buffer.media import MediaStore
 from buffer.store import Store
@@ -40,6 +39,7 @@ from core.interfaces import (
 )
 from wire.cose import Signer
 from wire.keys import load_private_key, load_public_key
+from wire.messages import CentralVerifier
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,10 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from receiver.keys import DeviceRegistry
 from receiver.verifier import Verdict
-from wire.batches import Batch, Manifest, Rejected, check_batch, verify_signed
+from wire.batches import Batch, Manifest, Rejected, check_batch, check_status, verify_signed
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +298,7 @@ class Writer:
             return
         try:
             _, payload = verify_signed(cose, dev, keys)
-            _check_status(payload)
+            check_status(payload)
         except Rejected as exc:
             self.reject(dev, topic, exc.code, exc.reason)
             return
@@ -308,15 +307,3 @@ class Writer:
             "UPDATE devices SET status_cose = ?, status_json = ?, status_at = ? WHERE did = ?",
             (cose, json.dumps(payload, default=repr, sort_keys=True), now_ms(), st.did),
         )
-
-
-def _check_status(p: dict[str, Any]) -> None:
-    if type(p.get("at")) is not int:
-        raise Rejected("bad_status", f"at = {p.get('at')!r}; must be epoch milliseconds")
-    if p.get("state") not in ("online", "offline"):
-        raise Rejected("bad_status", f"state = {p.get('state')!r}; must be online or offline")
-    for key, kind in (("backlog", dict), ("components", dict), ("version", str)):
-        if key in p and not isinstance(p[key], kind):
-            raise Rejected("bad_status", f"{key} must be a {kind.__name__}")
-    if "acked_seq" in p and type(p["acked_seq"]) is not int:
-        raise Rejected("bad_status", "acked_seq must be an integer")

@@ -4,7 +4,7 @@ nothing else of ours, so the centre installs it without the agent (coop-centre).
 
   kinds          a record's envelope and the kinds of version 1: the one table
   records        a record's checks: the envelope and each kind's data (normalize_records)
-  batches        a received batch's checks (signature, dev, fields, encoding, records, media manifests)
+  batches        a received batch's or status's checks (signature, dev, fields, encoding, records, media)
   cose           deterministic CBOR (RFC 8949 4.2.1), COSE_Sign1 sign/verify, kid, the Signer
   sign1          the receiver's one-decode open of an inbound COSE_Sign1
   deterministic  is a received payload in deterministic encoding?

@@ -1,5 +1,5 @@
-"""Check one `P/batch` message against uplink-v1, everything that can be judged without the chain
-(the receiver's side; the agent's buffer builds batches in buffer/sealing.py).
+"""Check one `P/batch` (or `P/status`) message against uplink-v1, everything that can be judged without
+the chain (the receiver's side; the agent's buffer builds batches in buffer/sealing.py).
 
 The order of checks follows what each check needs: the COSE structure and kid first (no
 key needed), then the signature with that device's key (so nothing unsigned is ever
@@ -98,6 +98,19 @@ def verify_signed(cose: bytes, dev: str, keys: Mapping[bytes, Ed25519PublicKey])
     if not is_deterministic(payload, payload_bytes):
         raise Rejected("not_deterministic", "payload is not in deterministic CBOR encoding (RFC 8949 4.2.1)")
     return kid, payload
+
+
+def check_status(p: dict[str, Any]) -> None:
+    """The fields of a status payload that verify_signed let through (spec: Status); raises Rejected."""
+    if type(p.get("at")) is not int:
+        raise Rejected("bad_status", f"at = {p.get('at')!r}; must be epoch milliseconds")
+    if p.get("state") not in ("online", "offline"):
+        raise Rejected("bad_status", f"state = {p.get('state')!r}; must be online or offline")
+    for key, kind in (("backlog", dict), ("components", dict), ("version", str)):
+        if key in p and not isinstance(p[key], kind):
+            raise Rejected("bad_status", f"{key} must be a {kind.__name__}")
+    if "acked_seq" in p and type(p["acked_seq"]) is not int:
+        raise Rejected("bad_status", "acked_seq must be an integer")
 
 
 def _manifest(data: Mapping[str, Any], record_id: str) -> Manifest:

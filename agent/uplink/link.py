@@ -24,11 +24,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import AgentConfig
-from agent.uplink.inbound import CentralVerifier, MediaAck, Refused, SeqAck
 from agent.uplink.mqtt import connect_properties, make_client
 from buffer.store import Store
 from core.interfaces import BufferUnavailable, Command, Component, Health
 from wire.cose import Signer
+from wire.messages import CentralVerifier, MediaAck, Refused, SeqAck
 from wire.topics import Topics
 
 log = logging.getLogger(__name__)
