@@ -65,12 +65,19 @@ MIGRATIONS: list[str] = [
 ]
 
 
+class SchemaTooNew(Exception):
+    """The buffer was migrated by a newer agent. Not retryable: `coopagent run` exits 2, which
+    the unit's RestartPreventExitStatus= turns into a failed unit with this message, and the
+    file is left exactly as it was (the Debian package refuses such a downgrade before it)."""
+
+
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the file to the newest version; returns it. Refuses a file newer than this code."""
     current = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if current > len(MIGRATIONS):
-        raise RuntimeError(f"buffer schema version {current} is newer than this agent knows "
-                           f"({len(MIGRATIONS)}); upgrade the agent, do not downgrade it")
+        raise SchemaTooNew(f"the buffer has schema version {current}, written by a newer coopagent; this one "
+                           f"knows versions up to {len(MIGRATIONS)} and will not touch it. Install the newer "
+                           f"coopagent again (its records are still in the buffer), do not downgrade")
     for version in range(current + 1, len(MIGRATIONS) + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
