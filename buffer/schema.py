@@ -62,6 +62,16 @@ MIGRATIONS: list[str] = [
         result TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2 (coopagent 0.2.0): which agent versions have written this buffer, for the support
+    # bundle and an auditor's "what software sealed these batches"; and the first migration
+    # that a Debian package upgrade runs on a buffer full of unsent records (tests/ops).
+    """
+    CREATE TABLE agent_versions (
+        version TEXT PRIMARY KEY,
+        first_ms INTEGER NOT NULL,   -- when this version first opened the buffer
+        last_ms INTEGER NOT NULL     -- when it last did
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

@@ -53,3 +53,31 @@ def test_a_newer_buffer_is_refused_with_exit_2_and_left_as_it_was(tmp_path: Path
     assert f"schema version {len(MIGRATIONS) + 1}, written by a newer coopagent" in r.stderr
     assert "Traceback" not in r.stderr
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+
+
+def test_version_1_buffer_migrates_with_its_records_and_notes_the_versions(tmp_path: Path) -> None:
+    """A buffer as coopagent 0.1.0 left it (schema 1, records waiting) opens under this
+    version: the records are kept and the agent version is noted."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from buffer.sealing import Signer
+    from buffer.store import Store
+    from buffer.writer import SealOptions
+
+    db = tmp_path / "buffer.sqlite3"
+    conn = open_connection(db)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO records(id, fp, kind, at, body) VALUES ('r-1', x'00', 'sale', 1, x'a0')")
+    conn.close()
+    opts = SealOptions(device="coop-a/branch-1/agent-1", batch_max_records=500, batch_max_age_s=60.0,
+                       max_payload_bytes=262144, max_db_bytes=0, agent_version="9.9.9")
+    store = Store(db, Signer(Ed25519PrivateKey.generate()), opts).start()
+    try:
+        assert [v["version"] for v in store.agent_versions()] == ["9.9.9"]
+    finally:
+        store.close()
+    check = sqlite3.connect(db)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert check.execute("SELECT id FROM records").fetchall() == [("r-1",)]
+    assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -45,10 +45,14 @@ def deb_of_commit(commit: str) -> Path:
                                  timeout=120)
         assert archive.returncode == 0, f"commit {commit} is not in this clone: {archive.stderr.decode()[-500:]}"
         subprocess.run(["tar", "-C", str(src), "-xf", "-"], input=archive.stdout, check=True, timeout=120)
+        partial = out.with_name(out.name + ".partial")
+        subprocess.run(["rm", "-rf", str(partial)], check=True)
         try:
-            return build_deb(src, out)
+            built = build_deb(src, partial)
         finally:
             subprocess.run(["rm", "-rf", str(src)], check=True)
+        partial.rename(out)  # only a whole package is ever in the cache
+        return out / built.name
 
 
 def sha256_of(ct: Container, inside: str) -> str:

@@ -20,22 +20,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.ops.debpkg import ROOT_DIR, InstalledAgent, build_deb, wait_until
+from tests.ops.debpkg import ROOT_DIR, InstalledAgent, wait_until
 from tests.peers.agent import Branch
 from tests.peers.container import Container
 from tests.peers.mosquitto import Mosquitto
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.timeout(900),  # the package is built once for the module, in the first test
     pytest.mark.skipif(os.geteuid() != 0, reason="booting a container and dpkg need root"),
     pytest.mark.skipif(not (shutil.which("systemd-nspawn") and shutil.which("debootstrap")),
                        reason="needs systemd-container and debootstrap (scripts/install-system-deps.sh)"),
 ]
 
 
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_deb(ROOT_DIR, tmp_path_factory.mktemp("dist"))
+@pytest.fixture
+def deb(head_deb: Path) -> Path:
+    return head_deb
 
 
 @pytest.fixture
