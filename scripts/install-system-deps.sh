@@ -16,7 +16,7 @@ PKGS=(
   systemd                              # systemd-analyze verify for the unit
   gcc libc6-dev python3-dev            # C extensions that build from source (pycairo) need a compiler and headers
   libcairo2-dev pkg-config             # pycairo (reportlab's PNG backend for barcode sheets) builds from source
-  dpkg-dev fakeroot                    # make deb: dpkg-deb, dpkg-architecture, files owned by root in the package
+  dpkg-dev                             # make deb: dpkg-deb and dpkg-architecture
   debootstrap systemd-container        # the .deb tested in a Debian 12 booted by systemd-nspawn (systemd as PID 1)
 )
 missing=()
