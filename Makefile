@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 INTEROP := .venv-interop
 IPYCAM := .venv-ipycam
 
-.PHONY: deps interop-venv ipycam-venv test test-quick test-slow lint demo bench clean
+.PHONY: deps preflight interop-venv ipycam-venv test test-quick test-slow lint demo deb bench clean
 
 deps: $(STAMP)
 
@@ -35,20 +35,32 @@ $(STAMP): setup.py pyproject.toml scripts/install-system-deps.sh
 	$(VPY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# Quick tests first, then the slow fault/soak/end-to-end ones (marker `slow`).
-test: deps interop-venv ipycam-venv
+# Seconds, not a 40 s camera timeout, when a program or GStreamer element is missing.
+preflight: deps
+	bash scripts/preflight.sh test
+
+# Preflight, lint and types first, then the quick tests, then the slow fault/soak/end-to-end
+# ones (marker `slow`).
+test: preflight interop-venv ipycam-venv lint
 	$(VPY) -m pytest -q -m "not slow" -p no:cacheprovider
 	$(VPY) -m pytest -q -m slow -p no:cacheprovider
 
-test-quick: deps interop-venv ipycam-venv
+test-quick: preflight interop-venv ipycam-venv
 	$(VPY) -m pytest -q -m "not slow" -p no:cacheprovider
 
 lint: deps
 	$(VENV)/bin/ruff check core wire agent buffer drivers receiver tests bench
 	$(VENV)/bin/mypy
+	shellcheck scripts/*.sh systemd/*.sh systemd/coopagent-svc systemd/deb/*.sh systemd/deb/maintscripts/*
 
 demo: deps
+	bash scripts/preflight.sh demo
 	$(VPY) -m agent.demo
+
+# The Debian package, with its own Python environment, into dist/ (see docs/operations.md).
+deb: deps
+	bash scripts/preflight.sh deb
+	bash systemd/deb/build.sh --out dist
 
 bench: deps
 	$(VPY) -m bench.bench_backbone all
@@ -57,4 +69,4 @@ bench: deps
 	$(VPY) -m bench.bench_camera
 
 clean:
-	rm -rf $(VENV) $(INTEROP) $(IPYCAM) demo-run
+	rm -rf $(VENV) $(INTEROP) $(IPYCAM) demo-run dist

@@ -4,11 +4,18 @@ Dependency ranges are compatible-release pins: the lower bound is the oldest ver
 tested the API we use against, the upper bound the next major release, which may break it.
 """
 
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# One version, in agent/__init__.py: the CLI, the status document and the Debian package read it there.
+VERSION = re.search(r'^__version__ = "([^"]+)"$', (Path(__file__).parent / "agent" / "__init__.py").read_text(),
+                    re.M).group(1)  # type: ignore[union-attr]
 
 setup(
     name="coopagent",
-    version="0.1.0",
+    version=VERSION,
     description="Branch edge agent: durable, signed, hash-chained uplink of stock, sales and camera evidence",
     python_requires=">=3.11",
     packages=find_packages(include=["core*", "wire*", "agent*", "buffer*", "drivers*", "receiver*"]),

@@ -1,3 +1,3 @@
 """Cooperative branch edge agent: the daemon core, supervisor, uplink and CLI."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

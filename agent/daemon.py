@@ -77,7 +77,8 @@ class Agent(AgentContext):
         self.store = Store(cfg.db_path, self.signer, SealOptions(
             device=cfg.agent.device, batch_max_records=cfg.buffer.batch_max_records,
             batch_max_age_s=cfg.buffer.batch_max_age_s, max_payload_bytes=cfg.uplink.max_payload_bytes,
-            max_db_bytes=cfg.buffer.max_db_mb * 2**20, batch_min_age_s=cfg.buffer.batch_min_age_s))
+            max_db_bytes=cfg.buffer.max_db_mb * 2**20, batch_min_age_s=cfg.buffer.batch_min_age_s,
+            agent_version=__version__))
         self.media_store = MediaStore(self.store, cfg.media_dir, cfg.media.chunk_bytes, cfg.media.quota_mb * 2**20,
                                       cfg.media.bandwidth_kbps, cfg.buffer.retention_hours * 3600)
         self.status = StatusBuilder(self)

@@ -356,7 +356,7 @@ def run_api(
     seconds: float,
     threads: int,
     mode: str = "store",
-    workers: int = 0,
+    workers: int | str = 0,
 ) -> dict[str, Any]:
     sub = tmp / f"api-{fast_path}-{per_request}-{mode}-w{workers}"
     sub.mkdir()
@@ -421,8 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--compare-fastapi", action="store_true", help="also run (b) through FastAPI's routing")
     ap.add_argument("--wrk-threads", type=int, default=1)
-    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2],
-                    help="[api] workers values to run (a) and (b) with, side by side (default: 0 1 2)")
+    ap.add_argument("--workers", type=lambda v: v if v == "auto" else int(v), nargs="+", default=[0, 1, 2],
+                    help="[api] workers values to run (a) and (b) with, side by side (default: 0 1 2; "
+                         "'auto' is the default config's choice on this machine)")
     ap.add_argument(
         "--breakdown",
         action="store_true",
@@ -446,7 +447,10 @@ def main(argv: list[str] | None = None) -> int:
         body100 = orjson.dumps({"records": records})
         body1 = orjson.dumps({"records": records[:1]})
         for workers in args.workers:
-            where = f"{workers} API worker processes" if workers else "in the agent's process"
+            n = AgentConfig.model_validate({"api": {"workers": workers}}).api.effective_workers
+            where = f"{n} API worker processes" if n else "in the agent's process"
+            if workers == "auto":
+                where += " (workers = auto, the default)"
             a = run_api(tmp, True, body100, 100, 8, args.seconds, args.wrk_threads, workers=workers)
             report[f"a_100_per_request_workers_{workers}"] = a
             print(

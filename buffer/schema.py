@@ -62,15 +62,32 @@ MIGRATIONS: list[str] = [
         result TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2 (coopagent 0.2.0): which agent versions have written this buffer, for the support
+    # bundle and an auditor's "what software sealed these batches"; and the first migration
+    # that a Debian package upgrade runs on a buffer full of unsent records (tests/ops).
+    """
+    CREATE TABLE agent_versions (
+        version TEXT PRIMARY KEY,
+        first_ms INTEGER NOT NULL,   -- when this version first opened the buffer
+        last_ms INTEGER NOT NULL     -- when it last did
+    ) WITHOUT ROWID;
+    """,
 ]
+
+
+class SchemaTooNew(Exception):
+    """The buffer was migrated by a newer agent. Not retryable: `coopagent run` exits 2, which
+    the unit's RestartPreventExitStatus= turns into a failed unit with this message, and the
+    file is left exactly as it was (the Debian package refuses such a downgrade before it)."""
 
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the file to the newest version; returns it. Refuses a file newer than this code."""
     current = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if current > len(MIGRATIONS):
-        raise RuntimeError(f"buffer schema version {current} is newer than this agent knows "
-                           f"({len(MIGRATIONS)}); upgrade the agent, do not downgrade it")
+        raise SchemaTooNew(f"the buffer has schema version {current}, written by a newer coopagent; this one "
+                           f"knows versions up to {len(MIGRATIONS)} and will not touch it. Install the newer "
+                           f"coopagent again (its records are still in the buffer), do not downgrade")
     for version in range(current + 1, len(MIGRATIONS) + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:

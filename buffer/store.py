@@ -160,6 +160,11 @@ class Store:
     def last_seq(self) -> int:
         return int(self.meta("last_seq"))
 
+    def agent_versions(self) -> list[dict[str, Any]]:
+        """Every agent version that has written this buffer, oldest first."""
+        rows = self.reader().execute("SELECT version, first_ms, last_ms FROM agent_versions ORDER BY first_ms")
+        return [{"version": v, "first_ms": f, "last_ms": last} for v, f, last in rows]
+
     def unacked_batches(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
         return [(int(s), bytes(c)) for s, c in self.reader().execute(
             "SELECT seq, cose FROM batches WHERE seq > ? AND acked_ms IS NULL ORDER BY seq LIMIT ?",

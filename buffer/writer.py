@@ -86,6 +86,7 @@ class SealOptions:
     max_payload_bytes: int
     max_db_bytes: int  # 0 = no cap
     batch_min_age_s: float = 0.0  # seal this early when the uplink is idle (0: always wait max age)
+    agent_version: str = ""  # noted in agent_versions at every open ("" notes nothing)
 
 
 class OpSource(Protocol):
@@ -143,6 +144,11 @@ class Writer(threading.Thread):
         self.q: queue.SimpleQueue[IngestOp | CallOp | _Nothing | None] = queue.SimpleQueue()
         self.conn = open_connection(path)
         migrate(self.conn)
+        if opts.agent_version:
+            now = int(time.time() * 1000)
+            self.conn.execute("INSERT INTO agent_versions VALUES (?, ?, ?) "
+                              "ON CONFLICT(version) DO UPDATE SET last_ms = excluded.last_ms",
+                              (opts.agent_version, now, now))
         self.page_size = int(self.conn.execute("PRAGMA page_size").fetchone()[0])
         if opts.max_db_bytes:
             self.conn.execute(f"PRAGMA max_page_count = {max(1, opts.max_db_bytes // self.page_size)}")

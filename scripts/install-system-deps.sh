@@ -11,9 +11,13 @@ PKGS=(
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp   # GStreamer RTSP test server
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-tools
   gstreamer1.0-plugins-bad             # the blur element of the tamper tests
+  gstreamer1.0-x                       # clockoverlay/textoverlay: the simulated camera's moving picture
   iproute2 util-linux                  # ip and unshare: ONVIF discovery tests in a private network namespace
   systemd                              # systemd-analyze verify for the unit
+  gcc libc6-dev python3-dev            # C extensions that build from source (pycairo) need a compiler and headers
   libcairo2-dev pkg-config             # pycairo (reportlab's PNG backend for barcode sheets) builds from source
+  dpkg-dev                             # make deb: dpkg-deb and dpkg-architecture
+  debootstrap systemd-container        # the .deb tested in a Debian 12 booted by systemd-nspawn (systemd as PID 1)
 )
 missing=()
 for p in "${PKGS[@]}"; do

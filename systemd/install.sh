@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Install or upgrade coopagent on a Debian 12 branch PC. Run as root from the source tree:
+# Install or upgrade coopagent on a Debian 12 branch PC that cannot take the Debian package
+# (`make deb`; docs/operations.md). Run as root from the source tree:
 #   sudo systemd/install.sh
+# The user, directory, config, token and key steps are systemd/setup-steps.sh, which the
+# Debian package runs too.
 # Idempotent: re-running upgrades the code and the unit and keeps the config, the API
 # token and the device key (a key is never replaced; see `coopagent keys init --force`).
 #
@@ -27,7 +30,6 @@ set -euo pipefail
 
 ROOT=/ SRC="" PYTHON=/usr/bin/python3 TEMPLATE="" WHEELHOUSE="" PIP_ARGS=""
 DEPS=1 SYSTEMCTL=1 START=0
-USER_NAME=coopagent
 die() { echo "install.sh: error: $*" >&2; exit 1; }
 say() { echo "==> $*"; }
 
@@ -56,8 +58,7 @@ R=${ROOT%/}                      # "" for a real install, so "$R/etc" is /etc
 [ "$R" = "" ] || SYSTEMCTL=0     # never touch this machine's systemd for a --root install
 
 OPT=$R/opt/coopagent VENV=$R/opt/coopagent/venv
-ETC=$R/etc/coopagent STATE=$R/var/lib/coopagent
-CONFIG=$ETC/agent.toml
+ETC=$R/etc/coopagent CONFIG=$ETC/agent.toml
 
 # --- Debian packages ---------------------------------------------------------------------
 if [ "$DEPS" = 1 ]; then
@@ -69,28 +70,12 @@ if [ "$DEPS" = 1 ]; then
   fi
 fi
 
-# --- the service user --------------------------------------------------------------------
-# A real, persistent system user (not DynamicUser): it owns the device key across reinstalls.
-# useradd/usermod --root work on DIR/etc/{passwd,group,shadow,gshadow}; ids are then read
-# from those files, because this machine's own user database does not know the user.
-ROOTOPT=(); [ "$R" = "" ] || ROOTOPT=(--root "$ROOT")
-if ! grep -q "^$USER_NAME:" "$R/etc/passwd"; then
-  say "creating system user $USER_NAME (groups dialout, video)"
-  useradd "${ROOTOPT[@]}" --system --user-group --groups dialout,video \
-    --home-dir /var/lib/coopagent --no-create-home --shell /usr/sbin/nologin \
-    --comment "coop branch edge agent" "$USER_NAME" 2> >(grep -v "missing or non-executable shell" >&2)
-else
-  usermod "${ROOTOPT[@]}" --append --groups dialout,video "$USER_NAME"
-fi
-UID_N=$(awk -F: -v u="$USER_NAME" '$1 == u {print $3}' "$R/etc/passwd")
-GID_N=$(awk -F: -v u="$USER_NAME" '$1 == u {print $4}' "$R/etc/passwd")
-if [ -z "$UID_N" ] || [ -z "$GID_N" ]; then die "user $USER_NAME not found in $R/etc/passwd"; fi
-
-# --- directories -------------------------------------------------------------------------
-install -d -m 0755 -o root -g root "$OPT"
-install -d -m 0750 -o root -g "$GID_N" "$ETC"           # config readable by the service group
-install -d -m 0700 -o root -g root "$ETC/credentials"   # LoadCredential=secret: source
-install -d -m 0700 -o "$UID_N" -g "$GID_N" "$STATE"     # StateDirectory=, the key lives here
+# The steps the Debian package runs too (systemd/setup-steps.sh): user, directories,
+# config, token, key.
+# shellcheck source=systemd/setup-steps.sh
+. "$SRC/systemd/setup-steps.sh"
+cs_user "$R"
+cs_dirs "$R"
 
 # --- venv and the project ----------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
@@ -102,24 +87,9 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check --no-input --
 [ -z "$WHEELHOUSE" ] || PIP+=(--no-index --find-links "$WHEELHOUSE")
 # shellcheck disable=SC2206  # PIP_ARGS is a list of words on purpose
 [ -z "$PIP_ARGS" ] || PIP+=($PIP_ARGS)
-# Build from a copy: pip writes build/ and *.egg-info into the tree it builds. From a git
-# checkout the copy is what git sees (tracked and new files, nothing ignored: no venvs,
-# caches or build output); from a plain copy (a USB stick) the same by name.
-BUILD=$(mktemp -d); trap 'rm -rf "$BUILD" "$BUILD.tar"' EXIT
-rc=0
-if command -v git >/dev/null && git -C "$SRC" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  git -C "$SRC" ls-files -z --cached --others --exclude-standard |
-    tar -C "$SRC" --null --ignore-failed-read -T - -cf "$BUILD.tar" || rc=$?
-else
-  tar -C "$SRC" --exclude-vcs --exclude='.venv*' --exclude='.*_cache' --exclude='*.egg-info' \
-    --exclude=build --exclude=dist --exclude=__pycache__ --exclude=.hypothesis -cf "$BUILD.tar" . || rc=$?
-fi
-# tar's status 1 means a file changed while it was read (someone is editing the tree):
-# the copy is still complete, so say so and go on; 2 is a real failure.
-[ "$rc" -le 1 ] || die "could not copy $SRC (tar status $rc)"
-[ "$rc" = 0 ] || echo "install.sh: warning: files changed while copying $SRC" >&2
-tar -C "$BUILD" -xf "$BUILD.tar"
-"${PIP[@]}" "$BUILD"
+BUILD=$(mktemp -d); trap 'rm -rf "$BUILD"' EXIT
+cs_copy_source "$SRC" "$BUILD/src"
+"${PIP[@]}" "$BUILD/src"
 rm -rf "$OPT/docs" && cp -r "$SRC/docs" "$OPT/docs"   # the unit's Documentation=
 # The technician's wrapper: coopagent commands as the service user, with its credentials.
 install -d -m 0755 "$R/usr/local/sbin"
@@ -127,48 +97,17 @@ install -m 0755 -o root -g root "$SRC/systemd/coopagent-svc" "$R/usr/local/sbin/
 COOPAGENT=$VENV/bin/coopagent
 [ -x "$COOPAGENT" ] || die "$COOPAGENT was not installed"
 
-# --- config and secrets ------------------------------------------------------------------
-if [ ! -f "$CONFIG" ]; then
-  say "writing $CONFIG from $(basename "$TEMPLATE") (edit device, broker, central_key)"
-  install -m 0640 -o root -g "$GID_N" "$TEMPLATE" "$CONFIG"
-else
-  say "keeping existing $CONFIG"
-fi
-if [ ! -s "$ETC/api.token" ]; then
-  say "generating the API token $ETC/api.token (0600)"
-  ( umask 077; "$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))' > "$ETC/api.token.tmp" )
-  chown "$UID_N:$GID_N" "$ETC/api.token.tmp"
-  mv -f "$ETC/api.token.tmp" "$ETC/api.token"
-fi
-
-# --- the device key ----------------------------------------------------------------------
-# Made by the service user itself, so it is its file, mode 0600, from the first byte.
-# A --root install lives under the caller's private temp folders, which the service uid
-# cannot enter; there the key is made by root and handed over with chown.
-KEYS=("$COOPAGENT" keys)
-if [ "$R" = "" ]; then
-  AS_USER=(setpriv --reuid="$UID_N" --regid="$GID_N" --init-groups --reset-env --)
-  KEYS=("${AS_USER[@]}" "$COOPAGENT" keys)
-fi
-if "${KEYS[@]}" show --config "$CONFIG" >/dev/null 2>&1; then
-  say "keeping the existing device key"
-else
-  say "creating the device key"
-  ( umask 077; "${KEYS[@]}" init --config "$CONFIG" )
-  if [ "$R" != "" ]; then
-    KEY=$("$VENV/bin/python" -c 'import sys; from agent.config import load_config; from pathlib import Path
-print(load_config(Path(sys.argv[1])).agent.key_path)' "$CONFIG")
-    chown "$UID_N:$GID_N" "$KEY"
-  fi
-fi
+# --- config, secrets, the device key -----------------------------------------------------
+cs_config "$R" "$TEMPLATE"
+cs_token "$R" "$VENV/bin/python"
+cs_key "$R" "$COOPAGENT" "$CONFIG"
 
 # --- kernel modules and the unit ---------------------------------------------------------
 # DeviceAllow=char-ttyUSB/char-ttyACM are resolved at service start from /proc/devices;
 # loading the serial drivers at boot makes sure they are listed even before a scale is
 # plugged in.
 install -d -m 0755 "$R/etc/modules-load.d"
-printf '# coopagent: serial scanners and scales (DeviceAllow in coopagent.service)\nusbserial\ncdc_acm\n' \
-  > "$R/etc/modules-load.d/coopagent.conf"
+install -m 0644 "$SRC/systemd/modules-load.conf" "$R/etc/modules-load.d/coopagent.conf"
 install -d -m 0755 "$R/etc/systemd/system"
 install -m 0644 -o root -g root "$SRC/systemd/coopagent.service" "$R/etc/systemd/system/coopagent.service"
 say "installed $R/etc/systemd/system/coopagent.service"
@@ -185,8 +124,7 @@ fi
 
 # --- what the technician does next -------------------------------------------------------
 echo
-echo "Device public key (send it to the centre for registration):"
-"${KEYS[@]}" show --pem --config "$CONFIG"
+cs_show_key "$R" "$COOPAGENT" "$CONFIG"
 [ -f "$ETC/central.pub.pem" ] || echo "NOTE: $ETC/central.pub.pem is missing: copy the centre's public key there."
 echo "Next: edit $CONFIG, then: $COOPAGENT config check --config $CONFIG"
 [ "$SYSTEMCTL" = 1 ] && [ "$START" = 0 ] && echo "Then: systemctl start coopagent && journalctl -u coopagent -f"

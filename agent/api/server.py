@@ -163,7 +163,7 @@ class ApiComponent(Component):
         socks = bind(self.api)
         try:
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                if self.api.workers:
+                if self.api.effective_workers:
                     runner.run(self._serve_workers(token, socks, stop))
                 else:
                     server = uvicorn.Server(uvicorn.Config(self.build(token), **uvicorn_options()))
@@ -191,13 +191,14 @@ class ApiComponent(Component):
         sink = self.sink
         if not isinstance(sink, EncodedSink):
             raise TypeError(f"[api] workers needs a buffer that takes encoded records; {type(sink).__name__} does not")
-        pool = WorkerPool(self.api.workers, socks, sink, build_app(core, self.status, self.metrics_text, self.routers),
-                          config)
+        app = build_app(core, self.status, self.metrics_text, self.routers)
+        pool = WorkerPool(self.api.effective_workers, socks, sink, app, config)
         self._pool = pool
         try:
             await pool.start()
             self.started.set()
-            log.info("api listening on %s (%d worker processes)", self.api.listen, self.api.workers)
+            log.info("api listening on %s (%d worker processes%s)", self.api.listen, self.api.effective_workers,
+                     ", chosen from this machine's cores and memory" if self.api.workers == "auto" else "")
             await pool.watch(stop)
         finally:
             await pool.stop(GRACEFUL_S)

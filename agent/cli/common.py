@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from agent.config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config
+from buffer.schema import SchemaTooNew
 from wire.keys import KeyError_
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,7 +44,7 @@ def handle_errors(func: F) -> F:
         except ConfigError as exc:
             click.echo(str(exc), err=True)
             sys.exit(2)
-        except KeyError_ as exc:
+        except (KeyError_, SchemaTooNew) as exc:
             fail(str(exc))
         return None
 

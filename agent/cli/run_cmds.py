@@ -130,6 +130,8 @@ def config_check(config_path: Path | None) -> None:
         if not Path(path).exists():
             problems.append(f"{label} = '{path}': file does not exist")
     click.echo(json.dumps(redacted(cfg), indent=2, sort_keys=True))
+    if cfg.api.workers == "auto":
+        click.echo(f"api.workers = auto: {cfg.api.effective_workers} worker processes on this machine", err=True)
     if problems:
         for p in problems:
             click.echo(f"warning: {p}", err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,6 +15,17 @@ from core.config.base import BrokerUrl, BrokerURLStr, Section, TopicPrefixStr
 DEVICE_PART = r"[a-z0-9][a-z0-9-]{0,31}"
 DEVICE_RE = re.compile(rf"^{DEVICE_PART}/{DEVICE_PART}/{DEVICE_PART}$")
 SPEC_MAX_PAYLOAD = 256 * 1024
+
+
+def auto_workers(cpus: int, memory_bytes: int) -> int:
+    """`[api] workers = "auto"`. Measured on 2 cores (docs/benchmarks.md, ingest): one worker
+    beats the agent's own process at one record a POST (3.7-5.1k/s against 2.2-2.9k/s) and
+    two do no better than one, because they and the writer then share two cores; past two
+    workers the writer's ~100 us a request is the limit wherever they run. Each worker costs
+    about 40 MB, and a single core gains nothing from a second process."""
+    if cpus < 2 or memory_bytes < 2 * 2**30:
+        return 0
+    return min(2, cpus // 2)
 
 
 class AgentSection(Section):
@@ -96,9 +108,24 @@ class ApiSection(Section):
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024, description="413 above this")] = 4 * 1024 * 1024
     max_records_per_request: Annotated[int, Field(ge=1, le=100_000, description="413 above this")] = 5000
     allow_non_loopback: bool = Field(False, description="must be true to listen on a non-loopback address")
-    workers: Annotated[int, Field(ge=0, le=64, description=(
+    workers: int | Literal["auto"] = Field("auto", description=(
         "processes that serve HTTP and validate and encode records for the agent's one writer; "
-        "0 serves everything in the agent's own process"))] = 0
+        "0 serves everything in the agent's own process; \"auto\" chooses from the machine: "
+        "none with one core or under 2 GiB of memory, else one per two cores, at most 2"))
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, v: object) -> object:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 64):
+            return v
+        raise ValueError('must be "auto" or a whole number from 0 to 64')
+
+    @property
+    def effective_workers(self) -> int:
+        """The number of worker processes this machine gets (docs/api.md, "Worker processes")."""
+        if self.workers != "auto":
+            return self.workers
+        return auto_workers(len(os.sched_getaffinity(0)), os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
     @field_validator("listen")
     @classmethod

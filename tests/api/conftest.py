@@ -78,7 +78,8 @@ def make_config(tmp_path: Path, **api: Any) -> AgentConfig:
     return AgentConfig.model_validate(
         {
             "agent": {"data_dir": str(tmp_path / "data")},
-            "api": {"listen": f"127.0.0.1:{free_port()}", "token_file": str(token_file), **api},
+            # In process unless a test asks for workers: "auto" would depend on the machine.
+            "api": {"listen": f"127.0.0.1:{free_port()}", "token_file": str(token_file), "workers": 0, **api},
         }
     )
 

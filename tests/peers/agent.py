@@ -86,7 +86,9 @@ class Branch:
             "agent": {"device": self.device, "data_dir": str(self.data_dir), "log_level": "info"},
             "uplink": {"broker": self.broker.url, "central_key": str(self.root / "central.pub.pem"),
                        "backoff_min_s": 0.2, "backoff_max_s": 2.0, "resend_after_s": 5.0},
-            "api": {"listen": f"127.0.0.1:{self.api_port}", "token_file": str(self.root / "api.token")},
+            # In process unless a test asks for workers: "auto" would depend on the machine.
+            "api": {"listen": f"127.0.0.1:{self.api_port}", "token_file": str(self.root / "api.token"),
+                    "workers": 0},
             "buffer": {"batch_max_age_s": 0.2},
         }
         return deep_merge(deep_merge(base, self.overrides), over)

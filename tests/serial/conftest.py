@@ -90,7 +90,7 @@ def count_api(tmp_path: Path, run_component: Callable[[Component], Running]) -> 
     tok.write_text(TOKEN + "\n")
     data = {
         "agent": {"data_dir": str(tmp_path / "data")},
-        "api": {"token_file": str(tok), "listen": f"127.0.0.1:{free_port()}"},
+        "api": {"token_file": str(tok), "listen": f"127.0.0.1:{free_port()}", "workers": 0},  # a MemorySink
         "scanners": [{"name": "room", "port": "/dev/ttyUSB0", "mode": "count"}],
     }
     cfg_path = tmp_path / "agent.toml"
