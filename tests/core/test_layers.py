@@ -163,3 +163,9 @@ def test_centre_declares_what_its_packages_import() -> None:
                 if not dists & have:
                     missing.append(f"{path.relative_to(ROOT)} imports {top} ({', '.join(sorted(dists)) or '?'})")
     assert not missing, "\n".join(missing)
+
+
+def test_centre_version_is_the_trees() -> None:
+    from agent import __version__
+
+    assert tomllib.loads((ROOT / "centre" / "pyproject.toml").read_text())["project"]["version"] == __version__
