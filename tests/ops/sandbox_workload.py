@@ -38,8 +38,8 @@ def sqlite_full(work: Path) -> None:
 
 
 def device_key(work: Path) -> None:
-    from agent.cose import kid_for
-    from agent.keys import generate_key_file, load_private_key
+    from wire.cose import kid_for
+    from wire.keys import generate_key_file, load_private_key
 
     path = work / "device_key.pem"
     key = generate_key_file(path, force=True)

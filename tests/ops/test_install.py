@@ -167,8 +167,8 @@ def seed_backlog(root: Path, tmp_path: Path) -> None:
     in the buffer, unacknowledged, as on a PC that lost its uplink."""
     from agent.config.loader import parse_config
     from agent.daemon import Agent
-    from agent.keys import generate_key_file, public_pem
     from tests.peers.net import free_port
+    from wire.keys import generate_key_file, public_pem
 
     central = generate_key_file(tmp_path / "central.key")
     (tmp_path / "central.pub.pem").write_text(public_pem(central.public_key()))
