@@ -1,22 +1,60 @@
-"""Which subsystems the daemon builds, by module path, so a missing optional piece is explicit."""
+"""The device families the agent knows, by module path, so a missing optional piece is explicit.
+
+One line per family: its components (what the daemon runs), its doctor checks and its CLI
+commands. The core reaches a family only through these names; a new family is one folder
+and one line here.
+"""
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
+from typing import Any
 
+from core.doctor import Check
 from core.interfaces import AgentContext, Component
 
-# Each entry: "module:function", function(ctx) -> list[Component]
-SUBSYSTEMS = [
-    "drivers.serial.runtime:build_components",
-    "drivers.camera.runtime:build_components",
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    components: str          # "module:function", function(ctx) -> list[Component]
+    doctor: str | None       # "module:function", function() -> list[Check]
+    cli: str | None          # "module:function", function(click.Group) -> None
+
+
+FAMILIES = [
+    Family("serial", "drivers.serial.runtime:build_components", "drivers.serial.doctor:checks",
+           "agent.cli.serial_cmds:register"),
+    Family("camera", "drivers.camera.runtime:build_components", "drivers.camera.doctor:checks",
+           "agent.cli.camera_cmds:register"),
 ]
+
+SUBSYSTEMS = [f.components for f in FAMILIES]
+
+
+def _load(spec: str) -> Any:
+    module, _, func = spec.partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 def build_all(ctx: AgentContext) -> list[Component]:
     components: list[Component] = []
     for spec in SUBSYSTEMS:
-        module, _, func = spec.partition(":")
-        factory = getattr(importlib.import_module(module), func)
-        components.extend(factory(ctx))
+        components.extend(_load(spec)(ctx))
     return components
+
+
+def doctor_checks() -> list[Check]:
+    """Every family's checks, in the order of FAMILIES."""
+    checks: list[Check] = []
+    for f in FAMILIES:
+        if f.doctor is not None:
+            checks.extend(_load(f.doctor)())
+    return checks
+
+
+def register_cli(group: Any) -> None:
+    for f in FAMILIES:
+        if f.cli is not None:
+            _load(f.cli)(group)

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from agent.cli.common import config_option, fail, handle_errors, resolve_config
+from drivers.camera.probe import probe as _probe
 
 TIME_HELP = "epoch ms, ISO 8601 (2026-05-01T14:03:00+03:00), 'now' or relative like -90s / -5m"
 _REL = re.compile(r"^-(\d+(?:\.\d+)?)([smh])$")
@@ -133,35 +134,6 @@ def _source(cam: Any) -> Any:
         return CameraSource(cam, lambda ev, d: None)
     except ValueError as exc:  # unreadable password file
         fail(str(exc))
-
-
-def _probe(url: str, ffprobe: str, timeout_s: float, transport: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [
-            ffprobe,
-            "-v",
-            "error",
-            "-rtsp_transport",
-            transport,
-            "-timeout",
-            str(int(timeout_s * 1e6)),
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=codec_name,width,height,avg_frame_rate",
-            "-of",
-            "json",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s * 3,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "ffprobe failed")
-    streams = json.loads(out.stdout).get("streams") or [{}]
-    return dict(streams[0])
 
 
 @camera.command("test")

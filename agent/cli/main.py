@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 
 from agent import __version__
+from agent.cli.doctor_cmds import doctor, support_bundle
 from agent.cli.keys_cmds import keys
 from agent.cli.run_cmds import config_group, run, status
+from agent.subsystems import register_cli
 
 
 @click.group()
@@ -19,17 +21,12 @@ cli.add_command(keys)
 cli.add_command(run)
 cli.add_command(status)
 cli.add_command(config_group)
+cli.add_command(doctor)
+cli.add_command(support_bundle)
 
 
-def _register_optional() -> None:
-    """Device-family command modules register themselves here (serial, camera)."""
-    from agent.cli import camera_cmds, serial_cmds
-
-    serial_cmds.register(cli)
-    camera_cmds.register(cli)
-
-
-_register_optional()
+# The device families' commands, from their line in agent/subsystems.py.
+register_cli(cli)
 
 
 def main() -> None:

@@ -32,23 +32,30 @@ class _ClosingSSLSocket(ssl.SSLSocket):
             raise
 
 
-def make_client(cfg: UplinkSection, client_id: str, will_topic: str, will_payload: bytes) -> mqtt.Client:
+def tls_context(cfg: UplinkSection) -> ssl.SSLContext:
+    """The TLS settings of every broker connection (the uplink's and `coopagent doctor`'s)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=_s(cfg.ca_file))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.sslsocket_class = _ClosingSSLSocket
+    if cfg.cert_file is not None and cfg.key_file is not None:
+        ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file))
+    return ctx
+
+
+def make_client(cfg: UplinkSection, client_id: str, will_topic: str | None, will_payload: bytes = b"") -> mqtt.Client:
+    """will_topic None: no will (the doctor's probe must not announce the device offline)."""
     client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
                          protocol=mqtt.MQTTv5, reconnect_on_failure=False)
     client.enable_logger()  # paho logs at DEBUG through the 'paho.mqtt.client' logger; no payloads
     if cfg.tls:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=_s(cfg.ca_file))
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.sslsocket_class = _ClosingSSLSocket
-        if cfg.cert_file is not None and cfg.key_file is not None:
-            ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file))
-        client.tls_set_context(ctx)
+        client.tls_set_context(tls_context(cfg))
     if cfg.username is not None:
         password = read_secret(cfg.password_file) if cfg.password_file is not None else None
         client.username_pw_set(cfg.username, password)
     client.max_inflight_messages_set(max(cfg.inflight_window, 20))
     client.max_queued_messages_set(0)
-    client.will_set(will_topic, will_payload, qos=1, retain=True)
+    if will_topic is not None:
+        client.will_set(will_topic, will_payload, qos=1, retain=True)
     return client
 
 

@@ -1,0 +1,96 @@
+"""The serial devices' doctor checks: the port is there and opens, and its frames parse.
+
+Registered by its line in agent/subsystems.py; ids are serial.NAME.port and serial.NAME.frames.
+While the agent runs it holds the ports, so its own health of the device is the answer then.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import serial
+
+from core.doctor import Check, DoctorContext, Finding, error, ok, skipped
+from drivers.serial.config import ScannerConfig
+from drivers.serial.port import open_port
+from drivers.serial.scales import ScaleConfigBase, make_protocol
+
+# A polled scale answers within a poll interval, a streaming one sends several frames a second.
+FRAME_WAIT_S = 3.0
+
+
+def checks() -> list[Check]:
+    return [serial_checks]
+
+
+def serial_checks(c: DoctorContext) -> Iterator[Finding]:
+    comps = (c.status or {}).get("components") or {}
+    devices: list[ScannerConfig | ScaleConfigBase] = [*c.cfg.scanners, *c.cfg.scales]
+    for dev in devices:
+        kind = "scanner" if isinstance(dev, ScannerConfig) else "scale"
+        base = f"serial.{dev.name}"
+        if not Path(dev.port).exists():
+            yield error(f"{base}.port", f"{kind} {dev.name}: {dev.port} is not there (unplugged?)",
+                        f"plug the {kind} in and power it on; ls -l /dev/serial/by-id/ and use that name as "
+                        f"its port in the config")
+            yield skipped(f"{base}.frames", "no port")
+            continue
+        health = comps.get(f"{kind}:{dev.name}")
+        if health is not None:
+            yield ok(f"{base}.port", f"{dev.port} held by the running agent")
+            if health == "ok":
+                yield ok(f"{base}.frames", f"the running agent reads the {kind} (health ok)")
+            else:
+                yield error(f"{base}.frames", f"the running agent's {kind} {dev.name} is {health}",
+                            f"check the cable and power; systemctl stop coopagent, then coopagent-svc {kind} test "
+                            f"{dev.name}")
+            continue
+        yield from _probe(dev, kind, base)
+
+
+def _probe(dev: ScannerConfig | ScaleConfigBase, kind: str, base: str) -> Iterator[Finding]:
+    try:
+        port = open_port(dev, timeout=0.05)
+    except (serial.SerialException, OSError) as exc:
+        yield error(f"{base}.port", f"{dev.port} does not open: {exc}",
+                    "another program holds it (stop it), or the agent user lacks group dialout")
+        yield skipped(f"{base}.frames", "the port does not open")
+        return
+    with port:
+        yield ok(f"{base}.port", f"{dev.port} opens ({dev.baudrate} baud)")
+        if isinstance(dev, ScannerConfig):
+            yield skipped(f"{base}.frames", f"a scanner sends only when something is scanned: "
+                          f"coopagent-svc scanner test {dev.name}")
+            return
+        yield _scale_frames(port, dev, base)
+
+
+def _scale_frames(port: serial.Serial, dev: ScaleConfigBase, base: str) -> Finding:
+    proto = make_protocol(dev)
+    deadline = time.monotonic() + FRAME_WAIT_S
+    raw = 0
+    bad: list[str] = []
+    last_poll = 0.0
+    settings = f"{dev.protocol}, {dev.baudrate} baud {dev.bytesize}{dev.parity}{dev.stopbits}"
+    while time.monotonic() < deadline:
+        poll = proto.poll_command()
+        now = time.monotonic()
+        if poll is not None and now - last_poll >= dev.poll_interval_s:
+            port.write(poll)
+            last_poll = now
+        data = port.read(max(1, port.in_waiting))
+        raw += len(data)
+        for r in proto.feed(data):
+            if r.status == "error":
+                bad.append(str(r.detail))
+                continue
+            return ok(f"{base}.frames", f"reads {r.grams} g ({r.status}) over {settings}")
+    if raw:
+        return error(f"{base}.frames", f"{raw} bytes in {FRAME_WAIT_S:g} s but no frame parses"
+                     + (f" ({bad[-1]})" if bad else ""),
+                     f"the scale's protocol or line settings differ from the config ({settings}): "
+                     "check the scale's menu")
+    return error(f"{base}.frames", f"no answer in {FRAME_WAIT_S:g} s",
+                 f"is the scale on? check the cable; the scale must speak {settings}")
