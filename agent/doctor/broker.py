@@ -31,7 +31,9 @@ IDS = ("broker.reachable", "broker.tls", "broker.auth", "broker.publish")
 _CONNACK_FIX = {
     0x86: "the broker refused the user name or password: check [uplink] username and the file "
           "/etc/coopagent/credentials/broker.password with the centre, then systemctl restart coopagent",
-    0x87: "the broker does not authorise this client: check the client certificate or user with the centre",
+    # Mosquitto answers a wrong password with 0x87, not 0x86.
+    0x87: "the broker does not accept this client: check [uplink] username and the file "
+          "/etc/coopagent/credentials/broker.password, or the client certificate, with the centre",
     0x85: "the broker refused the client id: check [uplink] client_id",
     0x8A: "the broker has banned this client: call the centre",
 }
@@ -70,7 +72,8 @@ def _tls(c: Context) -> Iterator[Finding]:
                         "check [uplink] ca_file, cert_file and key_file (tls.* checks) with the centre")
             yield from _skip_rest("broker.tls", "no TLS session")
             return
-    yield ok("broker.tls", f"{version} handshake, certificate verified")
+    # In TLS 1.3 the broker judges our client certificate after the handshake: a refusal shows at CONNECT.
+    yield ok("broker.tls", f"{version} handshake, the broker's certificate verified")
 
 
 def broker_checks(c: Context) -> Iterator[Finding]:
@@ -112,7 +115,9 @@ def _mqtt(c: Context) -> Iterator[Finding]:
     rc: ReasonCode | None = got.get("connack")
     if rc is None:
         yield error("broker.auth", "no answer to CONNECT (the broker closed the connection)",
-                    "the broker refused this client (certificate, user or client id): check them with the centre")
+                    "the broker refused this client: " + ("see tls.client-cert; check the client certificate "
+                                                          "with the centre" if u.cert_file else
+                                                          "check the user and client id with the centre"))
         yield from _skip_rest("broker.auth", "not connected")
         client.disconnect()
         return

@@ -110,3 +110,20 @@ def make_tls_material(directory: Path, client_cn: str = "demo-society/branch-1/a
                       (m.rogue_client_key, rogue_client_key)):
         _write_key(path, key)
     return m
+
+
+def make_client_cert(m: TlsMaterial, cert_path: Path, key_path: Path, *, not_before: dt.datetime,
+                     not_after: dt.datetime, cn: str = "demo-society/branch-1/agent-1") -> None:
+    """A client certificate from m's CA with the given validity: an expired one, one about to expire."""
+    ca = x509.load_pem_x509_certificate(m.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(m.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(not_before).not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    _write_cert(cert_path, cert)
+    _write_key(key_path, key)
