@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from core.doctor import Check
+from core.doctor import Check, DoctorContext
 from core.interfaces import AgentContext, Component
 
 
@@ -19,14 +19,14 @@ from core.interfaces import AgentContext, Component
 class Family:
     name: str
     components: str          # "module:function", function(ctx) -> list[Component]
-    doctor: str | None       # "module:function", function() -> list[Check]
+    doctor: str | None       # module with checks() -> list[Check] and bundle(ctx, minutes) -> {name: text}
     cli: str | None          # "module:function", function(click.Group) -> None
 
 
 FAMILIES = [
-    Family("serial", "drivers.serial.runtime:build_components", "drivers.serial.doctor:checks",
+    Family("serial", "drivers.serial.runtime:build_components", "drivers.serial.doctor",
            "agent.cli.serial_cmds:register"),
-    Family("camera", "drivers.camera.runtime:build_components", "drivers.camera.doctor:checks",
+    Family("camera", "drivers.camera.runtime:build_components", "drivers.camera.doctor",
            "agent.cli.camera_cmds:register"),
 ]
 
@@ -50,8 +50,17 @@ def doctor_checks() -> list[Check]:
     checks: list[Check] = []
     for f in FAMILIES:
         if f.doctor is not None:
-            checks.extend(_load(f.doctor)())
+            checks.extend(importlib.import_module(f.doctor).checks())
     return checks
+
+
+def bundle_parts(ctx: DoctorContext, minutes: int) -> dict[str, str]:
+    """Every family's files for the support bundle (device lists, recent frames), by member name."""
+    parts: dict[str, str] = {}
+    for f in FAMILIES:
+        if f.doctor is not None:
+            parts.update(importlib.import_module(f.doctor).bundle(ctx, minutes))
+    return parts
 
 
 def register_cli(group: Any) -> None:

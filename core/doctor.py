@@ -61,5 +61,9 @@ class DoctorContext(Protocol):
     def status_reason(self) -> str:
         """Why status is None ("agent not reachable at ...")."""
 
+    def recent_records(self, kinds: tuple[str, ...], minutes: int) -> list[Mapping[str, Any]]:
+        """Records of these kinds from the buffer's last `minutes`, oldest first (read-only)."""
+        ...
+
 
 Check = Callable[[DoctorContext], Iterable[Finding]]

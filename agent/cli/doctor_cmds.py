@@ -65,12 +65,14 @@ def doctor(config_path: Path | None, as_json: bool) -> None:
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="the archive (default: ./coopagent-support-HOST-TIME.tar.gz)")
 @click.option("--minutes", type=int, default=60, show_default=True, help="how far back logs and frames go")
-def support_bundle(config_path: Path | None, out: Path | None, minutes: int) -> None:
+@click.option("--log-file", "log_files", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="also this log file (an agent run outside systemd); the journal is always included")
+def support_bundle(config_path: Path | None, out: Path | None, minutes: int, log_files: tuple[Path, ...]) -> None:
     """One .tar.gz for the helpdesk: doctor, status, redacted config, logs, versions, devices, serial frames.
 
     Secrets (passwords, tokens, keys, stream credentials) are never inside.
     """
     from agent.doctor.bundle import write_bundle
 
-    path = write_bundle(config_path, out, minutes)
+    path = write_bundle(config_path, out, minutes, log_files)
     click.echo(f"wrote {path}")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import cbor2
 import httpx
 
 from agent.config import AgentConfig
 from core.config.base import read_secret
+from wire.cose import decode_unverified
 
 
 @dataclass
@@ -39,6 +42,30 @@ class Context:
             return cls(cfg, r.json(), "")
         except ValueError:
             return cls(cfg, None, "the agent's API answered something that is not JSON")
+
+
+    def recent_records(self, kinds: tuple[str, ...], minutes: int) -> list[Mapping[str, Any]]:
+        """From the buffer: unsealed bodies, and sealed ones out of their batches (not yet forgotten)."""
+        since = int(time.time() * 1000) - minutes * 60_000
+        out: list[Mapping[str, Any]] = []
+        marks = ",".join("?" * len(kinds))
+        with buffer_ro(self.cfg) as conn:
+            if conn is None:
+                return out
+            rows = conn.execute(f"SELECT body, seq FROM records WHERE at >= ? AND kind IN ({marks}) "  # noqa: S608
+                                "ORDER BY rowid", (since, *kinds)).fetchall()
+            batches: dict[int, dict[str, Mapping[str, Any]]] = {}
+            for body, seq in rows:
+                if body is not None:
+                    out.append(cbor2.loads(body))
+                elif seq is not None:
+                    if seq not in batches:
+                        found = conn.execute("SELECT cose FROM batches WHERE seq = ?", (seq,)).fetchone()
+                        recs = cbor2.loads(decode_unverified(found[0])[2])["records"] if found else []
+                        batches[seq] = {r["id"]: r for r in recs}
+                    out.extend(r for r in batches[seq].values() if r["kind"] in kinds and r["at"] >= since)
+                    batches[seq] = {}  # each batch once
+        return sorted(out, key=lambda r: int(r["at"]))
 
 
 @contextmanager

@@ -5,6 +5,7 @@ Registered by its line in agent/subsystems.py; ids are camera.NAME.onvif|clock|s
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from core.doctor import Check, DoctorContext, Finding, error, ok, skipped, warni
 from drivers.camera.config import CameraConfig
 from drivers.camera.onvif_client import CameraAuthError, CameraError, CameraUnreachable, OnvifInfo
 from drivers.camera.probe import probe
-from drivers.camera.secrets import scrub
+from drivers.camera.secrets import scrub, strip_credentials
 from drivers.camera.source import CameraSource
 
 
@@ -110,3 +111,22 @@ def _recording(c: DoctorContext, cam: CameraConfig) -> Iterator[Finding]:
         yield error(fid, f"the recording ring is not being written (recorder {health})",
                     f"check the stream (camera.{cam.name}.stream) and disk (disk.free); "
                     "journalctl -u coopagent -b | grep record")
+
+
+def bundle(c: DoctorContext, minutes: int) -> dict[str, str]:
+    """camera-devices.json: each camera's address (credentials stripped) and its newest segments."""
+    from drivers.camera.system import recordings_dir  # numpy and OpenCV: only for the bundle
+
+    rec = recordings_dir(c.cfg)
+    cams = []
+    for cam in c.cfg.cameras:
+        d = rec / cam.name
+        segs = sorted(d.glob("*"), key=lambda p: p.stat().st_mtime)[-5:] if d.is_dir() else []
+        cams.append({
+            "name": cam.name, "record": cam.record, "transport": cam.transport,
+            "url": strip_credentials(cam.url) if cam.url else None,
+            "sub_url": strip_credentials(cam.sub_url) if cam.sub_url else None,
+            "onvif": None if cam.onvif is None else {"host": cam.onvif.host, "port": cam.onvif.port},
+            "username": cam.username, "newest_segments": [{"name": p.name, "bytes": p.stat().st_size} for p in segs],
+        })
+    return {"camera-devices.json": json.dumps(cams, indent=2)}

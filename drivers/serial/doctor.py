@@ -6,6 +6,7 @@ While the agent runs it holds the ports, so its own health of the device is the 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,3 +95,28 @@ def _scale_frames(port: serial.Serial, dev: ScaleConfigBase, base: str) -> Findi
                      "check the scale's menu")
     return error(f"{base}.frames", f"no answer in {FRAME_WAIT_S:g} s",
                  f"is the scale on? check the cable; the scale must speak {settings}")
+
+
+def bundle(c: DoctorContext, minutes: int) -> dict[str, str]:
+    """serial-devices.json (ports on this PC, configured devices) and serial-frames.txt: the
+    last minutes' scans and weights from the buffer, each scan's frame in hex (without its
+    suffix, which the framer strips); weights as the agent recorded them."""
+    from serial.tools import list_ports
+
+    by_id = Path("/dev/serial/by-id")
+    links = {str(p.resolve()): str(p) for p in by_id.iterdir()} if by_id.is_dir() else {}
+    ports = [{"device": p.device, "by_id": links.get(p.device), "description": p.description, "hwid": p.hwid}
+             for p in list_ports.comports()]
+    conf = [{"name": d.name, "port": d.port, "exists": Path(d.port).exists(), "baudrate": d.baudrate,
+             "kind": "scanner" if isinstance(d, ScannerConfig) else f"scale ({d.protocol})"}
+            for d in [*c.cfg.scanners, *c.cfg.scales]]
+    lines = [f"# scans and weights of the last {minutes} minutes (time UTC, source, frame hex | weight)"]
+    for r in c.recent_records(("scan", "weight"), minutes):
+        at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(r["at"]) / 1000)) + f".{int(r['at']) % 1000:03d}Z"
+        data = r.get("data") or {}
+        if r["kind"] == "scan":
+            lines.append(f"{at} {r.get('src')} {str(data.get('raw', '')).encode('latin-1', 'replace').hex(' ')}")
+        else:
+            lines.append(f"{at} {r.get('src')} weight {data.get('grams')} g{' net' if data.get('net') else ''}")
+    return {"serial-devices.json": json.dumps({"ports": ports, "configured": conf}, indent=2),
+            "serial-frames.txt": "\n".join(lines) + "\n"}

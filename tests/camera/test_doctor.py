@@ -17,6 +17,7 @@ from tests.peers.onvif_camera import OnvifCamera
 from tests.peers.rtsp_server import RtspCamera
 
 
+@pytest.mark.slow
 def test_streaming_camera_is_probed(tmp_path: Path, rtsp_camera: RtspCamera) -> None:
     pc = Pc(tmp_path / "pc")
     _, checks = pc.doctor(cameras=[{"name": "dock", "url": rtsp_camera.url("main")}])
