@@ -64,6 +64,9 @@ def run(cfg: AgentConfig) -> list[Finding]:
         name = getattr(check, "__name__", repr(check))
         try:
             findings.extend(check(ctx))
+        except PermissionError as exc:  # e.g. a technician's own user, not the service's
+            findings.append(error(f"doctor.{name}", f"permission denied: {exc}",
+                                  "run it as the service's user: coopagent-svc doctor (or as root)"))
         except Exception as exc:
             log.debug("check %s crashed", name, exc_info=True)
             findings.append(error(f"doctor.{name}", f"the check itself failed: {type(exc).__name__}: {exc}",
