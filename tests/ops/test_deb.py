@@ -10,6 +10,7 @@ runs with no network at all). Nothing is mocked.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -43,6 +44,13 @@ def deb(head_deb: Path) -> Path:
 def container(tmp_path: Path, deb: Path) -> Iterator[Container]:
     with Container(tmp_path / "ct", {deb.parent: f"/debs/{deb.parent.name}"}) as ct:
         yield ct
+
+
+def doctor(ct: Container) -> dict[str, dict[str, str]]:
+    """`coopagent doctor --json` inside the container, by check id."""
+    r = ct.run("coopagent", "doctor", "--json", "--config", "/etc/coopagent/agent.toml", check=False)
+    assert r.returncode in (0, 1, 2), r.stderr[-2000:]
+    return {c["id"]: c for c in json.loads(r.stdout)["checks"]}
 
 
 def test_the_package_declares_what_it_needs_and_names_no_build_path(deb: Path, tmp_path: Path) -> None:
@@ -105,6 +113,12 @@ def test_the_service_under_systemd_as_pid1(container: Container, deb: Path, tmp_
     unit = ct.unit()
     assert unit["ActiveState"] == "active" and unit["NRestarts"] == "0", unit
 
+    # -- coopagent doctor sees the service as systemd runs it ------------------------------
+    doc = doctor(ct)
+    assert doc["service.state"]["result"] == "ok", doc["service.state"]
+    assert doc["service.watchdog"]["result"] == "ok" and "4s" in doc["service.watchdog"]["message"]
+    assert doc["key.mode"]["result"] == "ok" and doc["broker.auth"]["result"] == "ok"
+
     # -- the journal ----------------------------------------------------------------------
     assert re.search(r"agent coop-a/branch-1/agent-1 started \(version [0-9.]+\)", ct.journal())
 
@@ -125,6 +139,8 @@ def test_the_service_under_systemd_as_pid1(container: Container, deb: Path, tmp_
     wait_until(lambda: ct.unit()["NRestarts"] == "1" and ct.unit()["ActiveState"] == "active", 30,
                "systemd to restart the killed agent")
     assert ct.unit()["MainPID"] != main_pid
+    restarted = doctor(ct)["service.watchdog"]
+    assert restarted["result"] == "warning" and "restarted the agent 1 times" in restarted["message"], restarted
     wait_until(agent.api_up, 30, "the restarted agent's API")
     ids += agent.post_sales(20, 20)
     wait_until(lambda: len(agent.sale_ids_at_centre()) >= 40, 60, "the 40 sales at the centre")
@@ -138,6 +154,8 @@ def test_the_service_under_systemd_as_pid1(container: Container, deb: Path, tmp_
     assert unit["ActiveState"] == "inactive" and unit["Result"] == "success", unit
     assert unit["ExecMainStatus"] == "0", unit
     assert "agent stopped" in ct.journal()
+    stopped = doctor(ct)["service.state"]
+    assert stopped["result"] == "warning" and "inactive" in stopped["message"] and stopped["fix"], stopped
 
     # -- removal keeps data and key; purge removes them after saying so -----------------------
     removed = ct.run("apt-get", "remove", "-y", "-q", "coopagent", offline=True)
