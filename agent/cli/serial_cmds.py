@@ -17,7 +17,14 @@ from agent.cli.common import config_option, fail, handle_errors, resolve_config
 from agent.config import AgentConfig
 from core.config.base import read_secret
 from drivers.serial.config import ScannerConfig
-from drivers.serial.diagnose import Capture, Diagnosis, diagnose_scale, diagnose_scanner
+from drivers.serial.diagnose import (
+    SILENCE_HELP,
+    Capture,
+    Diagnosis,
+    diagnose_scale,
+    diagnose_scanner,
+    toml_value,
+)
 from drivers.serial.scales import PROTOCOLS, ScaleConfig, ScaleConfigBase
 
 BY_ID = Path("/dev/serial/by-id")
@@ -277,6 +284,47 @@ def scale_test(
         pass
     live.end()
     _report(diagnose_scale(sc, cap), as_json)
+
+
+@scale_group.command("detect")
+@click.argument("port")
+@click.option("--dwell", type=click.FloatRange(0.2, 5), default=0.5, show_default=True, help="seconds per setting")
+@click.option("--all-rates", is_flag=True, help="try every baud rate even after one reads")
+@json_option
+@handle_errors
+def scale_detect(port: str, dwell: float, all_rates: bool, as_json: bool) -> None:
+    """Try the known scale protocols and line settings on PORT and name the ones that read, best first."""
+    from drivers.serial.detect import detect
+
+    def progress(msg: str) -> None:
+        if not as_json:
+            click.echo(f"  {msg}")
+            sys.stdout.flush()
+
+    try:
+        result = detect(port, dwell, all_rates, progress)
+    except (serial.SerialException, OSError) as exc:
+        fail(f"{port}: {exc}")
+        raise
+    if as_json:
+        _echo(result.as_dict())
+    elif not result.matches:
+        heard = sum(a.bytes_seen for a in result.attempts)
+        click.echo(
+            f"no setting read a frame in {result.seconds:.0f} s ("
+            + (f"{heard} bytes heard, none parsed: a protocol we do not know? try protocol = \"line-regex\")"
+               if heard else f"no byte arrived: {SILENCE_HELP})")
+        )
+    else:
+        click.echo(f"reads with (best first, {result.seconds:.0f} s):")
+        for i, m in enumerate(result.matches[:5], 1):
+            click.echo(f"  {i}. {m.toml()}  ({m.frames} frames, {m.refused} refused; e.g. {m.example})")
+        best = result.matches[0]
+        click.echo("\n[[scales]]\nname = \"NAME\"\n" + f"port = \"{port}\"")
+        for k, v in best.settings.items():
+            click.echo(f"{k} = {toml_value(v)}")
+    if not result.matches:
+        sys.exit(1)
 
 
 # -- count (through the running agent's local API) --------------------------------------------

@@ -232,10 +232,10 @@ def alternatives(cfg: ScaleConfigBase) -> list[tuple[dict[str, Any], ScaleConfig
 
 
 def describe(changes: dict[str, Any]) -> str:
-    return "set " + ", ".join(f"{k} = {_toml(v)}" for k, v in changes.items())
+    return "set " + ", ".join(f"{k} = {toml_value(v)}" for k, v in changes.items())
 
 
-def _toml(v: Any) -> str:
+def toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
@@ -260,7 +260,7 @@ def _why(changes: dict[str, Any], cfg: ScaleConfigBase) -> str:
     if "tare_field" in changes:
         return "the frames " + ("carry no" if changes["tare_field"] is False else "carry a") + " tare field"
     if "terminator" in changes:
-        return f"lines end with {_toml(changes['terminator'])}"
+        return f"lines end with {toml_value(changes['terminator'])}"
     return "the frames parse with other settings"
 
 

@@ -108,7 +108,8 @@ def scale_readings(
             cap.add_bytes(data)
             for r in proto.feed(data):
                 if r.refused is not None:
-                    cap.refuse(r.refused, str(r.detail.get("frame") or r.detail.get("line") or ""))
+                    example = str(r.detail.get("frame") or r.detail.get("line") or r.detail.get("reply") or "")
+                    cap.refuse(r.refused, example.encode("unicode_escape").decode("ascii")[:48])
                     yield {"status": r.status, "refused": r.refused, "detail": r.detail}
                     continue
                 cap.frames += 1
