@@ -59,10 +59,20 @@ def camera() -> None:
 @click.option("--timeout", "timeout_s", type=float, default=3.0, show_default=True, help="seconds to listen")
 @click.option("--user", default=None, help="ONVIF user for GetDeviceInformation")
 @click.option("--password-file", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--host", default=None, help="probe this address directly instead of multicasting (another subnet)")
+@click.option("--port", "wsd_port", type=int, default=3702, show_default=True, help="WS-Discovery UDP port")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @handle_errors
-def discover_cmd(timeout_s: float, user: str | None, password_file: Path | None, as_json: bool) -> None:
-    """WS-Discovery: list ONVIF cameras with maker, model, serial and address."""
+def discover_cmd(
+    timeout_s: float,
+    user: str | None,
+    password_file: Path | None,
+    host: str | None,
+    wsd_port: int,
+    as_json: bool,
+) -> None:
+    """WS-Discovery: list ONVIF cameras with maker, model, serial and address, and the devices
+    that answered in a way that could not be understood, with what was wrong."""
     from drivers.camera.discovery import discover
     from drivers.camera.secrets import read_password, scrub
 
@@ -70,7 +80,7 @@ def discover_cmd(timeout_s: float, user: str | None, password_file: Path | None,
         password = read_password(password_file)
     except ValueError as exc:
         fail(str(exc))
-    found = discover(user, password, timeout_s)
+    result = discover(user, password, timeout_s, host, wsd_port)
     rows = [
         {
             "address": f"{f.host}:{f.port}",
@@ -81,17 +91,20 @@ def discover_cmd(timeout_s: float, user: str | None, password_file: Path | None,
             "serial": f.info.serial if f.info else None,
             "error": scrub(f.error, password) if f.error else None,
         }
-        for f in found
+        for f in result.found
     ]
+    bad = [{"sender": u.sender, "problem": u.problem, "excerpt": u.excerpt} for u in result.unreadable]
     if as_json:
-        click.echo(json.dumps({"cameras": rows}, indent=2))
+        click.echo(json.dumps({"cameras": rows, "not_understood": bad}, indent=2))
         return
-    if not rows:
+    if not rows and not bad:
         click.echo("no ONVIF camera answered")
         return
     for r in rows:
         who = f"{r['maker']} {r['model']} serial {r['serial']}" if r["serial"] else f"? ({r['error']})"
         click.echo(f"{r['address']:<22} {who}  {r['name']}")
+    for b in bad:
+        click.echo(f"{b['sender']:<22} answered, but not understood: {b['problem']}")
 
 
 @camera.command("list")

@@ -17,6 +17,14 @@ from agent.cli.common import config_option, fail, handle_errors, resolve_config
 from agent.config import AgentConfig
 from core.config.base import read_secret
 from drivers.serial.config import ScannerConfig
+from drivers.serial.diagnose import (
+    SILENCE_HELP,
+    Capture,
+    Diagnosis,
+    diagnose_scale,
+    diagnose_scanner,
+    toml_value,
+)
 from drivers.serial.scales import PROTOCOLS, ScaleConfig, ScaleConfigBase
 
 BY_ID = Path("/dev/serial/by-id")
@@ -25,6 +33,47 @@ BY_ID = Path("/dev/serial/by-id")
 def _echo(obj: dict[str, Any]) -> None:
     click.echo(json.dumps(obj, ensure_ascii=False, default=str))
     sys.stdout.flush()
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="one JSON document per line, for machines"
+)
+explain_option = click.option(
+    "--explain-after",
+    type=click.FloatRange(0.5, 120),
+    default=5.0,
+    show_default=True,
+    help="seconds without a parsed frame before saying why (sooner when bytes arrive that do not parse)",
+)
+
+
+def _report(diag: Diagnosis, as_json: bool) -> None:
+    if as_json:
+        _echo({"diagnosis": diag.as_dict()})
+    else:
+        click.echo(diag.text())
+        sys.stdout.flush()
+
+
+class _LiveLine:
+    """The live weight line: rewritten in place on a terminal; elsewhere one line per change."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stdout.isatty()
+        self.last = ""
+
+    def show(self, line: str, keep: bool) -> None:
+        if self.tty:
+            click.echo("\r" + line.ljust(len(self.last)), nl=keep)
+        elif line != self.last or keep:
+            click.echo(line)
+        self.last = "" if keep else line
+        sys.stdout.flush()
+
+    def end(self) -> None:
+        if self.tty and self.last:
+            click.echo("")
+        self.last = ""
 
 
 # -- serial ----------------------------------------------------------------------------------
@@ -107,6 +156,8 @@ def scanner_group() -> None:
 @click.option("--baudrate", type=int, default=None)
 @click.option("--seconds", type=float, default=None, help="stop after this long (default: Ctrl-C)")
 @click.option("--count", "count", type=int, default=None, help="stop after this many reads")
+@explain_option
+@json_option
 @handle_errors
 def scanner_test(
     config_path: Path | None,
@@ -115,21 +166,44 @@ def scanner_test(
     baudrate: int | None,
     seconds: float | None,
     count: int | None,
+    explain_after: float,
+    as_json: bool,
 ) -> None:
-    """Show live parsed reads from scanner NAME (from the config) or PORT, one JSON line each."""
+    """Show live parsed reads from scanner NAME (from the config) or PORT; say why when bytes
+    arrive that frame into no read, or when nothing arrives."""
     from drivers.serial.testers import scanner_reads
 
     cfg = resolve_config(config_path)
     sc = _scanner_cfg(cfg, target, suffix, baudrate)
+    cap = Capture()
+    n = 0
     try:
-        for n, read in enumerate(scanner_reads(sc, cfg.workflow, seconds), 1):
-            _echo(read)
+        for event in scanner_reads(sc, cfg.workflow, seconds, cap, explain_after):
+            if isinstance(event, Diagnosis):
+                _report(event, as_json)
+                if event.state == "unparsed":
+                    sys.exit(1)
+                continue
+            n += 1
+            if as_json:
+                _echo(event)
+            else:
+                click.echo(_scan_line(event))
             if count is not None and n >= count:
                 break
     except (serial.SerialException, OSError) as exc:
         fail(f"{sc.port}: {exc}")
     except KeyboardInterrupt:
         pass
+    _report(diagnose_scanner(sc, cap), as_json)
+
+
+def _scan_line(read: dict[str, Any]) -> str:
+    what = read.get("gtin") or read.get("item") or read.get("raw", "")
+    line = f"{read.get('symbology', '?'):<10} {read.get('type', '?'):<16} {what}"
+    if not read.get("valid", True):
+        line += f"  INVALID: {read.get('reason', '')}"
+    return line
 
 
 # -- scale test --------------------------------------------------------------------------------
@@ -168,6 +242,8 @@ def scale_group() -> None:
 @click.option("--clear-tare", "actions", flag_value="clear-tare", multiple=True, help="clear the tare first")
 @click.option("--seconds", type=float, default=None, help="stop after this long (default: Ctrl-C)")
 @click.option("--count", "count", type=int, default=None, help="stop after this many readings")
+@explain_option
+@json_option
 @handle_errors
 def scale_test(
     config_path: Path | None,
@@ -177,17 +253,28 @@ def scale_test(
     actions: tuple[str, ...],
     seconds: float | None,
     count: int | None,
+    explain_after: float,
+    as_json: bool,
 ) -> None:
-    """Show live readings (weight, stable/motion, overload) from scale NAME or PORT; `record` marks
-    the readings the agent would record as weights."""
-    from drivers.serial.testers import scale_readings
+    """Show the live weight (stable/motion, overload) from scale NAME or PORT, marking the readings
+    the agent would record; say why when nothing parses or nothing arrives. Ends with a summary."""
+    from drivers.serial.testers import scale_readings, weight_line
 
     cfg = resolve_config(config_path)
     sc = _scale_cfg(cfg, target, protocol, {"baudrate": baudrate})
+    cap = Capture()
+    live = _LiveLine()
     n = 0
     try:
-        for reading in scale_readings(sc, seconds, list(actions)):
-            _echo(reading)
+        for event in scale_readings(sc, seconds, list(actions), cap, explain_after):
+            if isinstance(event, Diagnosis):
+                live.end()
+                _report(event, as_json)
+                sys.exit(1)
+            if as_json:
+                _echo(event)
+            else:
+                live.show(weight_line(event), keep="record" in event or "state" in event)
             n += 1
             if count is not None and n >= count:
                 break
@@ -195,6 +282,49 @@ def scale_test(
         fail(f"{sc.port}: {exc}")
     except KeyboardInterrupt:
         pass
+    live.end()
+    _report(diagnose_scale(sc, cap), as_json)
+
+
+@scale_group.command("detect")
+@click.argument("port")
+@click.option("--dwell", type=click.FloatRange(0.2, 5), default=0.5, show_default=True, help="seconds per setting")
+@click.option("--all-rates", is_flag=True, help="try every baud rate even after one reads")
+@json_option
+@handle_errors
+def scale_detect(port: str, dwell: float, all_rates: bool, as_json: bool) -> None:
+    """Try the known scale protocols and line settings on PORT and name the ones that read, best first."""
+    from drivers.serial.detect import detect
+
+    def progress(msg: str) -> None:
+        if not as_json:
+            click.echo(f"  {msg}")
+            sys.stdout.flush()
+
+    try:
+        result = detect(port, dwell, all_rates, progress)
+    except (serial.SerialException, OSError) as exc:
+        fail(f"{port}: {exc}")
+        raise
+    if as_json:
+        _echo(result.as_dict())
+    elif not result.matches:
+        heard = sum(a.bytes_seen for a in result.attempts)
+        click.echo(
+            f"no setting read a frame in {result.seconds:.0f} s ("
+            + (f"{heard} bytes heard, none parsed: a protocol we do not know? try protocol = \"line-regex\")"
+               if heard else f"no byte arrived: {SILENCE_HELP})")
+        )
+    else:
+        click.echo(f"reads with (best first, {result.seconds:.0f} s):")
+        for i, m in enumerate(result.matches[:5], 1):
+            click.echo(f"  {i}. {m.toml()}  ({m.frames} frames, {m.refused} refused; e.g. {m.example})")
+        best = result.matches[0]
+        click.echo("\n[[scales]]\nname = \"NAME\"\n" + f"port = \"{port}\"")
+        for k, v in best.settings.items():
+            click.echo(f"{k} = {toml_value(v)}")
+    if not result.matches:
+        sys.exit(1)
 
 
 # -- count (through the running agent's local API) --------------------------------------------

@@ -32,6 +32,18 @@ def open_port(cfg: PortSettings, timeout: float = READ_TIMEOUT_S) -> serial.Seri
     )
 
 
+def strip_bit7(data: bytes, cfg: PortSettings) -> bytes:
+    """With 7 data bits, clear bit 7 (the parity bit when the line is read as 8 bits).
+
+    A UART set to CS7 already delivers 7-bit bytes; a pty and some USB adapters ignore CS7,
+    and then the device's parity bit would land in bit 7 of every byte.
+    """
+    return data.translate(_MASK7) if cfg.bytesize == 7 else data
+
+
+_MASK7 = bytes(b & 0x7F for b in range(256))
+
+
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -109,7 +121,7 @@ class SerialReader(Component):
 
     def _read_loop(self, port: serial.Serial, stop: threading.Event) -> None:
         while not stop.is_set():
-            data = port.read(max(1, port.in_waiting))
+            data = strip_bit7(port.read(max(1, port.in_waiting)), self.cfg)
             if data:
                 self.on_bytes(data, wall_ms())
             self.on_idle(port, time.monotonic())

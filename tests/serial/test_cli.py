@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -60,7 +61,7 @@ def test_scanner_test_prints_parsed_reads(pty_pair: Callable[[str], PtyLink]) ->
     sim = ScannerSim(link.device_side).start()
     try:
         r = _run_cli_while(
-            ["scanner", "test", str(link.agent_side), "--count", "2", "--seconds", "20"],
+            ["scanner", "test", str(link.agent_side), "--count", "2", "--seconds", "20", "--json"],
             lambda: sim.scan("]E05901234123457"),
         )
     finally:
@@ -85,12 +86,31 @@ def test_scale_test_zeroes_and_marks_recorded_weights(pty_pair: Callable[[str], 
             "4",
             "--seconds",
             "20",
+            "--json",
         )
     finally:
         sim.stop()
     assert r.exit_code == 0, r.output
     assert "T" in sim.commands
     assert '"status": "info"' in r.output  # the tare acknowledgement
+    assert json.loads(r.output.splitlines()[-1])["diagnosis"]["state"] == "ok"
+
+
+def test_scale_test_human_output_is_a_weight_line(pty_pair: Callable[[str], PtyLink]) -> None:
+    """Without --json: one line per change of the weight, marked when the agent would record it,
+    then a summary with the counters."""
+    link = pty_pair("cli-scale-human")
+    sim = MtSicsSim(link.device_side).start()
+    sim.place(1200)
+    try:
+        r = invoke("scale", "test", str(link.agent_side), "--protocol", "mt-sics", "--count", "6", "--seconds", "20")
+    finally:
+        sim.stop()
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0] == "    1.200 kg  stable  -> recorded"
+    assert lines[-1].startswith("frames parse: ") and ", 6 frames, 0 refused" in lines[-1]
+    assert "{" not in r.output
 
 
 def test_target_errors() -> None:

@@ -312,3 +312,27 @@ def test_a_weight_waits_out_a_buffer_outage(
         sim.stop()
     assert [w["data"]["grams"] for w in ctx.records.of("weight")] == [1500]
     wait_for(lambda: ctx.health["scale:dock"] == "ok", what="health back to ok")
+
+
+def test_scanner_set_to_7e1_reads_a_7e1_scanner_on_a_line_that_keeps_bit_7(
+    pty_pair: Callable[[str], PtyLink], run_component: Callable[..., Running]
+) -> None:
+    """A pty (like some USB adapters) ignores CS7, so a 7E1 scanner's parity bit arrives in bit 7
+    even when the port is set to 7 data bits; the CR became 0x8D and no read was ever framed.
+    The reader clears bit 7 itself for bytesize = 7. The simulator emulates the 7E1 line
+    (`reader=`, drivers/serial/sim/uart.py)."""
+    link = pty_pair("scan7e1")
+    ctx, dev = scanner_ctx(link.agent_side, bytesize=7, parity="E")
+    run_component(dev)
+    sim = ScannerSim(link.device_side, reader=link.agent_side, bytesize=7, parity="E").start()
+    try:
+        wait_for(lambda: ctx.records.events("online"), what="online event")
+
+        def scanned() -> bool:
+            sim.scan("]E05901234123457")
+            return bool(ctx.records.of("scan"))
+
+        wait_for(scanned, what="a scan record")
+    finally:
+        sim.stop()
+    assert ctx.records.of("scan")[0]["data"]["gtin"] == "05901234123457"

@@ -7,6 +7,7 @@ Adding a protocol means one module with a `Config(ScaleConfigBase)` carrying
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, Literal
@@ -39,6 +40,9 @@ class Reading:
     net: bool = False
     tare_g: int | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    # Set when the frame was not understood at all (as opposed to a device reporting an error):
+    # the reason, counted by the diagnostics of `scale test` and `scale detect`.
+    refused: str | None = None
 
 
 def to_grams(value: str, unit: str) -> int | None:
@@ -83,9 +87,20 @@ class ScaleProtocol(ABC):
 
     name: ClassVar[str]
     framer: DelimitedFramer | StxFramer  # set by each protocol's __init__
+    # Settings of this protocol an indicator may differ in (e.g. {"checksum": False}):
+    # `scale detect` and the diagnostics of `scale test` try each.
+    variants: ClassVar[tuple[dict[str, Any], ...]] = ()
 
     def __init__(self, config: ScaleConfigBase) -> None:
         self.config = config
+        # Frames dropped before they became a Reading (e.g. a bad checksum), by reason, with
+        # the last example; refused Readings are counted by whoever reads them.
+        self.dropped: Counter[str] = Counter()
+        self.dropped_example: dict[str, str] = {}
+
+    def drop(self, reason: str, example: str) -> None:
+        self.dropped[reason] += 1
+        self.dropped_example[reason] = example
 
     @abstractmethod
     def feed(self, data: bytes) -> list[Reading]:

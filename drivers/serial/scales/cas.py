@@ -53,7 +53,9 @@ class Protocol(ScaleProtocol):
 def parse_frame(frame: bytes, device_id: int | None = None) -> Reading | None:
     m = _FRAME.match(frame)
     if not m:
-        return Reading("error", detail={"error": "unrecognised frame", "frame": frame[:32].hex()})
+        return Reading(
+            "error", detail={"error": "unrecognised frame", "frame": frame[:32].hex()}, refused="not a CAS frame"
+        )
     head, kind, dev, lamp, value, unit = m.groups()
     if device_id is not None and dev is not None and dev[0] != device_id:
         return None  # another indicator on a shared line
@@ -62,7 +64,7 @@ def parse_frame(frame: bytes, device_id: int | None = None) -> Reading | None:
         return Reading("overload", detail=detail)
     grams = to_grams(value.decode("ascii"), unit.decode("ascii"))
     if grams is None:
-        return Reading("error", detail={"error": "bad number", "frame": frame[:32].hex()})
+        return Reading("error", detail={"error": "bad number", "frame": frame[:32].hex()}, refused="bad number")
     if grams < 0:
         return Reading("underload", grams=grams, detail=detail)
     return Reading("stable" if head == b"ST" else "motion", grams=grams, net=kind == b"NT", detail=detail)

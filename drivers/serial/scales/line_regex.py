@@ -50,6 +50,7 @@ class Config(ScaleConfigBase):
 
 class Protocol(ScaleProtocol):
     name = "line-regex"
+    variants = ({"terminator": "\r"}, {"terminator": "\x03"})
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
@@ -68,14 +69,20 @@ class Protocol(ScaleProtocol):
     def parse(self, line: str) -> Reading:
         m = self.rx.search(line)
         if not m:
-            return Reading("error", detail={"error": "line does not match pattern", "line": line[:64]})
+            return Reading(
+                "error",
+                detail={"error": "line does not match pattern", "line": line[:64]},
+                refused="line does not match the pattern",
+            )
         groups = m.groupdict()
         if groups.get("overload"):
             return Reading("overload", detail={"line": line[:64]})
         unit = groups.get("unit") or self.cfg.unit
         grams = to_grams(groups["weight"] or "", unit) if unit.lower() in UNIT_GRAMS else None
         if grams is None:
-            return Reading("error", detail={"error": "bad weight or unit", "line": line[:64]})
+            return Reading(
+                "error", detail={"error": "bad weight or unit", "line": line[:64]}, refused="bad weight or unit"
+            )
         if grams < 0:
             return Reading("underload", grams=grams)
         return Reading("motion" if groups.get("motion") else "stable", grams=grams)

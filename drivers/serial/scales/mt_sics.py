@@ -77,4 +77,6 @@ def parse_line(line: str) -> Reading:
         if st in ("I", "L"):
             return Reading("error", detail={"reply": line, "error": f"{cmd} not executable now"})
         return Reading("info", detail={"reply": line, "ack": cmd, "value": rest.strip().strip('"')})
-    return Reading("error", detail={"reply": line[:64], "error": "unrecognised reply"})
+    return Reading(
+        "error", detail={"reply": line[:64], "error": "unrecognised reply"}, refused="not an MT-SICS reply"
+    )

@@ -83,4 +83,8 @@ def parse_frame(frame: bytes, unit: str) -> Reading:
         grams = to_grams(m.group(1).decode("ascii"), unit)
         if grams is not None:
             return Reading("stable", grams=grams)
-    return Reading("error", detail={"error": "unrecognised frame", "frame": frame[:32].hex()})
+    return Reading(
+        "error",
+        detail={"error": "unrecognised frame", "frame": frame[:32].hex()},
+        refused="not a Toledo 8213/8217 answer",
+    )

@@ -35,6 +35,11 @@ def checksum(body: bytes) -> int:
 
 class Protocol(ScaleProtocol):
     name = "toledo-continuous"
+    variants = (
+        {"checksum": False},
+        {"tare_field": False},
+        {"checksum": False, "tare_field": False},
+    )
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
@@ -55,6 +60,7 @@ class Protocol(ScaleProtocol):
             frame, chk = frame[:-1], frame[-1]
             if checksum(frame) != chk:
                 self.bad_checksums += 1
+                self.drop("checksum mismatch", f"expected 0x{checksum(frame):02X}, got 0x{chk:02X}")
                 return None  # a corrupted frame; the next one arrives within ~50 ms
         return parse_frame(frame, self.cfg.tare_field)
 
@@ -78,14 +84,20 @@ def parse_frame(frame: bytes, tare_field: bool = True) -> Reading:
     """frame = STX..CR without the checksum."""
     expected = 17 if tare_field else 11
     if len(frame) != expected or frame[0] != 0x02 or frame[-1] != 0x0D:
-        return Reading("error", detail={"error": "bad frame length", "frame": frame[:32].hex()})
+        return Reading(
+            "error",
+            detail={"error": "bad frame length", "frame": frame[:32].hex()},
+            refused=f"wrong length ({len(frame)} bytes, expected {expected})",
+        )
     swa, swb, swc = frame[1], frame[2], frame[3]
     power = _SCALE[swa & 0x07]
     factor = UNIT_GRAMS["kg"] if swb & 0x10 else UNIT_GRAMS["lb"]
     grams = _value(frame[4:10], power, factor)
     tare = _value(frame[10:16], power, factor) if tare_field else None
     if grams is None:
-        return Reading("error", detail={"error": "weight is not 6 digits", "frame": frame.hex()})
+        return Reading(
+            "error", detail={"error": "weight is not 6 digits", "frame": frame.hex()}, refused="weight is not 6 digits"
+        )
     if swb & 0x02:
         grams = -grams
     detail = {"swa": swa, "swb": swb, "swc": swc}

@@ -1,12 +1,21 @@
 """Simulated scanners and scales: threads that talk on the device side of a PtyLink.
 
-Each opens its end with the serial settings its protocol document gives (Toledo: 9600 7E1),
-so a misconfigured reader would see the same thing as in the field. Responders answer the
-commands they receive; streamers send a frame every `interval_s`.
+Each opens its end with the serial settings its protocol document gives (Toledo: 9600 7E1).
+A pty enforces none of them, so by default a misconfigured reader still reads clean bytes.
+Given `reader=` (the path of the reader's end), a simulator emulates the line: it reads the
+reader's baud rate from that pty's termios (the one line setting a Linux pty keeps; it
+forces CS8 without parity) and passes every byte in both directions through
+`uart.receive`, so a wrong baud rate garbles as it does on a cable, and a 7E1 device's
+parity bit shows in bit 7 as it does to a reader set to 8N1. The reader's own data format is
+taken as 8N1; a reader set to 7 data bits clears bit 7 itself (drivers/serial/port.py).
+Responders answer the commands they receive; streamers send a frame every `interval_s`.
 """
 
 from __future__ import annotations
 
+import os
+import random
+import termios
 import threading
 from pathlib import Path
 from typing import Any, Self
@@ -14,13 +23,31 @@ from typing import Any, Self
 import serial
 
 from drivers.serial.sim import frames
+from drivers.serial.sim.uart import Line, receive
+
+_SPEEDS = {getattr(termios, f"B{b}"): b for b in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)}
+
+
+def reader_baudrate(path: Path) -> int | None:
+    """The baud rate the reader set on its end of the pty (None when it cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        return _SPEEDS.get(termios.tcgetattr(fd)[4])
+    except termios.error:
+        return None
+    finally:
+        os.close(fd)
 
 
 class SimDevice:
     line: dict[str, Any] = {"baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1}
 
-    def __init__(self, path: Path, **line: Any) -> None:
+    def __init__(self, path: Path, reader: Path | None = None, **line: Any) -> None:
         self.path = path
+        self.reader = reader
         self.line = {**self.line, **line}
         self.port: serial.Serial | None = None
         self._stop = threading.Event()
@@ -44,10 +71,27 @@ class SimDevice:
             self.port = None
 
     def write(self, data: bytes) -> None:
+        if self.reader is not None:
+            data = receive(data, Line.of(self.line), self._reader_line())
         with self.lock:
             if self.port is not None:
                 self.port.write(data)
                 self.port.flush()
+
+    def recv(self, n: int) -> bytes:
+        """Read what the reader sent, as this device's UART understands it."""
+        assert self.port is not None
+        data: bytes = self.port.read(n)
+        if data and self.reader is not None:
+            mine = Line.of(self.line)
+            data = receive(data, self._reader_line(), Line(mine.baudrate, 8, "N", 1))
+            if mine.bytesize == 7:
+                data = bytes(b & 0x7F for b in data)
+        return data
+
+    def _reader_line(self) -> Line:
+        assert self.reader is not None
+        return Line(reader_baudrate(self.reader) or int(self.line["baudrate"]), 8, "N", 1)
 
     def _run(self) -> None:
         try:
@@ -58,8 +102,7 @@ class SimDevice:
 
     def step(self) -> None:
         """One turn of the device loop; the default only collects what the reader sent."""
-        assert self.port is not None
-        data = self.port.read(256)
+        data = self.recv(256)
         if data:
             self.received += data[-4096:]
 
@@ -103,8 +146,7 @@ class MtSicsSim(ScaleSim):
         self._buf = b""
 
     def step(self) -> None:
-        assert self.port is not None
-        self._buf += self.port.read(64)
+        self._buf += self.recv(64)
         while b"\r\n" in self._buf:
             line, self._buf = self._buf.split(b"\r\n", 1)
             cmd = line.decode("latin-1").strip()
@@ -142,8 +184,7 @@ class Toledo8217Sim(ScaleSim):
     line = {"baudrate": 9600, "bytesize": 7, "parity": "E", "stopbits": 1}
 
     def step(self) -> None:
-        assert self.port is not None
-        for b in self.port.read(16):
+        for b in self.recv(16):
             c = chr(b & 0x7F)
             self.commands.append(c)
             if c == "W":
@@ -180,7 +221,16 @@ class StreamingScaleSim(ScaleSim):
 
 
 class ToledoContinuousSim(StreamingScaleSim):
+    """`checksum` / `tare_field` False: an indicator set not to send them."""
+
     line = {"baudrate": 9600, "bytesize": 7, "parity": "E", "stopbits": 1}
+
+    def __init__(
+        self, path: Path, interval_s: float = 0.02, checksum: bool = True, tare_field: bool = True, **line: Any
+    ) -> None:
+        super().__init__(path, interval_s, **line)
+        self.checksum = checksum
+        self.tare_field = tare_field
 
     def frame(self) -> bytes:
         return frames.toledo_continuous(
@@ -189,6 +239,8 @@ class ToledoContinuousSim(StreamingScaleSim):
             motion=self.motion,
             net=self.tare_g > 0,
             out_of_range=self.over or self.under,
+            checksum=self.checksum,
+            tare_field=self.tare_field,
         )
 
 
@@ -204,3 +256,15 @@ class LineSim(StreamingScaleSim):
         if self.over:
             return b"OL\r\n"
         return f"{'?' if self.motion else ' '} {self.net / 1000:.3f} kg\r\n".encode()
+
+
+class NoiseSim(StreamingScaleSim):
+    """Line noise: `burst` seeded random bytes every interval (a floating input, a wrong device)."""
+
+    def __init__(self, path: Path, interval_s: float = 0.02, seed: int = 12, burst: int = 16, **line: Any) -> None:
+        super().__init__(path, interval_s, **line)
+        self.rng = random.Random(seed)  # noqa: S311 - noise for tests, not secrets
+        self.burst = burst
+
+    def frame(self) -> bytes:
+        return self.rng.randbytes(self.burst)
