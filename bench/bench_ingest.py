@@ -17,6 +17,10 @@ never as figures for the goal: "nowrite" answers each request as soon as the wri
 reads it, with no SQLite at all (HTTP, validation, encoding and the round trip to the agent
 only); "nosync" is the real buffer with synchronous=NORMAL, i.e. no fsync at COMMIT. It
 also reports the CPU of wrk itself, which shares the machine's two cores.
+
+Throughput counts 2xx answers only, and any other answer voids the run (exit status 1 with
+the counts): wrk's "Non-2xx or 3xx responses" and socket errors, and the API's own count of
+answers by status (coop_api_ingest_requests_total) must show nothing but 201.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import Any
 
 import orjson
 from biip.checksums import gs1_standard_check_digit
+from prometheus_client import REGISTRY
 
 from agent.api.server import ApiComponent
 from agent.config.model import AgentConfig
@@ -313,6 +318,48 @@ wrk.body = io.open("%s", "rb"):read("*a")
 """
 
 
+UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class FailedAnswers(SystemExit):
+    """A run where any request was answered with anything but 2xx, or failed at the socket:
+    its rate would count refusals (a 503 is fast) as throughput, so it measures nothing."""
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    """wrk's summary. Only 2xx answers count: wrk's own "Requests/sec" includes every answer,
+    and "Non-2xx or 3xx responses" (its count of statuses >= 400) are taken out of it."""
+    done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m|h),", out)
+    if done is None:
+        raise SystemExit(f"bench_ingest: cannot read wrk's summary:\n{out}")
+    requests, elapsed = int(done.group(1)), float(done.group(2)) * UNITS[done.group(3)]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    bad = int(non2xx.group(1)) if non2xx else 0
+    ok = requests - bad
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    return {
+        "requests": requests,
+        "ok": ok,
+        "non2xx": bad,
+        "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+        "socket_errors_text": errors.group(0) if errors else "",
+        "seconds": elapsed,
+        "rps": round(ok / elapsed, 1) if elapsed else 0.0,
+        "p50": lat.get("50", "?"),
+        "p99": lat.get("99", "?"),
+    }
+
+
+def check_answers(result: dict[str, Any], url: str) -> None:
+    if result["non2xx"] or result["socket_errors"]:
+        raise FailedAnswers(
+            f"bench_ingest: {url}: {result['non2xx']} of {result['requests']} answers were not 2xx and "
+            f"{result['socket_errors']} requests failed at the socket ({result['socket_errors_text'] or 'none'}); "
+            "the run is void: throughput counts 2xx answers only (see the agent's log for why)"
+        )
+
+
 def wrk(url: str, body: bytes, tmp: Path, conns: int, seconds: float, threads: int) -> dict[str, Any]:
     body_file = tmp / f"body-{len(body)}.json"
     body_file.write_bytes(body)
@@ -326,19 +373,35 @@ def wrk(url: str, body: bytes, tmp: Path, conns: int, seconds: float, threads: i
         check=True,
     ).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child reaped meanwhile
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
-    return {
-        "requests": requests,
-        "non2xx": int(non2xx.group(1)) if non2xx else 0,
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50": lat.get("50", "?"),
-        "p99": lat.get("99", "?"),
-        "socket_errors": errors.group(1) if errors else "",
-        "wrk_cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 2),
-    }
+    result = parse_wrk(out)
+    check_answers(result, url)
+    result["wrk_cpu_s"] = round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 2)
+    return result
+
+
+def ingest_answers() -> dict[str, float]:
+    """The API's own count of POST /v1/records answers by status (agent.api.metrics)."""
+    out: dict[str, float] = {}
+    for metric in REGISTRY.collect():
+        if metric.name == "coop_api_ingest_requests":
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    out[sample.labels["code"]] = sample.value
+    return out
+
+
+def server_saw_only_201(before: dict[str, float], ok: int, url: str) -> None:
+    """The server's side of the same rule: every answer it counted was a 201 (workers send their
+    counts every 0.5 s, hence the wait); catches any status wrk does not call an error (1xx, 3xx)."""
+    def delta() -> dict[str, float]:
+        now = ingest_answers()
+        return {code: now[code] - before.get(code, 0.0) for code in now if now[code] != before.get(code, 0.0)}
+
+    wait_for(lambda: delta().get("201", 0.0) >= ok, timeout=10, what="the API's count of 201 answers")
+    other = {code: n for code, n in delta().items() if code != "201"}
+    if other:
+        raise FailedAnswers(f"bench_ingest: {url}: the API answered {other} (status: count) besides 201; "
+                            "the run is void")
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -389,7 +452,10 @@ def run_api(
         wait_for(comp.started.is_set, what="api listening", timeout=60)
         pids = [w.proc.pid for w in comp._pool.workers.values()] if comp._pool else []
         main0, workers0 = time.process_time(), sum(map(proc_cpu_s, pids))
-        result: dict[str, Any] = wrk(f"http://{cfg.api.listen}/v1/records", body, sub, conns, seconds, threads)
+        answers0 = ingest_answers()
+        url = f"http://{cfg.api.listen}/v1/records"
+        result: dict[str, Any] = wrk(url, body, sub, conns, seconds, threads)
+        server_saw_only_201(answers0, result["ok"], url)
         main_s, workers_s = time.process_time() - main0, sum(map(proc_cpu_s, pids)) - workers0
         cpu_s = main_s + workers_s
         result["cpu_s"] = {"agent": round(main_s, 2), "workers": round(workers_s, 2)}
@@ -402,7 +468,7 @@ def run_api(
         stop.set()
         thread.join(30)
         sink.stop()
-    ok = result["requests"] - result["non2xx"]
+    ok = result["ok"]
     if mode not in ("store", "nosync"):
         result["records_per_s"] = round(result["rps"] * per_request)
         return result

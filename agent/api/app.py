@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 import agent
 from agent.api.ingest import ClientGone, read_body
 from agent.api.ingest_core import IngestCore, Reply, error
-from agent.api.schema import ERROR_RESPONSES, IdsOut, RecordsIn, data_schemas
+from agent.api.schema import ERROR_RESPONSES, IdsOut, RecordsIn, data_schemas, kind_record_schemas
 from core.auth import bearer_ok
 from core.interfaces import StatusProvider
 
@@ -107,6 +107,13 @@ def build_app(
             records = RecordsIn.model_json_schema(ref_template=_COMPONENTS)
             schemas.update(records.pop("$defs", {}))
             schemas["RecordsIn"] = records
+            per_kind = kind_record_schemas(schemas["RecordIn"])
+            schemas.update(per_kind)
+            records["properties"]["records"]["items"] = {
+                "oneOf": [{"$ref": _COMPONENTS.format(model=name)} for name in per_kind],
+                "discriminator": {"propertyName": "kind", "mapping": {
+                    s["properties"]["kind"]["const"]: _COMPONENTS.format(model=name) for name, s in per_kind.items()}},
+            }
             schemas.update(data_schemas())
             app.openapi_schema = doc
         return app.openapi_schema

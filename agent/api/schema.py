@@ -9,14 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from wire.kinds import Kind
+from wire.kinds import KINDS, Kind
 from wire.records import ADAPTERS, ID_MAX, SRC_MAX
+
+API_KINDS = [k for k in KINDS if k != "media"]
+_KIND_ENUM: list[JsonValue] = list(API_KINDS)
+AT_MIN_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z (wire.records)
 
 
 class RecordIn(BaseModel):
-    kind: Kind = Field(description="a spec kind; `media` is refused over the API")
+    # The implementation refuses any other key (wire.records); the schema says so, so a
+    # client generated from it, or a fuzzer (tests/api/test_openapi_fuzz.py), does not guess.
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Kind = Field(description="a spec kind; `media` is refused over the API",
+                       json_schema_extra={"enum": _KIND_ENUM})
     data: dict[str, Any] = Field(description="as the kind says (see the <Kind>Data schemas); more keys are kept")
     id: str | None = Field(
         None,
@@ -24,7 +33,8 @@ class RecordIn(BaseModel):
         max_length=ID_MAX,
         description="your own unique id (UUIDv7 or ULID recommended) makes a re-post idempotent; default: a new UUIDv7",
     )
-    at: int | None = Field(None, description="epoch milliseconds UTC, from 2020 to now + 1 day; default: now")
+    at: int | None = Field(None, ge=AT_MIN_MS,
+                           description="epoch milliseconds UTC, from 2020 to now + 1 day; default: now")
     src: str | None = Field(
         None,
         min_length=1,
@@ -34,6 +44,8 @@ class RecordIn(BaseModel):
 
 
 class RecordsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     records: list[RecordIn] = Field(min_length=1, description="all or nothing: one bad record refuses them all")
 
 
@@ -60,6 +72,19 @@ def data_schemas() -> dict[str, dict[str, Any]]:
             out[sub] = sub_schema
         schema["title"] = name
         out[name] = schema
+    return out
+
+
+def kind_record_schemas(record_in: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """One record schema per kind the API takes (kind fixed, data its <Kind>Data): what
+    RecordsIn's items really are, so a client or a fuzzer can build a valid record."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind in API_KINDS:
+        title = "".join(p.title() for p in kind.split("_"))
+        props = dict(record_in["properties"])
+        props["kind"] = {"const": kind, "type": "string"}
+        props["data"] = {"$ref": f"#/components/schemas/{title}Data"}
+        out[f"{title}Record"] = {**record_in, "title": f"{title}Record", "properties": props}
     return out
 
 

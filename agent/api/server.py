@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import logging
 import socket
@@ -23,8 +24,9 @@ import uvloop
 from fastapi import APIRouter
 from starlette.types import ASGIApp
 
+from agent.api import guard
 from agent.api.app import build_app
-from agent.api.coalesce import CoalescingHttpToolsProtocol
+from agent.api.guard import GuardedHttpToolsProtocol, Limits
 from agent.api.ingest import FastIngest
 from agent.api.ingest_core import IngestCore, local_commit
 from agent.api.workers import EncodedSink, WorkerPool
@@ -103,13 +105,20 @@ def bind(api: ApiSection) -> list[socket.socket]:
     return socks
 
 
-def uvicorn_options() -> dict[str, Any]:
-    """uvicorn.Config keywords, the same in the agent and in its worker processes."""
+def limits(api: ApiSection) -> Limits:
+    return Limits(api.head_timeout_s, api.body_timeout_s, api.max_header_bytes, api.max_connections)
+
+
+def uvicorn_options(api: ApiSection) -> dict[str, Any]:
+    """uvicorn.Config keywords, the same in the agent and in its worker processes (picklable)."""
     return {
         "lifespan": "off",
         "log_config": None,
         "access_log": False,
-        "http": CoalescingHttpToolsProtocol,  # httptools, one socket write per answer
+        # httptools, one socket write per answer, deadlines and a connection cap (agent.api.guard)
+        "http": functools.partial(GuardedHttpToolsProtocol, limits=limits(api)),
+        # Idle after an answer; uvicorn's own timer (agent.api.guard bounds the rest).
+        "timeout_keep_alive": api.keepalive_timeout_s,
         "proxy_headers": False,  # loopback clients, no proxy: skip the per-request middleware
         "server_header": False,
         "date_header": False,
@@ -166,8 +175,9 @@ class ApiComponent(Component):
                 if self.api.effective_workers:
                     runner.run(self._serve_workers(token, socks, stop))
                 else:
-                    server = uvicorn.Server(uvicorn.Config(self.build(token), **uvicorn_options()))
+                    server = uvicorn.Server(uvicorn.Config(self.build(token), **uvicorn_options(self.api)))
                     self._server = server
+                    guard.install(server.server_state, limits(self.api))
                     runner.run(self._serve(server, socks, stop))
         finally:
             self._server = None
@@ -186,7 +196,8 @@ class ApiComponent(Component):
             "max_body_bytes": self.api.max_body_bytes,
             "max_records": self.api.max_records_per_request,
             "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
-            "uvicorn": uvicorn_options(),
+            "uvicorn": uvicorn_options(self.api),
+            "limits": limits(self.api),
         }
         sink = self.sink
         if not isinstance(sink, EncodedSink):

@@ -33,7 +33,7 @@ import uvicorn
 import uvloop
 from starlette.types import Receive, Scope, Send
 
-from agent.api import ingest_core, metrics
+from agent.api import guard, ingest_core, metrics
 from agent.api.ingest import ClientGone, FastIngest, read_body
 from agent.api.ingest_core import IngestCore
 from agent.api.ipc import HEADER, FrameProtocol, FrameReader
@@ -238,6 +238,7 @@ async def _serve(config: dict[str, Any], ipc: socket.socket, listen: list[socket
     core = IngestCore(link.commit, config["token"], config["max_body_bytes"], config["max_records"])
     app = FastIngest(Forwarder(link, config["max_body_bytes"]), core)
     server = uvicorn.Server(uvicorn.Config(app, **config["uvicorn"]))
+    guard.install(server.server_state, config.get("limits") or guard.Limits())
     counts = asyncio.create_task(link.send_counts())
 
     async def announce() -> None:

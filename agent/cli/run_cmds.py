@@ -24,10 +24,14 @@ from core.config.base import read_secret
 @handle_errors
 def run(config_path: Path | None) -> None:
     """Run the agent in the foreground (systemd's ExecStart). SIGTERM/SIGINT stop it cleanly, exit 0."""
+    from agent.api.guard import raise_nofile_limit
     from agent.daemon import Agent
 
     cfg = resolve_config(config_path)
     setup_logging(cfg.agent.log_level)
+    # Every API connection is a descriptor; the API caps them below this (agent.api.guard).
+    soft, hard = raise_nofile_limit()
+    logging.getLogger("agent").info("descriptor limit %d (hard %d)", soft, hard)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:

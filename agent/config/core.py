@@ -107,6 +107,18 @@ class ApiSection(Section):
     token_file: Path = Field(Path("/etc/coopagent/api.token"), description="bearer token for the local API")
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024, description="413 above this")] = 4 * 1024 * 1024
     max_records_per_request: Annotated[int, Field(ge=1, le=100_000, description="413 above this")] = 5000
+    head_timeout_s: Annotated[float, Field(gt=0, le=300, description=(
+        "a request's line and headers must arrive within this many seconds of the connection "
+        "opening or of the previous answer; else 408 and the connection is closed"))] = 10.0
+    body_timeout_s: Annotated[float, Field(gt=0, le=3600, description=(
+        "a request's body must arrive within this many seconds of its headers; else 408 and close"))] = 30.0
+    keepalive_timeout_s: Annotated[int, Field(ge=1, le=300, description=(
+        "an idle connection is closed this many seconds after its last answer"))] = 5
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024, description=(
+        "request line and headers; 431 and close above this"))] = 16 * 1024
+    max_connections: Annotated[int, Field(ge=16, le=65536, description=(
+        "open connections per serving process (fewer if the descriptor limit is near); past it "
+        "a new connection closes the oldest one that has no complete request"))] = 768
     allow_non_loopback: bool = Field(False, description="must be true to listen on a non-loopback address")
     workers: int | Literal["auto"] = Field("auto", description=(
         "processes that serve HTTP and validate and encode records for the agent's one writer; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import random
 import socket
 from collections.abc import Callable
@@ -248,3 +249,31 @@ def test_requests_and_records_are_counted_for_prometheus(serve: Serve) -> None:
         value("coop_api_ingest_records_total"),
     )
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 2]
+
+
+def test_json_limits_duplicate_keys_depth_and_utf8(serve: Serve) -> None:
+    api = serve()
+    sale = json.dumps(rec("sale", id="dup"))
+    dup = sale.replace('"total": ', '"total": 1, "total": ', 1)
+    assert dup != sale
+    check(api.post(('{"records": [' + dup + ']}').encode()), 400, "key 'total' appears twice in one JSON object")
+    check(api.post(b'{"records": [], "records": []}'), 400, "key 'records' appears twice")
+    # a ':' inside a string is no duplicate (it takes the slower, exact check)
+    fine = rec("device_event", id="colon")
+    fine["data"]["detail"] = {"at": "12:30:00", "url": "http://x:1/"}
+    assert api.post({"records": [fine]}).status_code == 201
+    # Nesting: 32 levels in all are allowed; past that 400 (at 1,000 the CBOR encoder's
+    # recursion failed: a 500 before the limit).
+    def nested(levels: int) -> bytes:
+        ev = rec("device_event", id=f"deep-{levels}")
+        ev["data"]["detail"] = "X"
+        doc = json.dumps({"records": [ev]})
+        return doc.replace('"X"', "[" * levels + "]" * levels).encode()
+    assert api.post(nested(28)).status_code == 201  # + the body, its list, the record and data: 32
+    for levels in (29, 1000):
+        check(api.post(nested(levels)), 400, "JSON nested deeper than 32 levels")
+    check(api.post(b'{"records": [{"kind": "gap", "data": {"what": "\xff", "reason": "r"}}]}'), 400,
+          "body is not valid JSON: str is not valid UTF-8")
+    check(api.post(b'{"records": [{"kind": "gap", "data": {"what": "\\ud800", "reason": "r"}}]}'), 400,
+          "body is not valid JSON")
+    assert set(stored(api.sink)) == {"colon", "deep-28"}

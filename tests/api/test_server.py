@@ -131,6 +131,12 @@ def test_openapi_lists_the_routes_and_the_kinds(serve: Serve) -> None:
     assert {"RecordsIn", "RecordIn", "SaleData", "StockMoveData", "GapData", "ApiError", "IdsOut"} <= set(schemas)
     assert set(schemas["SaleData"]["required"]) == {"receipt", "till", "lines", "total", "currency"}
     assert "HTTPBearer" in doc["components"]["securitySchemes"]
+    # as strict as the implementation: no other keys, no media, one schema per kind
+    assert schemas["RecordsIn"]["additionalProperties"] is False
+    assert schemas["RecordIn"]["additionalProperties"] is False
+    assert "media" not in schemas["RecordIn"]["properties"]["kind"]["enum"]
+    assert schemas["SaleRecord"]["properties"]["data"] == {"$ref": "#/components/schemas/SaleData"}
+    assert "MediaRecord" not in schemas
 
 
 class Watched:

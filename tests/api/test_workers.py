@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 
 from agent.api.ipc import pack
 from agent.api.server import ApiComponent, uvicorn_options
+from agent.config.core import ApiSection
 from tests.api.conftest import TOKEN, Api, make_config, make_store, status_doc, stored
 from tests.api.test_ingest import check, rec
 from tests.peers.net import free_port, port_open, wait_for
@@ -181,7 +182,7 @@ def lone_worker() -> Iterator[tuple[subprocess.Popen[bytes], socket.socket, int]
         pass_fds=(theirs.fileno(), listen.fileno()), start_new_session=True)
     theirs.close()
     mine.sendall(pack(("config", 0, {"token": TOKEN.encode(), "max_body_bytes": 65536, "max_records": 100,
-                                     "log_level": "INFO", "uvicorn": uvicorn_options()})))
+                                     "log_level": "INFO", "uvicorn": uvicorn_options(ApiSection())})))
     port = listen.getsockname()[1]
     listen.close()  # the worker holds its own copy
     try:

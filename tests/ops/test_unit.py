@@ -95,6 +95,7 @@ def test_dropping_a_hardening_line_raises_the_score(tmp_path: Path) -> None:
     "DevicePolicy=closed", "DeviceAllow=char-ttyUSB rw", "DeviceAllow=char-ttyACM rw",
     "SystemCallArchitectures=native", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
     "LoadCredential=api.token:/etc/coopagent/api.token",
+    "LimitNOFILE=8192",  # the API's connection cap is sized below it (issue 13)
 ])
 def test_required_directive(line: str) -> None:
     """Directives the agent's code relies on (sd_notify, the key's owner, devices)."""

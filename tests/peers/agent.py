@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,11 +152,12 @@ class Branch:
             self.agent.stop()
             self.agent = None
 
-    def start_agent_process(self, **over: Any) -> subprocess.Popen[bytes]:
+    def start_agent_process(self, prefix: Sequence[str] = (), **over: Any) -> subprocess.Popen[bytes]:
+        """`prefix` runs the agent under another command, e.g. ("prlimit", "--nofile=1024:1024", "--")."""
         cfg = self.write_agent_config(**over)
         log = open(self.root / "agent.log", "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli.main", "run", "--config", str(cfg)],
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "agent.cli.main", "run", "--config", str(cfg)],
                                      stdout=log, stderr=log, env=env)
         log.close()
         wait_for(lambda: port_open(self.api_port) or self.proc is None or self.proc.poll() is not None,
