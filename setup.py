@@ -37,7 +37,6 @@ setup(
         "biip>=5,<6",
         "opencv-python-headless>=4.9,<6",
         "onvif-zeep-async>=3.1,<5",
-        "wsdiscovery>=2.1,<3",  # ONVIF WS-Discovery (`coopagent camera discover`), as Home Assistant uses
         "numpy>=1.26,<3",  # frame statistics for tamper and motion (imported directly)
         "uuid6>=2024.1",
         "reportlab>=4,<6",

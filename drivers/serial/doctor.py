@@ -15,8 +15,10 @@ import serial
 
 from core.doctor import Check, DoctorContext, Finding, error, ok, skipped
 from drivers.serial.config import ScannerConfig
+from drivers.serial.diagnose import Diagnosis
 from drivers.serial.port import open_port
-from drivers.serial.scales import ScaleConfigBase, make_protocol
+from drivers.serial.scales import ScaleConfigBase
+from drivers.serial.testers import scale_readings
 
 # A polled scale answers within a poll interval, a streaming one sends several frames a second.
 FRAME_WAIT_S = 3.0
@@ -59,42 +61,30 @@ def _probe(dev: ScannerConfig | ScaleConfigBase, kind: str, base: str) -> Iterat
                     "another program holds it (stop it), or the agent user lacks group dialout")
         yield skipped(f"{base}.frames", "the port does not open")
         return
-    with port:
-        yield ok(f"{base}.port", f"{dev.port} opens ({dev.baudrate} baud)")
-        if isinstance(dev, ScannerConfig):
-            yield skipped(f"{base}.frames", f"a scanner sends only when something is scanned: "
-                          f"coopagent-svc scanner test {dev.name}")
-            return
-        yield _scale_frames(port, dev, base)
+    port.close()
+    yield ok(f"{base}.port", f"{dev.port} opens ({dev.baudrate} baud)")
+    if isinstance(dev, ScannerConfig):
+        yield skipped(f"{base}.frames", f"a scanner sends only when something is scanned: "
+                      f"coopagent-svc scanner test {dev.name}")
+        return
+    yield _scale_frames(dev, base)
 
 
-def _scale_frames(port: serial.Serial, dev: ScaleConfigBase, base: str) -> Finding:
-    proto = make_protocol(dev)
-    deadline = time.monotonic() + FRAME_WAIT_S
-    raw = 0
-    bad: list[str] = []
-    last_poll = 0.0
+def _scale_frames(dev: ScaleConfigBase, base: str) -> Finding:
+    """The same reading and the same diagnosis as `coopagent scale test` (drivers.serial.testers):
+    a scale that says nothing, or whose bytes do not parse, gets the cause and the setting that
+    reads (checked by replaying what arrived), not only "check the scale's menu"."""
     settings = f"{dev.protocol}, {dev.baudrate} baud {dev.bytesize}{dev.parity}{dev.stopbits}"
-    while time.monotonic() < deadline:
-        poll = proto.poll_command()
-        now = time.monotonic()
-        if poll is not None and now - last_poll >= dev.poll_interval_s:
-            port.write(poll)
-            last_poll = now
-        data = port.read(max(1, port.in_waiting))
-        raw += len(data)
-        for r in proto.feed(data):
-            if r.status == "error":
-                bad.append(str(r.detail))
-                continue
-            return ok(f"{base}.frames", f"reads {r.grams} g ({r.status}) over {settings}")
-    if raw:
-        return error(f"{base}.frames", f"{raw} bytes in {FRAME_WAIT_S:g} s but no frame parses"
-                     + (f" ({bad[-1]})" if bad else ""),
-                     f"the scale's protocol or line settings differ from the config ({settings}): "
-                     "check the scale's menu")
-    return error(f"{base}.frames", f"no answer in {FRAME_WAIT_S:g} s",
-                 f"is the scale on? check the cable; the scale must speak {settings}")
+    for event in scale_readings(dev, FRAME_WAIT_S, [], explain_after=FRAME_WAIT_S):
+        if isinstance(event, Diagnosis):
+            fixes = "; ".join(f.fix for f in event.findings) or f"the scale must speak {settings}"
+            causes = "; ".join(f.cause for f in event.findings)
+            return error(f"{base}.frames", event.summary + (f" ({causes})" if causes else ""), fixes)
+        if event.get("grams") is not None and not event.get("refused"):
+            return ok(f"{base}.frames", f"reads {event['grams']} g ({event['status']}) over {settings}")
+    return error(f"{base}.frames", f"no frame parsed in {FRAME_WAIT_S:g} s",
+                 f"is the scale on? check the cable; the scale must speak {settings}; or run "
+                 f"coopagent scale detect {dev.port}")
 
 
 def bundle(c: DoctorContext, minutes: int) -> dict[str, str]:
