@@ -25,9 +25,9 @@ class Family:
 
 FAMILIES = [
     Family("serial", "drivers.serial.runtime:build_components", "drivers.serial.doctor",
-           "agent.cli.serial_cmds:register"),
+           "drivers.serial.cli:register"),
     Family("camera", "drivers.camera.runtime:build_components", "drivers.camera.doctor",
-           "agent.cli.camera_cmds:register"),
+           "drivers.camera.cli:register"),
 ]
 
 SUBSYSTEMS = [f.components for f in FAMILIES]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from core.interfaces import UserError
+
 MIGRATIONS: list[str] = [
     # 1: records, batches, chain head, media, executed commands
     """
@@ -75,7 +77,7 @@ MIGRATIONS: list[str] = [
 ]
 
 
-class SchemaTooNew(Exception):
+class SchemaTooNew(UserError):
     """The buffer was migrated by a newer agent. Not retryable: `coopagent run` exits 2, which
     the unit's RestartPreventExitStatus= turns into a failed unit with this message, and the
     file is left exactly as it was (the Debian package refuses such a downgrade before it)."""

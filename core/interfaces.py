@@ -19,6 +19,11 @@ from typing import Any, Literal, Protocol, TypedDict
 Health = Literal["ok", "degraded", "down"]
 
 
+class UserError(Exception):
+    """A mistake the user can fix (a key file, a buffer from a newer agent): the CLI prints
+    it and exits 2, without a traceback (core.cli.handle_errors)."""
+
+
 class RecordRejected(Exception):
     """Records not stored; `status` is the HTTP status the local API answers with."""
 

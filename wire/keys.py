@@ -9,10 +9,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from core.interfaces import UserError
 from wire.cose import kid_for
 
 
-class KeyError_(Exception):
+class KeyError_(UserError):
     """A key file that is missing, unreadable, of the wrong type or too widely readable."""
 
 

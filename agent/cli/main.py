@@ -5,16 +5,20 @@ from __future__ import annotations
 import click
 
 from agent import __version__
+from agent.cli.common import resolve_config
 from agent.cli.doctor_cmds import doctor, support_bundle
 from agent.cli.keys_cmds import keys
 from agent.cli.run_cmds import config_group, run, status
 from agent.subsystems import register_cli
+from core.cli import CliHost
 
 
 @click.group()
 @click.version_option(__version__, prog_name="coopagent")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Cooperative branch edge agent: run it, check it, test its devices."""
+    ctx.obj = CliHost(resolve_config)  # the device families' commands load the config through it
 
 
 cli.add_command(keys)

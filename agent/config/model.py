@@ -15,11 +15,12 @@ from agent.config.core import (
     SupervisorSection,
     UplinkSection,
 )
+from core.cli import DEFAULT_CONFIG_PATH as CORE_DEFAULT_CONFIG_PATH
 from core.config.base import Section
 from drivers.camera.config import CameraConfig, ClipRuleConfig, RecordingConfig
 from drivers.serial.config import ScaleConfig, ScannerConfig, WorkflowConfig
 
-DEFAULT_CONFIG_PATH = Path("/etc/coopagent/agent.toml")
+DEFAULT_CONFIG_PATH = CORE_DEFAULT_CONFIG_PATH  # core.cli names it for every command's --config
 
 
 class AgentConfig(Section):

@@ -16,7 +16,8 @@ from typing import Any
 
 import click
 
-from agent.cli.common import config_option, fail, handle_errors, resolve_config
+from core.cli import config_option, fail, handle_errors
+from core.cli import load_config as resolve_config
 from drivers.camera.probe import probe as _probe
 
 TIME_HELP = "epoch ms, ISO 8601 (2026-05-01T14:03:00+03:00), 'now' or relative like -90s / -5m"

@@ -13,8 +13,8 @@ import serial
 from pydantic import TypeAdapter, ValidationError
 from serial.tools import list_ports
 
-from agent.cli.common import config_option, fail, handle_errors, resolve_config
-from agent.config import AgentConfig
+from core.cli import config_option, fail, handle_errors
+from core.cli import load_config as resolve_config
 from core.config.base import read_secret
 from drivers.serial.config import ScannerConfig
 from drivers.serial.diagnose import (
@@ -28,6 +28,9 @@ from drivers.serial.diagnose import (
 from drivers.serial.scales import PROTOCOLS, ScaleConfig, ScaleConfigBase
 
 BY_ID = Path("/dev/serial/by-id")
+# The agent's config (agent.config.AgentConfig): this family may not import the agent and gets
+# it through core.cli.load_config.
+AgentConfig = Any
 
 
 def _echo(obj: dict[str, Any]) -> None:
