@@ -52,6 +52,7 @@ setup(
             "httpx>=0.27,<1",
             "mypy>=1.10,<3",
             "ruff>=0.5,<1",
+            "selenium>=4.20,<5",        # the status page in headless chromium (tests/page)
         ],
     },
     entry_points={
