@@ -204,6 +204,7 @@ class StatusPageSection(Section):
         "serve it to non-loopback clients too; needs [api] allow_non_loopback and a LAN [api] listen; "
         "false answers them 404 even when the API itself is open to the LAN"))
     doctor_every_min: Annotated[int, Field(ge=0, le=1440, description=(
-        "run the doctor's checks for the page this often (minutes); 0: only when the page asks"))] = 15
+        "also run the doctor's checks for the page this often (minutes); 0: only when a page is "
+        "first opened and on its button (a run connects to the broker and probes the devices)"))] = 0
     history_hours: Annotated[int, Field(ge=1, le=168, description=(
         "hours of backlog and acked seq kept in memory for the chart (one sample a minute)"))] = 24

@@ -1,8 +1,9 @@
 """The doctor's checks for the page: run in this component's thread, never on the API's loop.
 
 A run takes seconds (it probes the broker, the cameras' streams, the scales), so the page
-shows the last results with their age and asks for a new run; runs never overlap. With
-`[status_page] doctor_every_min` > 0 it also runs that often, and once shortly after start.
+shows the last results with their age and asks for a new run; runs never overlap. It runs
+when a page first asks for results and on the page's button; with `[status_page]
+doctor_every_min` > 0 also that often, and once shortly after start.
 """
 
 from __future__ import annotations

@@ -72,6 +72,7 @@ function showLink(link) {
 function showStatus(s) {
   showLink(s.broker);
   current = [Date.now(), s.backlog.records, s.acked_seq, s.last_seq];
+  drawCharts();
   $('broker-url').textContent = s.broker.url;
   $('components').innerHTML = Object.entries(s.components).sort()
     .map(([n, h]) => `<tr><td>${esc(n)}</td><td><span class="pill ${esc(h)}">${esc(h)}</span></td></tr>`).join('');
@@ -102,7 +103,8 @@ function chart(svg, series) {
   const vals = series.flatMap(([i]) => pts.map(s => s[i]));
   const lo = Math.min(...vals), hi = Math.max(...vals, lo + 1);
   const x = t => P + (W - 2 * P) * (t - t0) / (t1 - t0), y = v => H - P - (H - 2 * P) * (v - lo) / (hi - lo);
-  svg.innerHTML = series.map(([i, color]) => `<polyline fill="none" stroke="${color}" stroke-width="2" points="` +
+  svg.innerHTML = series.map(([i, color, w]) =>
+    `<polyline fill="none" stroke="${color}" stroke-width="${w || 2}" points="` +
     pts.map(s => `${x(s[0]).toFixed(1)},${y(s[i]).toFixed(1)}`).join(' ') + '"/>').join('') +
     `<text x="${P + 2}" y="14" font-size="12">${hi}</text><text x="${P + 2}" y="${H - 6}" font-size="12">${lo}</text>` +
     `<text x="${W - 8}" y="${H - 6}" font-size="12" text-anchor="end">` +
@@ -110,11 +112,12 @@ function chart(svg, series) {
 }
 function drawCharts() {
   chart($('chart-backlog'), [[1, '#c62828']]);
-  chart($('chart-seq'), [[2, '#1a7f37'], [3, '#1f5fbf']]);
+  chart($('chart-seq'), [[2, '#1a7f37', 6], [3, '#1f5fbf']]);  // acked under last: a green edge shows
 }
 
 function showDoctor(d) {
   $('doctor-run').disabled = d.running;
+  $('doctor-when').dataset.finished = d.finished_ms || '';
   $('doctor-when').textContent = d.running ? 'running...' :
     d.finished_ms ? `last run ${fmtTime(d.finished_ms)} (${d.took_s} s)` : 'not run yet';
   $('doctor').innerHTML = d.findings.map(f => `<tr class="finding" data-id="${esc(f.id)}">` +
@@ -146,7 +149,7 @@ window.addEventListener('resize', drawCharts);
 (async () => {
   refresh(); refreshDoctor();
   samples = (await coop.json('/page/history')).samples; drawCharts();
-  setInterval(() => { refresh(); drawCharts(); }, 5000);
+  setInterval(refresh, 5000);
   connect();
 })();
 """

@@ -145,6 +145,8 @@ def page_router(page: StatusPage) -> APIRouter:
     @r.get("/doctor")
     def doctor(request: Request) -> Response:
         page.guard(request)
+        if page.doctor.finished_ms is None:
+            page.doctor.request()  # the first page opened gets results without a click
         return _json(page.doctor.as_dict())
 
     @r.post("/doctor/run", status_code=202)
