@@ -52,6 +52,7 @@ setup(
             "mypy>=1.10,<3",
             "ruff>=0.5,<1",
             "schemathesis>=4.32,<5",  # property-based fuzzing of /openapi.json (tests/api/test_openapi_fuzz.py)
+            "selenium>=4.20,<5",  # the status page in headless chromium (tests/page)
         ],
     },
     entry_points={

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.clock import ClockWatch
@@ -22,7 +22,7 @@ from agent.commands import CommandRouter
 from agent.config import AgentConfig
 from agent.sdnotify import Notifier, WatchdogPinger
 from agent.status import StatusBuilder
-from agent.subsystems import build_all
+from agent.subsystems import build_families, build_panels
 from agent.supervisor import Supervisor
 from agent.uplink.link import Uplink
 from buffer.media import MediaStore
@@ -40,6 +40,9 @@ from core.interfaces import (
 from wire.cose import Signer
 from wire.keys import load_private_key, load_public_key
 from wire.messages import CentralVerifier
+
+if TYPE_CHECKING:
+    from agent.page.routes import StatusPage
 
 log = logging.getLogger(__name__)
 
@@ -133,16 +136,25 @@ class Agent(AgentContext):
         self.store.writer.on_sealed = self.uplink.wake
         self.store.writer.idle_hint = self.uplink.idle
         self.supervisor.add(self.uplink)
+        page = self._status_page() if self.with_api and self.cfg.status_page.enabled else None
         if self.with_api:
             from agent.api.server import ApiComponent
             from agent.metrics import metrics_text_for
+            routers = self._routers()
+            if page is not None:
+                from agent.page.routes import page_router
+                routers.append(page_router(page))
             self.api = ApiComponent(self.cfg, self.store, self.status.full_doc, metrics_text_for(self),
-                                    routers=self._routers())
+                                    routers=routers)
             self.supervisor.add(self.api)
         self.supervisor.add(self.clock)
         self.supervisor.add(Housekeeping(self))
         self.supervisor.add(WatchdogPinger(self.notifier, healthy=self._progressing))
-        self.components = build_all(self)
+        built = build_families(self)
+        self.components = [c for comps in built.values() for c in comps]
+        if page is not None:
+            page.panels = build_panels(self, built, page.hub.publish)
+            self.components += [page.sampler, page.doctor]
         for comp in self.components:
             self.supervisor.add(comp)
         self.supervisor.start()
@@ -160,6 +172,27 @@ class Agent(AgentContext):
         except ImportError:
             return []
         return [router]
+
+    def _status_page(self) -> StatusPage:
+        """The technician's page (agent.page): its sampler and doctor run as components."""
+        from agent.doctor import run as run_doctor
+        from agent.page.doctor import DoctorRunner
+        from agent.page.history import History, Probe, Sample, Sampler
+        from agent.page.hub import EventHub
+        from agent.page.routes import StatusPage
+
+        def sample() -> Sample:
+            return Sample(time.time_ns() // 1_000_000, self.store.backlog()["records"], self.store.acked_seq(),
+                          self.store.last_seq())
+
+        def link() -> dict[str, Any]:
+            return {"connected": self.uplink.connected, "last_error": self.uplink.last_error}
+
+        hub = EventHub()
+        history = History(self.cfg.status_page.history_hours)
+        doctor = DoctorRunner(lambda: run_doctor(self.cfg), self.cfg.status_page.doctor_every_min, hub.publish)
+        return StatusPage(self.cfg, self.status.full_doc, hub, history, doctor,
+                          Sampler(Probe(sample, link), history, hub.publish))
 
     def _progressing(self) -> bool:
         """The watchdog's proof of life: the buffer's writer thread is alive."""

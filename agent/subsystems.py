@@ -1,7 +1,7 @@
 """The device families the agent knows, by module path, so a missing optional piece is explicit.
 
-One line per family: its components (what the daemon runs), its doctor checks and its CLI
-commands. The core reaches a family only through these names; a new family is one folder
+One line per family: its components (what the daemon runs), its doctor checks, its CLI
+commands and its status page panel. The core reaches a family only through these names; a new family is one folder
 and one line here.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from core.doctor import Check, DoctorContext
 from core.interfaces import AgentContext, Component
+from core.panels import Panel, Publish
 
 
 @dataclass(frozen=True)
@@ -21,13 +22,14 @@ class Family:
     components: str          # "module:function", function(ctx) -> list[Component]
     doctor: str | None       # module with checks() -> list[Check] and bundle(ctx, minutes) -> {name: text}
     cli: str | None          # "module:function", function(click.Group) -> None
+    panel: str | None = None  # "module:function", a core.panels.PanelBuilder
 
 
 FAMILIES = [
     Family("serial", "drivers.serial.runtime:build_components", "drivers.serial.doctor",
-           "drivers.serial.cli:register"),
+           "drivers.serial.cli:register", "drivers.serial.panel:build"),
     Family("camera", "drivers.camera.runtime:build_components", "drivers.camera.doctor",
-           "drivers.camera.cli:register"),
+           "drivers.camera.cli:register", "drivers.camera.panel:build"),
 ]
 
 SUBSYSTEMS = [f.components for f in FAMILIES]
@@ -39,10 +41,23 @@ def _load(spec: str) -> Any:
 
 
 def build_all(ctx: AgentContext) -> list[Component]:
-    components: list[Component] = []
-    for spec in SUBSYSTEMS:
-        components.extend(_load(spec)(ctx))
-    return components
+    return [c for comps in build_families(ctx).values() for c in comps]
+
+
+def build_families(ctx: AgentContext) -> dict[str, list[Component]]:
+    """Every family's components, by family name, in the order of FAMILIES."""
+    return {f.name: list(_load(f.components)(ctx)) for f in FAMILIES}
+
+
+def build_panels(ctx: AgentContext, built: dict[str, list[Component]], publish: Publish) -> list[Panel]:
+    """The status page's panels of the families that have something configured."""
+    panels: list[Panel] = []
+    for f in FAMILIES:
+        if f.panel is not None:
+            panel = _load(f.panel)(ctx, built.get(f.name, []), publish)
+            if panel is not None:
+                panels.append(panel)
+    return panels
 
 
 def doctor_checks() -> list[Check]:

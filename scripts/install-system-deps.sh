@@ -18,6 +18,7 @@ PKGS=(
   libcairo2-dev pkg-config             # pycairo (reportlab's PNG backend for barcode sheets) builds from source
   dpkg-dev                             # make deb: dpkg-deb and dpkg-architecture
   debootstrap systemd-container        # the .deb tested in a Debian 12 booted by systemd-nspawn (systemd as PID 1)
+  chromium chromium-driver             # the status page's tests in a real headless browser (Selenium)
 )
 missing=()
 for p in "${PKGS[@]}"; do

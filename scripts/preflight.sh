@@ -55,6 +55,8 @@ if [ "$what" = test ]; then
   need_prog openssl openssl "the tests' own certificate authority"
   need_prog wrk wrk "HTTP load in the API tests"
   need_prog shellcheck shellcheck "lint of the shell scripts"
+  need_prog chromium chromium "the status page's browser tests (headless)"
+  need_prog chromedriver chromium-driver "Selenium drives chromium through it"
   need_prog ip iproute2 "private network namespaces (ONVIF discovery tests)"
   need_prog unshare util-linux
   need_prog setpriv util-linux

@@ -185,6 +185,7 @@ class Forwarder:
             await _answer(send, 413, [(b"content-type", b"text/plain")], b"body too large\n")
             return
         request = {k: scope[k] for k in ("method", "path", "raw_path", "query_string", "http_version", "headers")}
+        request["client"] = scope.get("client")  # the status page serves LAN clients only when allowed
         try:
             rid, fut = self.link.call("http", request, body)
             status, headers, out = await self.link.wait(rid, fut, FORWARD_TIMEOUT_S)

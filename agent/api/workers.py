@@ -222,6 +222,8 @@ async def call_app(app: ASGIApp, request: dict[str, Any], body: bytes) -> tuple[
         "client": None,
         "server": None,
         "state": {},
+        # Collected whole: a server-sent-events route ends after its first events (agent.page.routes).
+        "extensions": {"coopagent.forwarded": {}},
         **request,
     }
     delivered = False

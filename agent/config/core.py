@@ -206,3 +206,17 @@ class ClockSection(Section):
 
     jump_threshold_s: Annotated[float, Field(gt=0, description="a wall-clock step this big is a clock_jump")] = 2.0
     check_interval_s: Annotated[float, Field(gt=0, description="how often the clock is checked")] = 5.0
+
+
+class StatusPageSection(Section):
+    """The technician's status page, GET /page on the API's listener (docs/operations.md)."""
+
+    enabled: bool = Field(True, description="serve the page and its data under /page (always behind the API token)")
+    allow_lan: bool = Field(False, description=(
+        "serve it to non-loopback clients too; needs [api] allow_non_loopback and a LAN [api] listen; "
+        "false answers them 404 even when the API itself is open to the LAN"))
+    doctor_every_min: Annotated[int, Field(ge=0, le=1440, description=(
+        "also run the doctor's checks for the page this often (minutes); 0: only when a page is "
+        "first opened and on its button (a run connects to the broker and probes the devices)"))] = 0
+    history_hours: Annotated[int, Field(ge=1, le=168, description=(
+        "hours of backlog and acked seq kept in memory for the chart (one sample a minute)"))] = 24

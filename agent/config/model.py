@@ -12,6 +12,7 @@ from agent.config.core import (
     BufferSection,
     ClockSection,
     MediaSection,
+    StatusPageSection,
     SupervisorSection,
     UplinkSection,
 )
@@ -31,6 +32,7 @@ class AgentConfig(Section):
     media: MediaSection = Field(default_factory=MediaSection)
     supervisor: SupervisorSection = Field(default_factory=SupervisorSection)
     clock: ClockSection = Field(default_factory=ClockSection)
+    status_page: StatusPageSection = Field(default_factory=StatusPageSection)
     scanners: list[ScannerConfig] = Field(default_factory=list)
     scales: list[ScaleConfig] = Field(default_factory=list)
     workflow: WorkflowConfig = Field(default_factory=WorkflowConfig)
@@ -46,6 +48,14 @@ class AgentConfig(Section):
                 if item.name in seen:
                     raise ValueError(f"[[{key}]] name {item.name!r} is used twice; names must be unique")
                 seen.add(item.name)
+        return self
+
+    @model_validator(mode="after")
+    def _status_page_lan(self) -> AgentConfig:
+        if self.status_page.allow_lan and not self.api.allow_non_loopback:
+            raise ValueError("[status_page] allow_lan = true needs [api] allow_non_loopback = true and a LAN "
+                             "[api] listen address; set both, or leave allow_lan false (reach the page "
+                             "with ssh -L instead)")
         return self
 
     @model_validator(mode="after")
