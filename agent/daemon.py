@@ -167,11 +167,9 @@ class Agent(AgentContext):
         return self
 
     def _routers(self) -> list[Any]:
-        try:
-            from drivers.serial.workflows.api import router
-        except ImportError:
-            return []
-        return [router]
+        from agent.subsystems import api_routers
+
+        return api_routers()
 
     def _status_page(self) -> StatusPage:
         """The technician's page (agent.page): its sampler and doctor run as components."""

@@ -23,11 +23,12 @@ class Family:
     doctor: str | None       # module with checks() -> list[Check] and bundle(ctx, minutes) -> {name: text}
     cli: str | None          # "module:function", function(click.Group) -> None
     panel: str | None = None  # "module:function", a core.panels.PanelBuilder
+    routes: str | None = None  # "module:attribute", an APIRouter the local API serves (e.g. /v1/count)
 
 
 FAMILIES = [
     Family("serial", "drivers.serial.runtime:build_components", "drivers.serial.doctor",
-           "drivers.serial.cli:register", "drivers.serial.panel:build"),
+           "drivers.serial.cli:register", "drivers.serial.panel:build", "drivers.serial.workflows.api:router"),
     Family("camera", "drivers.camera.runtime:build_components", "drivers.camera.doctor",
            "drivers.camera.cli:register", "drivers.camera.panel:build"),
 ]
@@ -76,6 +77,11 @@ def bundle_parts(ctx: DoctorContext, minutes: int) -> dict[str, str]:
         if f.doctor is not None:
             parts.update(importlib.import_module(f.doctor).bundle(ctx, minutes))
     return parts
+
+
+def api_routers() -> list[Any]:
+    """The families' routes for the local API, in the order of FAMILIES."""
+    return [_load(f.routes) for f in FAMILIES if f.routes is not None]
 
 
 def register_cli(group: Any) -> None:
