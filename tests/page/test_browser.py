@@ -85,6 +85,11 @@ def test_status_page_live(tmp_path: Path, branch: Branch, browser: Browser) -> N
         first = until(d, thumbnail, 20, "a camera thumbnail")
         assert first[:2] == b"\xff\xd8"  # a JPEG
         until(d, lambda d: (t := thumbnail(d)) is not None and t != first, 20, "the thumbnail to change")
+        # The components list follows the agent (refreshed every 5 s): the camera's components,
+        # down while its stream was still starting when the page loaded, turn ok.
+        until(d, lambda d: all(f"camera:dock:{c}\nok" in d.find_element(By.ID, "components").text
+                               or f"camera:dock:{c} ok" in d.find_element(By.ID, "components").text
+                               for c in ("frames", "record")), 20, "the camera's components ok on the page")
         browser.shot("connected-thumbnail")
 
         # A weight placed on the scale is on the page within a second; a scan shows up too.
