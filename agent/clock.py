@@ -23,6 +23,7 @@ import ctypes.util
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -103,6 +104,37 @@ class EventSink(Protocol):
 
     def device_event(self, device: str, event: str, detail: Mapping[str, Any] | None = None,
                      src: str = "agent") -> None: ...
+
+
+class CentreClock:
+    """This PC's clock against the centre's, from the `at` of verified central commands.
+
+    uplink-v1 acks carry no time, a command does: `at` is the centre's clock when it sent it.
+    Its arrival time here minus `at` is the offset plus the transit delay, which is never
+    negative and is long for a command the broker kept while the agent was offline; so the
+    smallest of the recent samples is the estimate (NTP's minimum filter). A command the
+    agent refuses for its skew (`command_max_skew_s`) never becomes a sample."""
+
+    def __init__(self, keep: int = 16, max_age_s: float = 86400.0,
+                 wall: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic) -> None:
+        self._samples: deque[tuple[float, int]] = deque(maxlen=keep)
+        self._max_age_s = max_age_s
+        self._wall = wall
+        self._mono = mono
+        self._lock = threading.Lock()
+
+    def note(self, at_ms: int) -> None:
+        with self._lock:
+            self._samples.append((self._mono(), int(self._wall() * 1000) - int(at_ms)))
+
+    def as_dict(self) -> dict[str, int | None]:
+        """`centre_offset_ms` (positive: this PC is ahead) and how many samples it rests on."""
+        with self._lock:
+            horizon = self._mono() - self._max_age_s
+            while self._samples and self._samples[0][0] < horizon:
+                self._samples.popleft()
+            best = min((s for _, s in self._samples), default=None)
+            return {"centre_offset_ms": best, "centre_samples": len(self._samples)}
 
 
 class ClockWatch(Component):

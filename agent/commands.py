@@ -45,6 +45,7 @@ class CommandRouter:
 
     def dispatch(self, cmd: Command) -> None:
         """Called on the uplink thread for every verified command."""
+        self.agent.centre_clock.note(cmd.at)  # the centre's clock, for status and `doctor` (clock.centre)
         if not self.agent.store.command_done(cmd.id, cmd.cmd, cmd.at, "accepted").result(timeout=30):
             log.info("command %s (%s) already carried out; ignored", cmd.id, cmd.cmd)
             return

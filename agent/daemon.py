@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.clock import ClockWatch
+from agent.clock import CentreClock, ClockWatch
 from agent.commands import CommandRouter
 from agent.config import AgentConfig
 from agent.sdnotify import Notifier, WatchdogPinger
@@ -90,6 +90,7 @@ class Agent(AgentContext):
                              self.status.spec_doc, self.commands.dispatch, self.commands.refused,
                              media=self.media_store)
         self.clock = ClockWatch(self, cfg.clock)
+        self.centre_clock = CentreClock()
         self.components: list[Component] = []
 
     # -- AgentContext ----------------------------------------------------------------

@@ -92,13 +92,16 @@ def clock_checks(c: Context) -> Iterator[Finding]:
     clock = (c.status or {}).get("clock") or {}
     offset_ms = clock.get("centre_offset_ms")
     if offset_ms is None:
-        # uplink-v1 acks are {v, dev, seq}: they carry no time, so the centre's clock is not
-        # known here. Signed commands carry `at`, but may wait in the broker's session.
-        yield skipped("clock.centre", "the centre's acks carry no time (uplink-v1), so its clock is not known here")
+        # uplink-v1 acks are {v, dev, seq}: they carry no time. Signed commands carry `at`; the
+        # running agent keeps the smallest (arrival - at) of recent ones (agent.clock.CentreClock).
+        yield skipped("clock.centre", "no signed command from the centre yet (acks carry no time in uplink-v1); "
+                      "a ping from the centre gives the offset" if c.status is not None else c.status_reason)
     elif abs(offset_ms) / 1000 >= CLOCK_ERROR_S:
-        yield error("clock.centre", f"this PC's clock is {offset_ms / 1000:+.1f} s from the centre's", ntp_fix)
+        yield error("clock.centre", f"this PC's clock is {offset_ms / 1000:+.1f} s from the centre's "
+                    f"(from {clock.get('centre_samples')} signed commands; + is ahead)", ntp_fix)
     else:
-        yield ok("clock.centre", f"{offset_ms / 1000:+.1f} s from the centre's clock")
+        yield ok("clock.centre", f"{offset_ms / 1000:+.1f} s from the centre's clock "
+                 f"(from {clock.get('centre_samples')} signed commands, transit included)")
 
 
 def _certs(path: Path) -> list[x509.Certificate]:

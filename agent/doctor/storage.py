@@ -76,8 +76,8 @@ def disk_checks(c: Context) -> Iterator[Finding]:
         yield ok("disk.outage-days", "no records in the last day: nothing grows")
         return
     days = max(room, 0) / per_day
-    room = f"{days:.1f} days" if days < 3650 else "more than 10 years"  # a quiet branch's rate says little more
-    msg = f"room for {room} without the centre ({how}, {per_day / 2**20:.1f} MiB/day)"
+    span = f"{days:.1f} days" if days < 3650 else "more than 10 years"  # a quiet branch's rate says little more
+    msg = f"room for {span} without the centre ({how}, {per_day / 2**20:.1f} MiB/day)"
     fix = (free_fix + (f"; or raise [buffer] max_db_mb ({cfg.buffer.max_db_mb})" if cfg.buffer.max_db_mb else "")
            + f": {OUTAGE_WARN_DAYS:.0f} days of outage should fit")
     if days < OUTAGE_ERROR_DAYS:
