@@ -37,6 +37,7 @@ setup(
         "biip>=5,<6",
         "opencv-python-headless>=4.9,<6",
         "onvif-zeep-async>=3.1,<5",
+        "ifaddr>=0.2,<1",  # this PC's IPv4 addresses for the WS-Discovery probe (drivers/camera/discovery.py)
         "numpy>=1.26,<3",  # frame statistics for tamper and motion (imported directly)
         "uuid6>=2024.1",
         "reportlab>=4,<6",

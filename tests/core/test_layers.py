@@ -35,8 +35,8 @@ MAY_IMPORT = {
 # Imports that still run back up, each to be removed (docs/architecture.md says which remain).
 ALLOWED_BACK: set[tuple[str, str]] = set()
 # What the agent's device families need and the centre must never install or import.
-DEVICE_LIBS = {"cv2", "onvif", "wsdiscovery", "serial", "reportlab", "numpy", "biip", "rlPyCairo", "uuid6"}
-DEVICE_DISTS = {"opencv-python-headless", "opencv-python", "onvif-zeep-async", "wsdiscovery", "pyserial",
+DEVICE_LIBS = {"cv2", "onvif", "wsdiscovery", "ifaddr", "serial", "reportlab", "numpy", "biip", "rlPyCairo", "uuid6"}
+DEVICE_DISTS = {"opencv-python-headless", "opencv-python", "onvif-zeep-async", "wsdiscovery", "ifaddr", "pyserial",
                 "reportlab", "rlpycairo", "numpy", "biip", "uuid6", "fastapi", "uvicorn", "uvloop"}
 
 
