@@ -96,12 +96,13 @@ def write_config(tmp: Path, key: Ed25519PrivateKey, port: int) -> Path:
 
 def bench_core(cfg_path: Path, batches: list[bytes], group: int) -> float:
     from receiver.config import load_receiver_config
-    from receiver.db import connect
+    from receiver.db import SqliteDatabase
     from receiver.keys import DeviceRegistry
     from receiver.writer import Writer
 
     cfg = load_receiver_config(cfg_path)
-    w = Writer(connect(cfg.receiver.db.with_name("core.sqlite3"), writer=True), DeviceRegistry(cfg), 10_000)
+    db = SqliteDatabase.connect(cfg.receiver.db.with_name("core.sqlite3"), writer=True)
+    w = Writer(db, DeviceRegistry(cfg), 10_000)
     topic = f"coop/v1/{DEV}/batch"
     n_rec = len(batches) * 500
     c0 = time.process_time()
@@ -114,8 +115,8 @@ def bench_core(cfg_path: Path, batches: list[bytes], group: int) -> float:
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - c0
     print(f"  core: {n_rec / cpu:,.0f} records per CPU-second; CPU {cpu:.2f} s, wall {elapsed:.2f} s")
-    stored = w.conn.execute("SELECT count(*) FROM records").fetchone()[0]
-    w.conn.close()
+    stored = w.db.execute("SELECT count(*) FROM records").fetchone()[0]
+    w.db.close()
     assert stored == len(batches) * 500, stored
     return elapsed
 
