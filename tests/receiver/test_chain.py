@@ -10,9 +10,11 @@ from receiver.store import ReceiverStore
 from tests.peers.net import wait_for
 from tests.receiver.helpers import AgentSide, DeviceSim
 
+STORES = ("sqlite", "postgresql")  # conftest: each test runs against both stores
+
 
 def store_of(rx: Receiver) -> ReceiverStore:
-    return ReceiverStore(rx.config.receiver.db)
+    return ReceiverStore(rx.config.receiver)
 
 
 def state(rx: Receiver, dev: str) -> dict[str, Any]:
