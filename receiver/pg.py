@@ -274,6 +274,8 @@ class PgDatabase:
             try:
                 self._reconnect_if_lost()
                 with self.conn.transaction():
+                    # Several receivers may make the same month at once: IF NOT EXISTS alone races.
+                    self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
                     self.conn.execute(
                         f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF records "  # noqa: S608 - our own name
                         f"FOR VALUES FROM ({month_start(y, m)}) TO ({month_start(ny, nm)})"
@@ -321,10 +323,13 @@ def current_version(conn: psycopg.Connection[Any]) -> int:
 
 def migrate(conn: psycopg.Connection[Any]) -> None:
     """Apply the missing migrations in order, each in its own transaction (all of it or none of it)."""
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
-        "description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-    )
+    with conn.transaction():
+        # Under the lock too: two receivers' CREATE TABLE IF NOT EXISTS would race (pg_type's unique key).
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+            "description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
     for version, description, sql in MIGRATIONS:
         with conn.transaction():
             # Another receiver may be migrating the same database right now: one at a time, then look again.
