@@ -27,7 +27,8 @@ def devices() -> list[DeviceSim]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "store_kind" in metafunc.fixturenames:
+    marked = any("store_kind" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize"))
+    if "store_kind" in metafunc.fixturenames and not marked:  # a test may choose its stores itself
         metafunc.parametrize("store_kind", getattr(metafunc.module, "STORES", ("sqlite",)), indirect=True)
 
 
