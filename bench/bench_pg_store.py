@@ -6,7 +6,9 @@ of 500, one transaction per batch (as the receiver commits a group), in three wa
 * executemany: `INSERT ... ON CONFLICT (did, id) DO NOTHING`, psycopg 3's pipelined executemany;
 * copy+merge: binary COPY into a temporary staging table, then one `INSERT ... SELECT ... ON
   CONFLICT DO NOTHING` (what idempotency needs: COPY itself cannot skip a duplicate);
-* copy (bare): binary COPY straight into the table, the upper bound that cannot be idempotent.
+* copy (bare): binary COPY straight into the table, the upper bound that cannot be idempotent;
+* store: what the receiver runs, `receiver.pg.PgDatabase.insert_records` on the migrated schema
+  (binary COPY, then the ids new to `record_keys` into `records`, partitioned by month).
 
     .venv/bin/python -m bench.bench_pg_store --records 200000
 """
@@ -72,6 +74,30 @@ def via_copy(conn: psycopg.Connection, rows: list[Row]) -> None:
             cp.write_row(r)
 
 
+def run_store(url: str, data: list[list[Row]]) -> float:
+    from receiver.pg import PgDatabase
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    db = PgDatabase.connect(url, None, writer=True)
+    try:
+        db.execute("INSERT INTO devices (did, dev) VALUES (1, 'bench/bench/bench')")
+        t0 = time.perf_counter()
+        for rows in data:
+            db.begin()
+            db.insert_records(rows)
+            db.commit()
+        dt = time.perf_counter() - t0
+        n = db.execute("SELECT count(*) FROM records").fetchone()[0]
+    finally:
+        db.close()
+    total = sum(len(b) for b in data)
+    assert n == total, (n, total)
+    print(f"{'store':12s} {total} records in {dt:6.2f} s: {total / dt:9,.0f} records/s")
+    return total / dt
+
+
 def run(url: str, name: str, fn: Callable[[psycopg.Connection, list[Row]], None], data: list[list[Row]]) -> float:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS records")
@@ -105,6 +131,7 @@ def main() -> None:
             run(url, "executemany", via_executemany, data)
             run(url, "copy+merge", via_copy_merge, data)
             run(url, "copy (bare)", via_copy, data)
+            run_store(url, data)
     finally:
         pg.destroy()
 
