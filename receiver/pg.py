@@ -240,8 +240,8 @@ class PgDatabase:
 
     def rollback(self) -> None:
         self._in_tx = False
-        if self.conn.closed:
-            return
+        if self.conn.closed or self.conn.info.status != psycopg.pq.ConnStatus.OK:
+            return  # the connection is gone, and with it the transaction (the server rolled it back)
         if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             self.conn.execute("ROLLBACK")
 
