@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MIGRATION_LOCK = 0x636F_6F70  # "coop": pg_advisory_xact_lock key for migrations
 MONTHS_AHEAD = 2  # partitions exist for this month and the next two
+MONTHS_BEHIND = 1  # and last month's, on a fresh database: an agent's backlog from before the 1st
 
 
 _V1 = r"""
@@ -260,12 +261,12 @@ class PgDatabase:
         self.maintain_partitions(now_ms)
 
     def maintain_partitions(self, now_ms: int) -> None:
-        """Make this month's and the next MONTHS_AHEAD months' partitions of `records`, each in its own transaction.
+        """Make last month's, this month's and the next two months' partitions of `records`, one transaction each.
 
         A month whose rows already sit in the DEFAULT partition (an agent whose clock ran ahead)
         cannot get its partition: PostgreSQL refuses, the rows stay in DEFAULT, and it is logged once.
         """
-        for off in range(MONTHS_AHEAD + 1):
+        for off in range(-MONTHS_BEHIND, MONTHS_AHEAD + 1):
             y, m = month_of(now_ms, off)
             name = partition_name(y, m)
             if name in self._partitions or name in self._refused:

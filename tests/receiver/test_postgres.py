@@ -143,7 +143,7 @@ def month_after(ms: int, months: int) -> int:
 def test_records_land_in_their_months_partition_made_ahead(
     rx_config: Path, pg_server: Postgres, devices: list[DeviceSim], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The writer makes this month's and the next two months' partitions; a record goes to the month of
+    """The writer makes last month's, this month's and the next two months' partitions; a record goes to the month of
     its `at`, and one whose clock was far off goes to the DEFAULT partition instead of failing."""
     cfg = load_receiver_config(rx_config)
     dev = devices[0]
@@ -159,7 +159,7 @@ def test_records_land_in_their_months_partition_made_ahead(
     w.commit()
     with connect(pg_server, cfg) as conn:
         made = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'records_p%'")}
-        expect = {partition_name(*pgstore.month_of(now, k)) for k in range(pgstore.MONTHS_AHEAD + 1)}
+        expect = {partition_name(*pgstore.month_of(now, k)) for k in range(-1, pgstore.MONTHS_AHEAD + 1)}
         assert made == expect
         where = dict(conn.execute("SELECT id, tableoid::regclass::text FROM records").fetchall())
     assert where == {
