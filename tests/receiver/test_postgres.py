@@ -24,6 +24,7 @@ from receiver.pg import PgDatabase, migrate, month_start, partition_name
 from receiver.server import Receiver
 from receiver.store import ReceiverStore
 from receiver.writer import Writer
+from tests.peers.mosquitto import Mosquitto
 from tests.peers.net import wait_for
 from tests.peers.postgres import Postgres
 from tests.receiver.helpers import AgentSide, DeviceSim
@@ -198,3 +199,27 @@ def test_database_url_is_checked_and_names_the_key(tmp_path: Path) -> None:
     assert cfg.receiver.database_password_file == tmp_path / "pw"
     (tmp_path / "pw").write_text("s3cret\n")
     assert cfg.receiver.database_password() == "s3cret"
+
+
+def test_an_unreachable_postgres_is_one_line_and_exit_2(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """`status` (and `run`) against a PostgreSQL that is not there: the operator reads where it was
+    looked for, with no traceback and no password."""
+    from click.testing import CliRunner
+
+    from receiver.cli import cli
+    from tests.peers.net import free_port
+    from tests.receiver.helpers import write_config
+
+    (tmp_path / "pw").write_text("not-shown-anywhere\n")
+    port = free_port()  # nothing listens there
+    cfg = write_config(
+        tmp_path,
+        mosquitto.url,
+        [DeviceSim("soc-a/branch-1/agent-1")],
+        extra=f'database_url = "postgresql://coop@127.0.0.1:{port}/coop"\ndatabase_password_file = "pw"',
+    )
+    for cmd in ("status", "run"):
+        r = CliRunner().invoke(cli, [cmd, "--config", str(cfg)])
+        assert r.exit_code == 2, (cmd, r.output)
+        assert f"error: cannot connect to PostgreSQL at 127.0.0.1:{port}/coop" in r.stderr
+        assert "not-shown-anywhere" not in r.stderr and "Traceback" not in r.stderr
