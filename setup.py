@@ -43,6 +43,7 @@ setup(
         "reportlab>=4,<6",
         "rlPyCairo>=0.4,<1",  # reportlab 5's only PNG backend (barcode sheets); builds pycairo
         "tomli-w>=1.0,<2",
+        "psycopg[binary]>=3.2,<4",  # the receiver's PostgreSQL store (binary COPY); SQLite stays the default
     ],
     extras_require={
         "test": [

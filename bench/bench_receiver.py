@@ -8,6 +8,8 @@ Two figures, side by side in one run:
           signed ack: what the lead's 1,000,000-record drain sees on the central side.
 
   .venv/bin/python -m bench.bench_receiver --records 200000
+  .venv/bin/python -m bench.bench_receiver --records 200000 --postgres   # the PostgreSQL store
+                   (a throwaway PostgreSQL 15 from tests/peers/postgres.py, fsync=off)
 """
 
 from __future__ import annotations
@@ -82,13 +84,15 @@ def new_id(rng: random.Random, ms: int, random_ids: bool) -> str:
     return str(uuid.UUID(int=(ms << 80) | (7 << 76) | (rng.getrandbits(12) << 64) | (2 << 62) | rng.getrandbits(62)))
 
 
-def write_config(tmp: Path, key: Ed25519PrivateKey, port: int) -> Path:
-    generate_key_file(tmp / "central.pem")
+def write_config(tmp: Path, key: Ed25519PrivateKey, port: int, store: str = "", name: str = "rx.toml") -> Path:
+    """store: [receiver] lines choosing PostgreSQL (database_url, database_password_file); SQLite when empty."""
+    if not (tmp / "central.pem").exists():
+        generate_key_file(tmp / "central.pem")
     (tmp / "dev.pem").write_text(public_pem(key.public_key()))
-    cfg = tmp / "rx.toml"
+    cfg = tmp / name
     cfg.write_text(
         f'[receiver]\ndb = "rx.sqlite3"\nkey_file = "central.pem"\nmedia_dir = "media"\n'
-        f'broker = "mqtt://127.0.0.1:{port}"\nclient_id = "bench-rx"\n'
+        f'broker = "mqtt://127.0.0.1:{port}"\nclient_id = "bench-rx"\n{store}\n'
         f'[[devices]]\nid = "{DEV}"\npublic_key = "dev.pem"\n'
     )
     return cfg
@@ -96,12 +100,18 @@ def write_config(tmp: Path, key: Ed25519PrivateKey, port: int) -> Path:
 
 def bench_core(cfg_path: Path, batches: list[bytes], group: int) -> float:
     from receiver.config import load_receiver_config
-    from receiver.db import connect
+    from receiver.database import Database, open_database
+    from receiver.db import SqliteDatabase
     from receiver.keys import DeviceRegistry
     from receiver.writer import Writer
 
     cfg = load_receiver_config(cfg_path)
-    w = Writer(connect(cfg.receiver.db.with_name("core.sqlite3"), writer=True), DeviceRegistry(cfg), 10_000)
+    db: Database = (
+        open_database(cfg.receiver, writer=True)
+        if cfg.receiver.database_url
+        else SqliteDatabase.connect(cfg.receiver.db.with_name("core.sqlite3"), writer=True)
+    )
+    w = Writer(db, DeviceRegistry(cfg), 10_000)
     topic = f"coop/v1/{DEV}/batch"
     n_rec = len(batches) * 500
     c0 = time.process_time()
@@ -114,8 +124,8 @@ def bench_core(cfg_path: Path, batches: list[bytes], group: int) -> float:
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - c0
     print(f"  core: {n_rec / cpu:,.0f} records per CPU-second; CPU {cpu:.2f} s, wall {elapsed:.2f} s")
-    stored = w.conn.execute("SELECT count(*) FROM records").fetchone()[0]
-    w.conn.close()
+    stored = w.db.execute("SELECT count(*) FROM records").fetchone()[0]
+    w.db.close()
     assert stored == len(batches) * 500, stored
     return elapsed
 
@@ -204,6 +214,7 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=20, help="batches per commit in the core run")
     ap.add_argument("--skip-broker", action="store_true")
     ap.add_argument("--random-ids", action="store_true", help="UUIDv4 record ids (worst case for the index)")
+    ap.add_argument("--postgres", action="store_true", help="store in a throwaway PostgreSQL 15, not SQLite")
     args = ap.parse_args()
     key = Ed25519PrivateKey.generate()
     t = time.perf_counter()
@@ -215,12 +226,24 @@ def main() -> None:
     )
     tmp = Path(tempfile.mkdtemp(prefix="bench-rx-"))
     mosq = None
+    pg = None
     try:
         from tests.peers.net import free_port, port_open, wait_for
+        from tests.peers.postgres import Postgres
 
         port = free_port()
-        cfg = write_config(tmp, key, port)
-        el = bench_core(cfg, batches, args.group)
+
+        def store() -> str:  # a fresh database for each run
+            if pg is None:
+                return ""
+            (tmp / "pg.password").write_text(pg.password)
+            url = pg.url(pg.new_database(), with_password=False)
+            return f'database_url = "{url}"\ndatabase_password_file = "pg.password"'
+
+        if args.postgres:
+            pg = Postgres().start()
+        el = bench_core(write_config(tmp, key, port, store(), "core.toml"), batches, args.group)
+        cfg = write_config(tmp, key, port, store())
         print(
             f"core   (check_batch + Writer, {args.group} batches a commit): {n} records in {el:.2f} s = "
             f"{n / el:,.0f} records/s"
@@ -247,6 +270,8 @@ def main() -> None:
         if mosq is not None:
             mosq.terminate()
             mosq.wait()
+        if pg is not None:
+            pg.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

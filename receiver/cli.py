@@ -150,7 +150,8 @@ def run(config_path: Path | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     rx = Receiver(cfg).start()
-    click.echo(f"coop-receiver running; database {cfg.receiver.db}", err=True)
+    where = cfg.receiver.database_url or cfg.receiver.db
+    click.echo(f"coop-receiver running; database {where}", err=True)
     try:
         while not stop.wait(1.0):
             pass
@@ -167,7 +168,7 @@ def status(config_path: Path | None, as_json: bool, devices: tuple[str, ...]) ->
     """Per device: acked seq, highest seen, records, gaps, chain breaks, rejections, status, media."""
     cfg = resolve(config_path)
     registered = set(DeviceRegistry(cfg).devices())
-    with ReceiverStore(cfg.receiver.db) as store:
+    with ReceiverStore(cfg.receiver) as store:
         devs = list(devices) or sorted(set(store.devices()) | registered | set(store.rejecting_senders()))
         states = [store.device_state(d) | {"registered": d in registered} for d in devs]
         health = store.health()

@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from core.config.base import BrokerUrl, BrokerURLStr, Section, TopicPrefixStr
+from core.config.base import BrokerUrl, BrokerURLStr, Section, TopicPrefixStr, read_secret
 from core.config.errors import ConfigError as ConfigError  # re-exported: receiver.cli catches it
 from core.config.errors import config_error, read_toml
 
@@ -26,8 +27,36 @@ DEFAULT_CONFIG_PATH = Path("/etc/coop-receiver/receiver.toml")
 SPEC_MAX_PAYLOAD = 256 * 1024
 
 
+def check_database_url(v: str) -> str:
+    """postgresql://[USER@]HOST[:PORT]/DBNAME, no password in it (it would show in `config check` and logs)."""
+    u = urlsplit(v)
+    if u.scheme not in ("postgresql", "postgres"):
+        raise ValueError("must be postgresql://USER@HOST[:PORT]/DBNAME (for SQLite, set db instead)")
+    try:
+        _ = u.port
+    except ValueError as exc:
+        raise ValueError("port must be a number from 1 to 65535") from exc
+    if u.password is not None:
+        raise ValueError("put no password in the URL; use database_password_file")
+    if not u.path.strip("/"):
+        raise ValueError("name the database: postgresql://USER@HOST[:PORT]/DBNAME")
+    if not u.hostname and "host=" not in u.query:
+        raise ValueError("name the host: postgresql://USER@HOST[:PORT]/DBNAME (or ?host=/run/postgresql)")
+    return v
+
+
 class ReceiverSection(BrokerUrl, Section):
-    db: Path = Field(Path("/var/lib/coop-receiver/receiver.sqlite3"), description="SQLite database file")
+    db: Path = Field(
+        Path("/var/lib/coop-receiver/receiver.sqlite3"),
+        description="SQLite database file (the embedded default; unused when database_url is set)",
+    )
+    database_url: str | None = Field(
+        None,
+        description="postgresql://USER@HOST[:PORT]/DBNAME: store in PostgreSQL instead of the SQLite file db",
+    )
+    database_password_file: Path | None = Field(
+        None, description="file holding the PostgreSQL password (first line); $CREDENTIALS_DIRECTORY if relative"
+    )
     broker: BrokerURLStr = Field("mqtt://127.0.0.1:1883", description="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
     topic_prefix: TopicPrefixStr = Field("coop/v1", description="topics are PREFIX/SOCIETY/BRANCH/DEVICE/...")
     client_id: str = Field(
@@ -84,6 +113,14 @@ class ReceiverSection(BrokerUrl, Section):
     ] = 100_000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str | None) -> str | None:
+        return None if v is None else check_database_url(v)
+
+    def database_password(self) -> str | None:
+        return None if self.database_password_file is None else read_secret(self.database_password_file)
+
     @model_validator(mode="after")
     def _pairs(self) -> ReceiverSection:
         if (self.cert_file is None) != (self.client_key_file is None):
@@ -92,6 +129,8 @@ class ReceiverSection(BrokerUrl, Section):
             raise ValueError("password_file needs username")
         if (self.ca_file or self.cert_file) and not self.tls:
             raise ValueError("ca_file/cert_file need an mqtts:// broker URL")
+        if self.database_password_file is not None and self.database_url is None:
+            raise ValueError("database_password_file needs database_url (the SQLite file db has no password)")
         return self
 
 
@@ -150,6 +189,7 @@ class ReceiverConfig(Section):
                     "cert_file",
                     "client_key_file",
                     "password_file",
+                    "database_password_file",
                 )
             }
         )

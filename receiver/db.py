@@ -10,7 +10,9 @@ the SQLite 3.40 that Debian 12 ships, which needs two writers to corrupt a datab
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 SCHEMA_VERSION = 2
 
@@ -142,3 +144,54 @@ def migrate(conn: sqlite3.Connection) -> None:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+
+class StoreMissing(Exception):
+    """No database yet (the receiver has never run against it)."""
+
+
+class SqliteDatabase:
+    """receiver.database.Database over one SQLite file."""
+
+    kind = "sqlite"
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    @classmethod
+    def connect(cls, path: Path, *, writer: bool) -> SqliteDatabase:
+        if not writer and not path.exists():
+            raise StoreMissing(f"no receiver database at {path}; start 'coop-receiver run' first")
+        return cls(connect(path, writer=writer))
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR)
+            self.conn.execute("ROLLBACK")
+
+    def insert_records(self, rows: Sequence[tuple[int, str, int, int, str, int, str]]) -> int:
+        before = self.conn.total_changes
+        self.conn.executemany(
+            "INSERT INTO records (did, id, seq, pos, kind, at, src) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (did, id) DO NOTHING",
+            rows,
+        )
+        return self.conn.total_changes - before
+
+    def maintain(self, now_ms: int) -> None:
+        """Nothing to prepare: SQLite's tables are not partitioned."""
+
+    def close(self) -> None:
+        self.conn.close()

@@ -15,12 +15,12 @@ import hashlib
 import logging
 import os
 import shutil
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from receiver.database import Database
 from wire.batches import Manifest
 
 log = logging.getLogger(__name__)
@@ -55,14 +55,14 @@ def _fsync_dir(path: Path) -> None:
 class MediaAssembler:
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        db: Database,
         media_dir: Path,
         *,
         idle_s: float,
         retry_max_s: float,
         early_cap_bytes: int,
     ):
-        self.conn = conn
+        self.db = db
         self.media_dir = media_dir
         self.spool = media_dir / ".spool"
         self.idle_s = idle_s
@@ -78,7 +78,7 @@ class MediaAssembler:
     def load(self) -> None:
         """Rebuild the in-memory view from the database and the spool after a restart."""
         now = time.monotonic()
-        rows = self.conn.execute(
+        rows = self.db.execute(
             'SELECT d.dev, m.media_id, m.camera, m.type, m.start, m."end", m.size, m.sha256, m.chunk, '
             "m.chunks, m.record_id FROM media m JOIN devices d ON d.did = m.did WHERE m.state = 'pending'"
         ).fetchall()
@@ -122,7 +122,7 @@ class MediaAssembler:
         key = (dev, media_id)
         track = self._tracks.get(key)
         if track is None:
-            state = self.conn.execute(
+            state = self.db.execute(
                 "SELECT m.state FROM media m JOIN devices d ON d.did = m.did WHERE d.dev = ? AND m.media_id = ?",
                 (dev, media_id),
             ).fetchone()
@@ -186,9 +186,9 @@ class MediaAssembler:
     # -- manifests ----------------------------------------------------------------------
 
     def on_manifest(self, dev: str, did: int, seq: int, man: Manifest, topic: str, reject: RejectFn) -> None:
-        cur = self.conn.execute(
-            'INSERT OR IGNORE INTO media (did, media_id, seq, record_id, camera, type, start, "end", size, '
-            "sha256, chunk, chunks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        cur = self.db.execute(
+            'INSERT INTO media (did, media_id, seq, record_id, camera, type, start, "end", size, '
+            "sha256, chunk, chunks) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (did, media_id) DO NOTHING",
             (
                 did,
                 man.media,
@@ -263,7 +263,7 @@ class MediaAssembler:
             return
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-        self.conn.execute(
+        self.db.execute(
             "UPDATE media SET state = 'complete', path = ?, completed_at = ? WHERE media_id = ? AND "
             "did = (SELECT did FROM devices WHERE dev = ?)",
             (str(final), int(time.time() * 1000), man.media, dev),

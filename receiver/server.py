@@ -13,7 +13,6 @@ from __future__ import annotations
 import heapq
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Mapping
@@ -22,7 +21,7 @@ from typing import Any
 
 from core.interfaces import Component
 from receiver.config import ReceiverConfig
-from receiver.db import connect
+from receiver.database import open_database
 from receiver.keys import DeviceRegistry, load_central_key
 from receiver.media import MediaAssembler
 from receiver.mqtt import MqttLink
@@ -78,7 +77,7 @@ class Worker(Component):
                     log.exception("housekeeping failed; going on")
                     stop.wait(1.0)
         finally:
-            rx.writer.conn.close()
+            rx.writer.db.close()
 
     def _process_until_done(self, group: list[Inbound], stop: threading.Event) -> None:
         """Retry a group whose commit failed (disk full, I/O error) with backoff until it succeeds.
@@ -92,7 +91,7 @@ class Worker(Component):
                 self.rx.process(group)
                 self.rx.last_error = None
                 return
-            except sqlite3.Error as exc:
+            except self.rx.writer.db.errors as exc:
                 self.rx.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("cannot commit %d messages (%s); retrying in %.1f s", len(group), exc, delay)
             except Exception as exc:  # a bug outside any one message: keep the group, say so loudly
@@ -130,9 +129,9 @@ class Receiver:
         # A full inbox blocks paho's network thread, which stops reading the socket: TCP flow control
         # then holds the rest at the broker instead of in our memory.
         self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=INBOX_MAX)
-        self.writer = Writer(connect(cfg.db, writer=True), self.registry, cfg.max_pending_batches)
+        self.writer = Writer(open_database(cfg, writer=True), self.registry, cfg.max_pending_batches)
         self.media = MediaAssembler(
-            self.writer.conn,
+            self.writer.db,
             cfg.media_dir,
             idle_s=cfg.media_idle_s,
             retry_max_s=cfg.media_retry_max_s,
@@ -254,7 +253,7 @@ class Receiver:
             )
             return
         w.flush_states()  # so a rollback to the savepoint can reload this device's state from the DB
-        w.conn.execute("SAVEPOINT msg")
+        w.db.execute("SAVEPOINT msg")
         try:
             if t.kind == "batch":
                 verdict = None if msg.ticket is None else self.verifier.verdict(msg.ticket)
@@ -268,12 +267,12 @@ class Receiver:
                 w.reject(dev, msg.topic, "bad_topic", "MEDIA_ID must match [A-Za-z0-9_-]{1,64}, INDEX be decimal")
             else:
                 self.media.on_chunk(t.dev, msg.topic, t.media_id, t.index, msg.payload, w.reject)
-            w.conn.execute("RELEASE msg")
-        except sqlite3.Error:
+            w.db.execute("RELEASE msg")
+        except w.db.errors:
             raise  # the database, not the message: the whole group is retried
         except Exception as exc:  # one poison message must not block everything queued behind it
-            w.conn.execute("ROLLBACK TO msg")
-            w.conn.execute("RELEASE msg")
+            w.db.execute("ROLLBACK TO msg")
+            w.db.execute("RELEASE msg")
             w.forget(t.dev)
             log.exception("internal error on %s", msg.topic)
             w.reject(dev, msg.topic, "internal_error", f"{type(exc).__name__}: {exc}")
@@ -329,14 +328,16 @@ class Receiver:
             self._refused_delay.clear()
 
     def prune(self) -> None:
+        """Every PRUNE_EVERY_S: old rejections go, and the coming months' partitions are made (PostgreSQL)."""
         w = self.writer
-        w.conn.execute("BEGIN IMMEDIATE")
+        w.db.begin()
         try:
             w.prune_rejections(self.config.receiver.max_rejections_per_device)
-            w.conn.execute("COMMIT")
+            w.db.commit()
         except BaseException:
-            w.conn.execute("ROLLBACK")
+            w.db.rollback()
             raise
+        w.db.maintain(int(time.time() * 1000))
 
     def send_command(self, dev: str, cmd: str, args: Mapping[str, Any]) -> str:
         """Publish a signed command to the device (QoS 1); returns its id."""

@@ -7,25 +7,26 @@ connection (WAL lets readers see the last committed state without blocking it).
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import cbor2
 
-from receiver.db import connect
-
-
-class StoreMissing(Exception):
-    """No database at the configured path yet (the receiver has never run)."""
+from receiver.config import ReceiverSection
+from receiver.database import Database, open_database
+from receiver.db import SqliteDatabase
+from receiver.db import StoreMissing as StoreMissing  # re-exported: receiver.cli catches it
 
 
 class ReceiverStore:
-    def __init__(self, db_path: Path | str):
-        path = Path(db_path)
-        if not path.exists():
-            raise StoreMissing(f"no receiver database at {path}; start 'coop-receiver run' first")
-        self.conn: sqlite3.Connection = connect(path, writer=False)
+    """Opens the configured database (a ReceiverSection: SQLite or PostgreSQL), or a SQLite file by path."""
+
+    def __init__(self, target: ReceiverSection | Path | str):
+        self.conn: Database = (
+            open_database(target, writer=False)
+            if isinstance(target, ReceiverSection)
+            else SqliteDatabase.connect(Path(target), writer=False)
+        )
 
     def close(self) -> None:
         self.conn.close()

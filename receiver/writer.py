@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sqlite3
 import time
 from dataclasses import dataclass, field
 
+from receiver.database import Database
 from receiver.keys import DeviceRegistry
 from receiver.verifier import Verdict
 from wire.batches import Batch, Manifest, Rejected, check_batch, check_status, verify_signed
@@ -48,8 +48,8 @@ class GroupResult:
 
 
 class Writer:
-    def __init__(self, conn: sqlite3.Connection, registry: DeviceRegistry, max_pending: int):
-        self.conn = conn
+    def __init__(self, db: Database, registry: DeviceRegistry, max_pending: int):
+        self.db = db
         self.registry = registry
         self.max_pending = max_pending
         self._states: dict[str, DevState] = {}
@@ -58,17 +58,16 @@ class Writer:
     # -- transactions -------------------------------------------------------------------
 
     def begin(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.db.begin()
         self.result = GroupResult()
 
     def commit(self) -> GroupResult:
         self.flush_states()
-        self.conn.execute("COMMIT")
+        self.db.commit()
         return self.result
 
     def rollback(self) -> None:
-        if self.conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR)
-            self.conn.execute("ROLLBACK")
+        self.db.rollback()
         self._states.clear()  # reload from the database: the cached states may hold rolled-back values
 
     # -- device state -------------------------------------------------------------------
@@ -77,13 +76,13 @@ class Writer:
         st = self._states.get(dev)
         if st is not None:
             return st
-        row = self.conn.execute(
+        row = self.db.execute(
             "SELECT did, contiguous, last_hash, highest_seen FROM devices WHERE dev = ?", (dev,)
         ).fetchone()
         if row is None:
-            cur = self.conn.execute("INSERT INTO devices (dev) VALUES (?)", (dev,))
-            row = (cur.lastrowid, 0, b"\x00" * 32, 0)
-        pending = self.conn.execute("SELECT count(*) FROM pending WHERE did = ?", (row[0],)).fetchone()[0]
+            did = self.db.execute("INSERT INTO devices (dev) VALUES (?) RETURNING did", (dev,)).fetchone()[0]
+            row = (did, 0, b"\x00" * 32, 0)
+        pending = self.db.execute("SELECT count(*) FROM pending WHERE did = ?", (row[0],)).fetchone()[0]
         st = DevState(did=row[0], dev=dev, contiguous=row[1], last_hash=row[2], highest_seen=row[3], pending=pending)
         self._states[dev] = st
         return st
@@ -91,7 +90,7 @@ class Writer:
     def flush_states(self) -> None:
         rows = [(s.contiguous, s.last_hash, s.highest_seen, s.did) for s in self._states.values() if s.dirty]
         if rows:
-            self.conn.executemany(
+            self.db.executemany(
                 "UPDATE devices SET contiguous = ?, last_hash = ?, highest_seen = ? WHERE did = ?", rows
             )
         for s in self._states.values():
@@ -104,45 +103,45 @@ class Writer:
     def set_health(self, values: dict[str, str]) -> None:
         """Record the receiver's own state (broker link, last error) in its own small transaction."""
         at = now_ms()
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.db.begin()
         try:
-            self.conn.executemany(
+            self.db.executemany(
                 "INSERT INTO health (key, value, at) VALUES (?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, at = excluded.at",
                 [(k, v, at) for k, v in values.items()],
             )
-            self.conn.execute("COMMIT")
+            self.db.commit()
         except BaseException:
             self.rollback()
             raise
 
     def gaps(self) -> list[tuple[str, int]]:
         """(device, first missing seq) for every device with verified batches beyond its chain."""
-        rows = self.conn.execute("SELECT dev, contiguous FROM devices WHERE highest_seen > contiguous").fetchall()
+        rows = self.db.execute("SELECT dev, contiguous FROM devices WHERE highest_seen > contiguous").fetchall()
         return [(r[0], r[1] + 1) for r in rows]
 
     # -- rejections ---------------------------------------------------------------------
 
     def reject(self, dev: str, topic: str, code: str, reason: str, seq: int | None = None) -> None:
         log.warning("rejected from %s on %s: %s: %s", dev, topic, code, reason)
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO rejections (at, dev, topic, code, reason, seq) VALUES (?, ?, ?, ?, ?, ?)",
             (now_ms(), dev, topic, code, reason, seq),
         )
 
     def _chain_break(self, st: DevState, topic: str, seq: int, cose_hash: bytes, cose: bytes, reason: str) -> None:
         log.error("CHAIN BREAK %s seq %d: %s", st.dev, seq, reason)
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO chain_breaks (did, seq, hash, reason, first_at, cose) VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (did, seq, hash) DO UPDATE SET times = times + 1",
+            "ON CONFLICT (did, seq, hash) DO UPDATE SET times = chain_breaks.times + 1",
             (st.did, seq, cose_hash, reason, now_ms(), cose),
         )
         self.reject(st.dev, topic, "chain_break", reason, seq)
 
     def prune_rejections(self, keep: int) -> None:
-        devs = [r[0] for r in self.conn.execute("SELECT dev FROM rejections GROUP BY dev HAVING count(*) > ?", (keep,))]
+        devs = [r[0] for r in self.db.execute("SELECT dev FROM rejections GROUP BY dev HAVING count(*) > ?", (keep,))]
         for dev in devs:
-            self.conn.execute(
+            self.db.execute(
                 "DELETE FROM rejections WHERE dev = ? AND rid <= (SELECT rid FROM rejections "
                 "WHERE dev = ? ORDER BY rid DESC LIMIT 1 OFFSET ?)",
                 (dev, dev, keep),
@@ -184,7 +183,7 @@ class Writer:
             self._hold(st, topic, batch)
 
     def _seen_before(self, st: DevState, topic: str, batch: Batch) -> None:
-        row = self.conn.execute("SELECT hash FROM batches WHERE did = ? AND seq = ?", (st.did, batch.seq)).fetchone()
+        row = self.db.execute("SELECT hash FROM batches WHERE did = ? AND seq = ?", (st.did, batch.seq)).fetchone()
         if row is not None and row[0] == batch.hash:
             log.debug("duplicate %s seq %d; re-ack", st.dev, batch.seq)
         else:
@@ -209,18 +208,13 @@ class Writer:
                 f"prev of seq {batch.seq} is not SHA-256 of the stored seq {batch.seq - 1}",
             )
             return False
-        conn = self.conn
-        conn.execute(
+        db = self.db
+        db.execute(
             "INSERT INTO batches (did, seq, hash, sealed, n_records, received_at, cose) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (st.did, batch.seq, batch.hash, batch.sealed, len(batch.rows), now_ms(), batch.cose),
         )
-        before = conn.total_changes
         did, seq = st.did, batch.seq
-        conn.executemany(
-            "INSERT OR IGNORE INTO records (did, id, seq, pos, kind, at, src) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(did, r[0], seq, i, r[1], r[2], r[3]) for i, r in enumerate(batch.rows)],
-        )
-        inserted = conn.total_changes - before
+        inserted = db.insert_records([(did, r[0], seq, i, r[1], r[2], r[3]) for i, r in enumerate(batch.rows)])
         dups = len(batch.rows) - inserted
         if dups:
             log.warning("%s seq %d: %d record ids were already stored from an earlier batch", st.dev, seq, dups)
@@ -231,7 +225,7 @@ class Writer:
                 f"{dups} record ids of seq {seq} were stored before; kept the first",
                 seq,
             )
-        conn.execute(
+        db.execute(
             "UPDATE devices SET records = records + ?, duplicate_ids = duplicate_ids + ?, last_batch_at = ? "
             "WHERE did = ?",
             (inserted, dups, now_ms(), did),
@@ -242,7 +236,7 @@ class Writer:
         return True
 
     def _hold(self, st: DevState, topic: str, batch: Batch) -> None:
-        row = self.conn.execute("SELECT hash FROM pending WHERE did = ? AND seq = ?", (st.did, batch.seq)).fetchone()
+        row = self.db.execute("SELECT hash FROM pending WHERE did = ? AND seq = ?", (st.did, batch.seq)).fetchone()
         if row is not None:
             if row[0] != batch.hash:
                 self._chain_break(
@@ -263,7 +257,7 @@ class Writer:
                 batch.seq,
             )
             return
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO pending (did, seq, hash, cose, received_at) VALUES (?, ?, ?, ?, ?)",
             (st.did, batch.seq, batch.hash, batch.cose, now_ms()),
         )
@@ -273,12 +267,12 @@ class Writer:
     def _drain_pending(self, st: DevState, topic: str) -> None:
         """After the chain grew: store the held batches that now follow it, in order."""
         while st.pending:
-            row = self.conn.execute(
+            row = self.db.execute(
                 "SELECT cose FROM pending WHERE did = ? AND seq = ?", (st.did, st.contiguous + 1)
             ).fetchone()
             if row is None:
                 return
-            self.conn.execute("DELETE FROM pending WHERE did = ? AND seq = ?", (st.did, st.contiguous + 1))
+            self.db.execute("DELETE FROM pending WHERE did = ? AND seq = ?", (st.did, st.contiguous + 1))
             st.pending -= 1
             keys = self.registry.keys_for(st.dev) or {}
             try:
@@ -303,7 +297,7 @@ class Writer:
             self.reject(dev, topic, exc.code, exc.reason)
             return
         st = self.state(dev)
-        self.conn.execute(
+        self.db.execute(
             "UPDATE devices SET status_cose = ?, status_json = ?, status_at = ? WHERE did = ?",
             (cose, json.dumps(payload, default=repr, sort_keys=True), now_ms(), st.did),
         )

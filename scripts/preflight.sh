@@ -52,6 +52,11 @@ fi
 if [ "$what" = test ]; then
   need_prog mosquitto_pub mosquitto-clients
   need_prog sqlite3 sqlite3
+  # The receiver's PostgreSQL tests (tests/peers/postgres.py) run Debian's own 15 binaries, off PATH.
+  for b in initdb postgres; do
+    [ -x "/usr/lib/postgresql/15/bin/$b" ] \
+      || missing+=("program '/usr/lib/postgresql/15/bin/$b' from postgresql-15 (Debian package postgresql): the receiver's PostgreSQL tests")
+  done
   need_prog openssl openssl "the tests' own certificate authority"
   need_prog wrk wrk "HTTP load in the API tests"
   need_prog shellcheck shellcheck "lint of the shell scripts"

@@ -61,7 +61,7 @@ def test_refused_ack_publish_is_logged_and_retried(
                 what="the refusal, then the retry refused again",
             )
             assert "Not authorized" in caplog.text
-        with ReceiverStore(cfg.receiver.db) as s:
+        with ReceiverStore(cfg.receiver) as s:
             assert s.record_count(dev.dev) == 2  # stored; only the ack could not be delivered
         assert agent.messages == []
     finally:

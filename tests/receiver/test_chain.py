@@ -10,9 +10,11 @@ from receiver.store import ReceiverStore
 from tests.peers.net import wait_for
 from tests.receiver.helpers import AgentSide, DeviceSim
 
+STORES = ("sqlite", "postgresql")  # conftest: each test runs against both stores
+
 
 def store_of(rx: Receiver) -> ReceiverStore:
-    return ReceiverStore(rx.config.receiver.db)
+    return ReceiverStore(rx.config.receiver)
 
 
 def state(rx: Receiver, dev: str) -> dict[str, Any]:
@@ -55,6 +57,30 @@ def test_duplicate_is_ignored_and_reacked(receiver: Receiver, agent: AgentSide, 
         assert s.record_count(dev.dev) == 2 and len(s.records(dev.dev)) == 2
         st = s.device_state(dev.dev)
         assert st["chain_breaks"] == 0 and st["rejections"] == 0 and st["acked_seq"] == 1
+
+
+def test_a_record_id_seen_before_is_counted_and_the_first_stands(
+    receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
+) -> None:
+    """The spec makes a record id unique per device for ever. A later valid batch that repeats one (here
+    with another `at`, which PostgreSQL's monthly partitions would not catch alone) is stored so the
+    chain does not stall, but the repeated record is not: the first stands, and the repeat is counted."""
+    dev = devices[0]
+    central = receiver.signer.key.public_key()
+    first = dev.record()
+    agent.publish("batch", dev.dev, dev.next_batch(records=[first, dev.record()]))
+    again = dict(first, at=first["at"] + 90 * 86_400_000, data={"receipt": "other", "till": 2, "total": 1,
+                 "currency": "KWD", "lines": [{"gtin": "06291041500213", "qty": 1, "unit_price": 1, "amount": 1}]})
+    agent.publish("batch", dev.dev, dev.next_batch(records=[again, dev.record()]))
+    agent.wait_ack(central, dev.dev, 2)
+    with store_of(receiver) as s:
+        recs = s.records(dev.dev)
+        assert len(recs) == 3 and s.record_count(dev.dev) == 3
+        kept = [r for r in recs if r["id"] == first["id"]]
+        assert len(kept) == 1 and kept[0]["seq"] == 1 and kept[0]["at"] == first["at"]
+        st = s.device_state(dev.dev)
+        assert st["duplicate_record_ids"] == 1 and st["acked_seq"] == 2
+        assert [r["code"] for r in s.rejections(dev.dev)] == ["duplicate_record_id"]
 
 
 def test_gap_asks_for_signed_resend_and_fills_later(

@@ -91,6 +91,7 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     assert code == 2 and "file not found" in err
 
 
+@pytest.mark.parametrize("store_kind", ["sqlite", "postgresql"], indirect=True)
 def test_status_reads_the_database_while_run_runs(
     rx_config: Path, mosquitto: Mosquitto, agent: AgentSide, devices: list[DeviceSim]
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from receiver.server import Receiver
 from receiver.store import ReceiverStore
 from tests.peers.net import wait_for
@@ -17,7 +19,8 @@ def test_database_full_holds_the_ack_and_resumes_when_space_returns(
     central = receiver.signer.key.public_key()
     agent.publish("batch", dev.dev, dev.next_batch(2))
     agent.wait_ack(central, dev.dev, 1)
-    conn = receiver.writer.conn
+    conn = receiver.writer.db.conn  # the SQLite store: this test is about SQLite's own full error
+    assert isinstance(conn, sqlite3.Connection)
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     conn.execute(f"PRAGMA max_page_count = {pages}")
     agent.publish("batch", dev.dev, dev.next_batch(400))  # ~70 KiB of records: does not fit
@@ -28,9 +31,9 @@ def test_database_full_holds_the_ack_and_resumes_when_space_returns(
     assert receiver.last_error is None
 
     def health() -> dict[str, object]:
-        with ReceiverStore(receiver.config.receiver.db) as s:
+        with ReceiverStore(receiver.config.receiver) as s:
             return s.health()
 
     wait_for(lambda: health().get("last_error", {}).get("value") == "", what="the cleared error")  # type: ignore[union-attr]
-    with ReceiverStore(receiver.config.receiver.db) as s:
+    with ReceiverStore(receiver.config.receiver) as s:
         assert s.record_count(dev.dev) == 402 and s.device_state(dev.dev)["rejections"] == 0

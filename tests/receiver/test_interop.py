@@ -48,7 +48,7 @@ def chain_and_ack(receiver: Receiver, agent: AgentSide, dev: DeviceSim) -> tuple
     agent.wait_ack(central, dev.dev, 3)
     receiver.send_command(dev.dev, "ping", {})
     wait_for(lambda: agent.decoded(central, "cmd"), what="the ping")
-    with ReceiverStore(receiver.config.receiver.db) as s:
+    with ReceiverStore(receiver.config.receiver) as s:
         stored = [b for _, b in s.batch_bytes(dev.dev)]
     sent = [p for t, p in agent.messages if t.endswith("/ack") or t.endswith("/cmd")]
     return stored, sent

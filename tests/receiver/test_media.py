@@ -13,6 +13,8 @@ from tests.receiver.helpers import AgentSide, DeviceSim
 
 CHUNK = 1000
 
+STORES = ("sqlite", "postgresql")  # conftest: each test runs against both stores
+
 
 def rejections(db: Any, dev: str) -> list[dict[str, Any]]:
     with ReceiverStore(db) as s:
@@ -70,7 +72,7 @@ def test_out_of_order_chunks_before_the_manifest_reassemble(
     agent.publish("batch", dev.dev, dev.next_batch(records=[manifest_record(dev, "clip-1", content)]))
     ack = wait_media_ack(receiver, agent, "clip-1", [])
     assert set(ack) == {"v", "dev", "media", "missing"} and ack["dev"] == dev.dev
-    with ReceiverStore(receiver.config.receiver.db) as s:
+    with ReceiverStore(receiver.config.receiver) as s:
         path = s.media_path(dev.dev, "clip-1")
         assert path is not None and path.read_bytes() == content
         assert path == receiver.config.receiver.media_dir / "soc-a" / "branch-1" / "agent-1" / "clip-1.mp4"
@@ -99,13 +101,13 @@ def test_sha_mismatch_is_refused_and_all_chunks_asked_again(
     for i, part in enumerate([parts[0], corrupted, parts[2]]):
         agent.publish(f"media/snap-1/{i}", dev.dev, part)
     wait_media_ack(receiver, agent, "snap-1", [0, 1, 2])
-    with ReceiverStore(receiver.config.receiver.db) as s:
+    with ReceiverStore(receiver.config.receiver) as s:
         assert s.media_path(dev.dev, "snap-1") is None
         assert [r["code"] for r in s.rejections(dev.dev)] == ["media_sha_mismatch"]
     for i, part in enumerate(parts):
         agent.publish(f"media/snap-1/{i}", dev.dev, part)
     wait_media_ack(receiver, agent, "snap-1", [])
-    with ReceiverStore(receiver.config.receiver.db) as s:
+    with ReceiverStore(receiver.config.receiver) as s:
         path = s.media_path(dev.dev, "snap-1")
         assert path is not None and path.suffix == ".jpg" and path.read_bytes() == content
 
@@ -142,24 +144,26 @@ def test_chunk_of_wrong_size_is_rejected(receiver: Receiver, agent: AgentSide, d
     agent.wait_ack(receiver.signer.key.public_key(), dev.dev, 1)
     agent.publish("media/clip-4/0", dev.dev, content[: CHUNK - 1])
     agent.publish("media/clip-4/7", dev.dev, content[:CHUNK])
-    wait_for(lambda: len(rejections(receiver.config.receiver.db, dev.dev)) == 2, what="2 rejections")
-    with ReceiverStore(receiver.config.receiver.db) as s:
+    wait_for(lambda: len(rejections(receiver.config.receiver, dev.dev)) == 2, what="2 rejections")
+    with ReceiverStore(receiver.config.receiver) as s:
         assert [r["code"] for r in s.rejections(dev.dev)] == ["bad_chunk", "bad_chunk"]
 
 
 def test_early_chunks_are_capped_per_device_on_disk(
-    tmp_path: Any, mosquitto: Any, devices: list[DeviceSim], agent: AgentSide
+    tmp_path: Any, mosquitto: Any, devices: list[DeviceSim], agent: AgentSide, store_toml: str
 ) -> None:
     from receiver.config import load_receiver_config
     from tests.receiver.helpers import write_config
 
-    cfg = load_receiver_config(write_config(tmp_path, mosquitto.url, devices, extra="max_early_media_mb = 1"))
+    cfg = load_receiver_config(
+        write_config(tmp_path, mosquitto.url, devices, extra=f"max_early_media_mb = 1\n{store_toml}")
+    )
     dev = devices[0]
     big = 200 * 1024
     with Receiver(cfg) as rx:
         for i in range(6):  # 1.17 MiB of chunks with no manifest: the sixth is over the 1 MiB cap
             agent.publish(f"media/orphan/{i}", dev.dev, clip(10 + i, big))
-        r = wait_for(lambda: rejections(cfg.receiver.db, dev.dev), what="the cap rejection")
+        r = wait_for(lambda: rejections(cfg.receiver, dev.dev), what="the cap rejection")
         assert [x["code"] for x in r] == ["early_media_full"]
         spooled = cfg.receiver.media_dir / ".spool" / dev.dev / "orphan"
         assert sorted(p.name for p in spooled.iterdir()) == ["0", "1", "2", "3", "4"]

@@ -14,10 +14,12 @@ from tests.peers.net import wait_for
 from tests.receiver.helpers import AgentSide, DeviceSim
 from wire.cose import kid_for, protected_header, sign1
 
+STORES = ("sqlite", "postgresql")  # conftest: each test runs against both stores
+
 
 def rejected(rx: Receiver, dev: str, n: int = 1) -> list[dict[str, object]]:
     def get() -> list[dict[str, object]] | None:
-        with ReceiverStore(rx.config.receiver.db) as s:
+        with ReceiverStore(rx.config.receiver) as s:
             r = s.rejections(dev)
         return r if len(r) >= n else None
 
@@ -25,7 +27,7 @@ def rejected(rx: Receiver, dev: str, n: int = 1) -> list[dict[str, object]]:
 
 
 def assert_nothing_stored(rx: Receiver, dev: str) -> None:
-    with ReceiverStore(rx.config.receiver.db) as s:
+    with ReceiverStore(rx.config.receiver) as s:
         assert s.record_count(dev) == 0 and s.records(dev) == [] and s.batch_bytes(dev) == []
 
 
@@ -146,7 +148,7 @@ def test_unregistered_device_is_rejected(receiver: Receiver, agent: AgentSide) -
     stranger = DeviceSim("soc-x/branch-9/rogue")
     agent.publish("batch", stranger.dev, stranger.next_batch(1))
     assert rejected(receiver, stranger.dev)[0]["code"] == "unknown_device"
-    with ReceiverStore(receiver.config.receiver.db) as s:
+    with ReceiverStore(receiver.config.receiver) as s:
         assert stranger.dev not in s.devices()
         assert s.rejecting_senders() == [stranger.dev]
         assert s.device_state(stranger.dev) == {"dev": stranger.dev, "known": False, "rejections": 1}
@@ -169,7 +171,7 @@ def test_status_is_verified_and_kept_a_bad_one_is_a_rejection(
     agent.publish("status", dev.dev, dev.status("online", acked_seq=7), retain=True)
 
     def last() -> dict[str, object] | None:
-        with ReceiverStore(receiver.config.receiver.db) as s:
+        with ReceiverStore(receiver.config.receiver) as s:
             return s.device_state(dev.dev).get("last_status")  # type: ignore[no-any-return]
 
     st = wait_for(last, what="the stored status")
@@ -183,7 +185,7 @@ def test_status_is_verified_and_kept_a_bad_one_is_a_rejection(
     agent.publish("status", dev.dev, b"", retain=True)  # clearing the retained copy is not an error
     agent.publish("status", dev.dev, dev.status("offline"), retain=True)
     wait_for(lambda: (last() or {}).get("state") == "offline", what="the offline status")
-    with ReceiverStore(receiver.config.receiver.db) as s:
+    with ReceiverStore(receiver.config.receiver) as s:
         assert len(s.rejections(dev.dev)) == 2
 
 

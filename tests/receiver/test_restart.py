@@ -19,6 +19,8 @@ from tests.peers.net import wait_for
 from tests.receiver.helpers import AgentSide, DeviceSim
 from tests.receiver.test_media import chunks_of, clip, manifest_record, wait_media_ack
 
+STORES = ("sqlite", "postgresql")  # conftest: each test runs against both stores
+
 
 def test_batches_published_while_down_arrive_after_restart(
     rx_config: Path, agent: AgentSide, devices: list[DeviceSim]
@@ -34,7 +36,7 @@ def test_batches_published_while_down_arrive_after_restart(
         agent.publish("batch", dev.dev, dev.next_batch(2))
     with Receiver(cfg):
         agent.wait_ack(central, dev.dev, 5)
-    with ReceiverStore(cfg.receiver.db) as s:
+    with ReceiverStore(cfg.receiver) as s:
         assert s.record_count(dev.dev) == 10 and s.device_state(dev.dev)["acked_seq"] == 5
 
 
@@ -56,7 +58,7 @@ def test_held_batches_and_spooled_chunks_survive_a_restart(
         agent.publish("media/clip-r/3", dev.dev, parts[3])
 
         def held() -> bool:
-            with ReceiverStore(cfg.receiver.db) as s:
+            with ReceiverStore(cfg.receiver) as s:
                 st = s.device_state(dev.dev)
                 return st.get("held_batches") == 1 and rx.media.counts()["early_bytes"] > 0
 
@@ -67,7 +69,7 @@ def test_held_batches_and_spooled_chunks_survive_a_restart(
         agent.publish("media/clip-r/1", dev.dev, parts[1])
         agent.publish("media/clip-r/2", dev.dev, parts[2])
         wait_media_ack(rx, agent, "clip-r", [])
-    with ReceiverStore(cfg.receiver.db) as s:
+    with ReceiverStore(cfg.receiver) as s:
         path = s.media_path(dev.dev, "clip-r")
         assert path is not None and path.read_bytes() == content
         assert [r["seq"] for r in s.records(dev.dev)] == [1, 2, 3]
@@ -109,7 +111,7 @@ def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
         proc.wait(timeout=30)
         if proc.stderr is not None:
             proc.stderr.close()
-    with ReceiverStore(cfg.receiver.db) as s:
+    with ReceiverStore(cfg.receiver) as s:
         recs = s.records(dev.dev)
         assert len(recs) == 3000 and len({r["id"] for r in recs}) == 3000
         st = s.device_state(dev.dev)
@@ -131,5 +133,5 @@ def test_stop_under_load_returns_and_loses_nothing(rx_config: Path, agent: Agent
     rx.stop()  # returns (the test would hang otherwise)
     with Receiver(cfg):
         agent.wait_ack(central, dev.dev, 300, timeout=60)
-    with ReceiverStore(cfg.receiver.db) as s:
+    with ReceiverStore(cfg.receiver) as s:
         assert s.record_count(dev.dev) == 60_000 and s.device_state(dev.dev)["duplicate_record_ids"] == 0

@@ -1,27 +1,34 @@
-"""The write side on a real SQLite file, without a broker: pruning and held-batch limits."""
+"""The write side on a real SQLite file and a real PostgreSQL, without a broker: pruning and held-batch limits."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
-from receiver.config import ReceiverConfig
-from receiver.db import connect
+from receiver.config import ReceiverConfig, parse_receiver_config
+from receiver.database import open_database
 from receiver.keys import DeviceRegistry
 from receiver.store import ReceiverStore
 from receiver.writer import Writer
 from tests.receiver.helpers import DeviceSim
 
-
-def writer_for(tmp_path: Path, dev: DeviceSim, max_pending: int = 10) -> Writer:
-    cfg = ReceiverConfig.model_validate(
-        {"devices": [{"id": dev.dev, "public_key": str(dev.write_public(tmp_path / "dev.pem"))}]}
-    )
-    return Writer(connect(tmp_path / "rx.sqlite3", writer=True), DeviceRegistry(cfg), max_pending)
+STORES = ("sqlite", "postgresql")  # conftest: each test runs against both stores
 
 
-def test_rejections_are_pruned_to_the_newest(tmp_path: Path) -> None:
+def config_for(tmp_path: Path, dev: DeviceSim, store_toml: str) -> ReceiverConfig:
+    text = f'[receiver]\ndb = "rx.sqlite3"\n{store_toml}\n'
+    text += f'[[devices]]\nid = "{dev.dev}"\npublic_key = "{dev.write_public(tmp_path / "dev.pem")}"\n'
+    return parse_receiver_config(tomllib.loads(text), tmp_path / "receiver.toml")
+
+
+def writer_for(cfg: ReceiverConfig, max_pending: int = 10) -> Writer:
+    return Writer(open_database(cfg.receiver, writer=True), DeviceRegistry(cfg), max_pending)
+
+
+def test_rejections_are_pruned_to_the_newest(tmp_path: Path, store_toml: str) -> None:
     dev = DeviceSim("soc-a/branch-1/agent-1")
-    w = writer_for(tmp_path, dev)
+    cfg = config_for(tmp_path, dev, store_toml)
+    w = writer_for(cfg)
     w.begin()
     for i in range(150):
         w.reject(dev.dev, "t", "bad_cose", f"number {i}")
@@ -30,29 +37,30 @@ def test_rejections_are_pruned_to_the_newest(tmp_path: Path) -> None:
     w.begin()
     w.prune_rejections(100)
     w.commit()
-    with ReceiverStore(tmp_path / "rx.sqlite3") as s:
+    with ReceiverStore(cfg.receiver) as s:
         reasons = [r["reason"] for r in s.rejections(dev.dev)]
         assert reasons == [f"number {i}" for i in range(50, 150)]
         assert len(s.rejections("other/dev/x")) == 1
-    w.conn.close()
+    w.db.close()
 
 
-def test_held_batches_are_capped(tmp_path: Path) -> None:
+def test_held_batches_are_capped(tmp_path: Path, store_toml: str) -> None:
     dev = DeviceSim("soc-a/branch-1/agent-1")
-    w = writer_for(tmp_path, dev, max_pending=3)
+    cfg = config_for(tmp_path, dev, store_toml)
+    w = writer_for(cfg, max_pending=3)
     batches = [dev.next_batch(1) for _ in range(6)]
     w.begin()
     for cose in batches[1:]:  # seq 1 missing: 2, 3, 4 are held, 5 and 6 refused
         w.on_batch(dev.dev, "t", cose)
     w.commit()
     assert w.gaps() == [(dev.dev, 1)]
-    with ReceiverStore(tmp_path / "rx.sqlite3") as s:
+    with ReceiverStore(cfg.receiver) as s:
         assert s.device_state(dev.dev)["held_batches"] == 3
         assert [r["code"] for r in s.rejections(dev.dev)] == ["pending_full", "pending_full"]
     w.begin()
     w.on_batch(dev.dev, "t", batches[0])
     result = w.commit()
     assert result.ack_devs == {dev.dev} and w.state(dev.dev).contiguous == 4
-    with ReceiverStore(tmp_path / "rx.sqlite3") as s:
+    with ReceiverStore(cfg.receiver) as s:
         assert s.device_state(dev.dev)["gaps"] == [[5, 6]] and s.record_count(dev.dev) == 4
-    w.conn.close()
+    w.db.close()
