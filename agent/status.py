@@ -37,7 +37,8 @@ class StatusBuilder:
                        "written_by": a.store.agent_versions()},
             "clock": {"synchronized": sync.synced if sync else None,
                       "detail": sync.as_dict() if sync else None, "jumps": a.clock.jumps},
-            "refused_messages": a.commands.refusals,
+            "refused_messages": a.refusals.total,
+            "refused_unrecorded": a.refusals.unrecorded,
             "supervisor": a.supervisor.details(),
             "uptime_s": int(time.time() - a.started_at),
         })
