@@ -51,8 +51,11 @@ class Centre:
         self.client.publish(f"{self.prefix}/{leaf}", payload, qos=1).wait_for_publish(10)
 
     def close(self) -> None:
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()
+        # Break the client <-> self cycle (on_message is our bound method): freed by refcount,
+        # paho's __del__ closes its socket pair; left to the gc, they warn as unclosed sockets.
+        self.client.on_message = None
 
 
 def refusals(branch: Branch) -> list[dict[str, Any]]:
