@@ -8,8 +8,6 @@ Handlers run on a small worker pool so a slow clip never stalls the uplink threa
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -20,18 +18,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REFUSALS_PER_MINUTE = 10  # recorded as device_events; more are counted, not recorded (no flooding)
-
 
 class CommandRouter:
     def __init__(self, agent: Agent):
         self.agent = agent
         self.handlers: dict[str, CommandHandler] = {"ping": self._ping, "resend": self._resend}
-        self.refusals = 0
-        self.refusals_unrecorded = 0
-        self._window_start = time.monotonic()
-        self._window_count = 0
-        self._lock = threading.Lock()
 
     def register(self, name: str, handler: CommandHandler) -> None:
         self.handlers[name] = handler
@@ -43,18 +34,20 @@ class CommandRouter:
         # The uplink already rewound its window on its own thread; this only answers.
         return {"from_seq": cmd.args.get("from_seq")}
 
-    def dispatch(self, cmd: Command) -> None:
-        """Called on the uplink thread for every verified command."""
+    def dispatch(self, cmd: Command) -> bool:
+        """Called on the uplink thread for every verified command; False if its id was already
+        carried out (the uplink records that as a refused replay)."""
         self.agent.centre_clock.note(cmd.at)  # the centre's clock, for status and `doctor` (clock.centre)
         if not self.agent.store.command_done(cmd.id, cmd.cmd, cmd.at, "accepted").result(timeout=30):
             log.info("command %s (%s) already carried out; ignored", cmd.id, cmd.cmd)
-            return
+            return False
         handler = self.handlers.get(cmd.cmd)
         if handler is None:
             self._answer(cmd, "refused", {"reason": f"unknown command {cmd.cmd!r}; known: "
                                           f"{', '.join(sorted(self.handlers))}"})
-            return
+            return True
         self.agent.workers.submit(self._run, cmd, handler)
+        return True
 
     def _run(self, cmd: Command, handler: CommandHandler) -> None:
         try:
@@ -68,20 +61,3 @@ class CommandRouter:
 
     def _answer(self, cmd: Command, result: str, detail: Mapping[str, Any]) -> None:
         self.agent.device_event("agent", "command", {"command": cmd.id, "cmd": cmd.cmd, "result": result, **detail})
-
-    def refused(self, what: str, reason: str) -> None:
-        """A central message that failed verification: recorded, at most 10 a minute."""
-        with self._lock:
-            self.refusals += 1
-            now = time.monotonic()
-            if now - self._window_start > 60:
-                self._window_start, self._window_count = now, 0
-            self._window_count += 1
-            record = self._window_count <= REFUSALS_PER_MINUTE
-            if not record:
-                self.refusals_unrecorded += 1
-        if record:
-            try:
-                self.agent.device_event("uplink", "refused", {"what": what, "reason": reason})
-            except Exception as exc:
-                log.warning("could not record a refused %s: %s", what, exc)

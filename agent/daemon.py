@@ -20,6 +20,7 @@ from agent import __version__
 from agent.clock import CentreClock, ClockWatch
 from agent.commands import CommandRouter
 from agent.config import AgentConfig
+from agent.refusals import RefusalLog
 from agent.sdnotify import Notifier, WatchdogPinger
 from agent.status import StatusBuilder
 from agent.subsystems import build_families, build_panels
@@ -58,6 +59,7 @@ class Housekeeping(Component):
     def run(self, stop: threading.Event) -> None:
         retention = self.agent.cfg.buffer.retention_hours * 3600
         while not stop.wait(60):
+            self.agent.refusals.flush()
             self.agent.store.prune(retention)
             self.agent.media_store.prune()
 
@@ -86,8 +88,11 @@ class Agent(AgentContext):
                                       cfg.media.bandwidth_kbps, cfg.buffer.retention_hours * 3600)
         self.status = StatusBuilder(self)
         self.commands = CommandRouter(self)
-        self.uplink = Uplink(cfg, self.store, self.signer, CentralVerifier(self.central_key, cfg.agent.device),
-                             self.status.spec_doc, self.commands.dispatch, self.commands.refused,
+        self.refusals = RefusalLog(lambda detail: self.device_event("uplink", "refused", detail),
+                                   cfg.uplink.refusal_records_per_minute)
+        verifier = CentralVerifier(self.central_key, cfg.agent.device, max_bytes=cfg.uplink.max_payload_bytes)
+        self.uplink = Uplink(cfg, self.store, self.signer, verifier,
+                             self.status.spec_doc, self.commands.dispatch, self.refusals.refused,
                              media=self.media_store)
         self.clock = ClockWatch(self, cfg.clock)
         self.centre_clock = CentreClock()

@@ -120,6 +120,12 @@ class MqttLink:
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        # paho 2.2 closes loop_start()'s wake-up socket pair only in Client.__del__. The client
+        # dies in a reference cycle here (its callbacks are our bound methods), and the gc may
+        # finalize the sockets before that __del__: "ResourceWarning: unclosed socket" from a
+        # receiver stopped mid-test (tests/e2e/test_central_hostile.py restarts one), and a
+        # descriptor pair held until then. No public API closes them.
+        self._client._reset_sockets(sockpair_only=True)
 
     # -- callbacks (paho's network thread) ----------------------------------------------
 

@@ -8,6 +8,7 @@ empty external AAD) is small enough to read in one sitting against RFC 9052 sect
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,49 @@ ALG_ED25519 = -19  # RFC 9864 name for the same algorithm; accepted on verify, n
 
 
 class CoseError(ValueError):
-    """A message that is not a valid, correctly signed COSE_Sign1 for the expected key."""
+    """A message that is not a valid, correctly signed COSE_Sign1 for the expected key.
+
+    `code` names the kind of fault in a word (malformed, alg, kid, signature, payload), so a
+    caller can count and rate-limit refusals by kind while str() varies with the input.
+    """
+
+    def __init__(self, message: str, code: str = "malformed"):
+        super().__init__(message)
+        self.code = code
+
+
+SHOW_MAX = 80  # characters of a refused value shown in a reason
+
+
+def show(value: Any) -> str:
+    """repr() of a value from a message, bounded: reasons end up in records and logs, and the
+    value is the sender's choice. repr() of an int over 4,300 digits raises ValueError
+    (Python 3.11's int/str limit), and a CBOR bignum (tag 2) makes one from 1.8 KB."""
+    if type(value) is int and value.bit_length() > 64:
+        return f"<integer of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except Exception:  # a huge int deep inside a container
+        return f"<{type(value).__name__}>"
+    return clip(text)
+
+
+def clip(text: str) -> str:
+    """text, cut to SHOW_MAX characters (it came from the sender, or from its input)."""
+    return text if len(text) <= SHOW_MAX else text[:SHOW_MAX] + f"... ({len(text)} characters)"
+
+
+def loads_exact(data: bytes) -> Any:
+    """Decode exactly one CBOR data item; bytes left after it make the input malformed.
+
+    cbor2.loads stops after the first item and ignores the rest, so `valid || garbage`
+    would pass for `valid` (RFC 8949 section 5.1: a CBOR message is one well-formed item).
+    """
+    fp = io.BytesIO(data)
+    value = cbor2.CBORDecoder(fp).decode()
+    if fp.tell() != len(data):
+        raise ValueError(f"{len(data) - fp.tell()} bytes after the end of the data item")
+    return value
 
 
 def kid_for(public_key: Ed25519PublicKey) -> bytes:
@@ -202,9 +245,9 @@ class Verified:
 def decode_unverified(message: bytes) -> tuple[bytes, Mapping[int, Any], bytes, bytes]:
     """Split a COSE_Sign1 into (protected bytes, protected map, payload, signature)."""
     try:
-        obj = cbor2.loads(message)
+        obj = loads_exact(message)
     except Exception as exc:  # cbor2 raises several types for malformed input
-        raise CoseError(f"not CBOR: {exc}") from exc
+        raise CoseError(f"not CBOR: {clip(str(exc))}") from exc
     if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
         raise CoseError("not a tagged COSE_Sign1 (CBOR tag 18)")
     arr = obj.value
@@ -216,9 +259,9 @@ def decode_unverified(message: bytes) -> tuple[bytes, Mapping[int, Any], bytes, 
     if not isinstance(unprotected, Mapping):  # dict, or cbor2 6's frozendict
         raise CoseError("unprotected header must be a map")
     try:
-        prot_map = cbor2.loads(protected) if protected else {}
+        prot_map = loads_exact(protected) if protected else {}
     except Exception as exc:
-        raise CoseError(f"protected header is not CBOR: {exc}") from exc
+        raise CoseError(f"protected header is not CBOR: {clip(str(exc))}") from exc
     if not isinstance(prot_map, Mapping):
         raise CoseError("protected header must be a map")
     return protected, prot_map, payload, signature
@@ -232,20 +275,20 @@ def verify1(message: bytes, keys: dict[bytes, Ed25519PublicKey]) -> Verified:
     """
     protected, prot_map, payload, signature = decode_unverified(message)
     alg = prot_map.get(HDR_ALG)
-    if alg not in (ALG_EDDSA, ALG_ED25519):
-        raise CoseError(f"unsupported alg {alg!r}; expected EdDSA (-8) or Ed25519 (-19)")
+    if type(alg) is not int or alg not in (ALG_EDDSA, ALG_ED25519):  # -8.0 == -8 in Python
+        raise CoseError(f"unsupported alg {show(alg)}; expected EdDSA (-8) or Ed25519 (-19)", "alg")
     kid = prot_map.get(HDR_KID)
     if not isinstance(kid, bytes):
-        raise CoseError("protected header has no kid")
+        raise CoseError("protected header has no kid", "kid")
     key = keys.get(kid)
     if key is None:
-        raise CoseError(f"unknown kid {kid.hex()}")
+        raise CoseError(f"unknown kid {clip(kid.hex())}", "kid")
     try:
         key.verify(signature, _sig_structure(protected, payload))
     except InvalidSignature as exc:
-        raise CoseError("bad signature") from exc
+        raise CoseError("bad signature", "signature") from exc
     try:
-        decoded = cbor2.loads(payload)
+        decoded = loads_exact(payload)
     except Exception as exc:
-        raise CoseError(f"payload is not CBOR: {exc}") from exc
+        raise CoseError(f"payload is not CBOR: {clip(str(exc))}", "payload") from exc
     return Verified(kid=kid, alg=alg, payload_bytes=payload, payload=decoded)

@@ -78,6 +78,9 @@ class UplinkSection(BrokerUrl, Section):
         "no central ack this long while batches are out: resend from the lowest unacked seq"))] = 30.0
     command_max_skew_s: Annotated[int, Field(ge=1, le=86400, description=(
         "a central command whose `at` is further than this from our clock is refused"))] = 300
+    refusal_records_per_minute: Annotated[int, Field(ge=1, le=600, description=(
+        "refused acks and commands recorded as device_events, per kind of refusal and minute (4 x this "
+        "for all kinds); the rest are counted and summed up in one record per kind after the minute"))] = 10
 
     @model_validator(mode="after")
     def _tls(self) -> UplinkSection:

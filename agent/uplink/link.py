@@ -60,8 +60,8 @@ class Uplink(Component):
     name = "uplink"
 
     def __init__(self, cfg: AgentConfig, store: Store, signer: Signer, verifier: CentralVerifier,
-                 status_doc: Callable[[], dict[str, Any]], on_command: Callable[[Command], None],
-                 on_refused: Callable[[str, str], None], media: MediaOutbox | None = None,
+                 status_doc: Callable[[], dict[str, Any]], on_command: Callable[[Command], bool],
+                 on_refused: Callable[[str, str, str], None], media: MediaOutbox | None = None,
                  rng: random.Random | None = None):
         self.cfg = cfg
         self.ucfg = cfg.uplink
@@ -308,18 +308,22 @@ class Uplink(Component):
                 self.media.chunk_sent(media_id, index)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        what = "ack" if msg.topic == self.topics.ack else "command"
         try:
             if msg.topic == self.topics.ack:
                 self._handle_ack(self.verifier.ack(bytes(msg.payload)))
             elif msg.topic == self.topics.cmd:
-                cmd = self.verifier.command(bytes(msg.payload), time.time_ns() // 1_000_000,
-                                            self.ucfg.command_max_skew_s * 1000)
-                if cmd.cmd == "resend":
-                    self._resend_cmd(cmd)
-                self.on_command(cmd)
+                self._handle_command(self.verifier.command(bytes(msg.payload), time.time_ns() // 1_000_000,
+                                                           self.ucfg.command_max_skew_s * 1000))
         except Refused as exc:
             log.warning("refused message on %s: %s", msg.topic, exc)
-            self.on_refused("ack" if msg.topic == self.topics.ack else "command", str(exc))
+            self.on_refused(what, exc.code, str(exc))
+        except Exception as exc:
+            # Never out of on_message: paho would raise it from loop(), the thread would restart
+            # without PUBACKing the message, and the broker would deliver it again after the
+            # reconnect (our session persists): one poison message, a crash loop.
+            log.exception("could not handle a message on %s; refused", msg.topic)
+            self.on_refused(what, "internal", f"{what}: {type(exc).__name__} while handling it")
 
     def _handle_ack(self, ack: SeqAck | MediaAck) -> None:
         if isinstance(ack, MediaAck):
@@ -329,7 +333,9 @@ class Uplink(Component):
         try:
             self.store.ack(ack.seq).result(timeout=30)
         except ValueError as exc:
-            raise Refused(f"ack: {exc}") from None
+            # Signed by the centre, but for a batch we never sealed: a bug or a replay from
+            # another life of this buffer; acting on it would forget what was not received.
+            raise Refused(f"ack: {exc}", "unsealed") from None
         except BufferUnavailable:
             # Stopping: the batch stays unacked on disk, is resent after the restart, and the
             # centre acks the duplicate again.
@@ -342,11 +348,18 @@ class Uplink(Component):
         if self.media is not None:
             self._wake.set()
 
-    def _resend_cmd(self, cmd: Command) -> None:
+    def _handle_command(self, cmd: Command) -> None:
         from_seq = cmd.args.get("from_seq")
-        if type(from_seq) is not int or from_seq < 1:
-            raise Refused(f"command {cmd.id}: resend needs from_seq, a positive integer")
-        self._resend(from_seq)
+        if cmd.cmd == "resend" and (type(from_seq) is not int or from_seq < 1):
+            raise Refused(f"command {cmd.id}: resend needs from_seq, a positive integer", "fields")
+        # The id is recorded before anything runs, the resend's rewind included: a command id
+        # is carried out at most once (spec), so a replayed resend cannot rewind us again.
+        if not self.on_command(cmd):
+            raise Refused(f"command {cmd.id} ({cmd.cmd}) was already carried out: replayed or "
+                          "delivered again", "replay")
+        if cmd.cmd == "resend":
+            assert type(from_seq) is int
+            self._resend(from_seq)
 
     # -- sending -----------------------------------------------------------------
     def _reset_tracking(self) -> None:

@@ -59,9 +59,18 @@ def make_client(cfg: UplinkSection, client_id: str, will_topic: str | None, will
     return client
 
 
+# Room for a PUBLISH packet's own header, topic and properties around the payload.
+PACKET_OVERHEAD = 4096
+
+
 def connect_properties(cfg: UplinkSection) -> Properties:
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = cfg.session_expiry_s
+    # MQTT 5 section 3.1.2.11.4: the broker must not send us a bigger packet (it drops it).
+    # paho reads a whole packet into memory first, so without this anyone who may publish on
+    # P/ack could make the agent hold up to the broker's limit (Mosquitto's default: 256 MB).
+    # Payloads between max_payload_bytes and this are refused by the verifier, and recorded.
+    props.MaximumPacketSize = cfg.max_payload_bytes + PACKET_OVERHEAD
     return props
 
 
