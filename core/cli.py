@@ -50,18 +50,26 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def handle_errors(func: F) -> F:
-    """Known, user-fixable errors print one clear message and exit 2, without a traceback."""
+def user_errors(*extra: type[Exception]) -> Callable[[F], F]:
+    """A decorator: known, user-fixable errors (a ConfigError, a UserError, and `extra`) print
+    one clear message and exit 2, without a traceback. The centre's CLI adds its own."""
+    known: tuple[type[Exception], ...] = (UserError, *extra)
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ConfigError as exc:
-            click.echo(str(exc), err=True)
-            sys.exit(2)
-        except UserError as exc:
-            fail(str(exc))
-        return None
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except ConfigError as exc:
+                click.echo(str(exc), err=True)
+                sys.exit(2)
+            except known as exc:
+                fail(str(exc))
+            return None
 
-    return wrapper  # type: ignore[return-value]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+handle_errors = user_errors()

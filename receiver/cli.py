@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import signal
-import sys
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
+from core.cli import user_errors
 from receiver.config import (
     DEFAULT_CONFIG_PATH,
     DEVICE_RE,
     DEVICE_RULE,
-    ConfigError,
     ReceiverConfig,
     load_receiver_config,
 )
@@ -29,11 +26,9 @@ from receiver.mqtt import MqttError, publish_once
 from receiver.status import render_status
 from receiver.store import ReceiverStore, StoreMissing
 from wire.cose import Signer, kid_for
-from wire.keys import KeyError_, generate_key_file, public_pem, public_raw
+from wire.keys import generate_key_file, public_pem, public_raw
 from wire.messages import command
 from wire.topics import device_topic
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 config_option = click.option(
     "--config",
@@ -50,20 +45,8 @@ def resolve(config_path: Path | None) -> ReceiverConfig:
     return load_receiver_config(config_path)
 
 
-def handle_errors(func: F) -> F:
-    """Operator-fixable errors: one clear message on stderr, exit 2, no traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ConfigError as exc:
-            click.echo(str(exc), err=True)
-        except (KeyError_, StoreMissing, MqttError, ValueError) as exc:
-            click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
+# Operator-fixable errors: one clear message on stderr, exit 2, no traceback (core.cli).
+handle_errors = user_errors(StoreMissing, MqttError, ValueError)
 
 
 def parse_time(value: str, name: str) -> int:
