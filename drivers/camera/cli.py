@@ -6,22 +6,28 @@ Every line printed goes through scrub(): stream URLs carry credentials once reso
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from core.cli import config_option, fail, handle_errors
 from core.cli import load_config as resolve_config
 from drivers.camera.probe import probe as _probe
+from drivers.camera.quiet import quiet_camera_logs
 
 TIME_HELP = "epoch ms, ISO 8601 (2026-05-01T14:03:00+03:00), 'now' or relative like -90s / -5m"
 _REL = re.compile(r"^-(\d+(?:\.\d+)?)([smh])$")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def parse_when(value: str, now: float | None = None) -> int:
@@ -136,13 +142,19 @@ def list_cmd(config_path: Path | None) -> None:
         click.echo(line)
 
 
-def _source(cam: Any) -> Any:
+def _quiet(func: F) -> F:
     """The CLI prints each problem once, itself; the drivers' own log lines would repeat it."""
-    import logging
 
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with quiet_camera_logs():
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _source(cam: Any) -> Any:
     from drivers.camera.source import CameraSource
-
-    logging.getLogger("drivers.camera").setLevel(logging.CRITICAL)
 
     try:
         return CameraSource(cam, lambda ev, d: None)
@@ -154,6 +166,7 @@ def _source(cam: Any) -> Any:
 @config_option
 @click.argument("name")
 @handle_errors
+@_quiet
 def test_cmd(config_path: Path | None, name: str) -> None:
     """Check one camera: ONVIF identity and clock, both streams, one frame."""
     cfg = resolve_config(config_path)
@@ -199,6 +212,7 @@ def test_cmd(config_path: Path | None, name: str) -> None:
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="JPEG file")
 @click.option("--main", "use_main", is_flag=True, help="from the main stream (full resolution)")
 @handle_errors
+@_quiet
 def snapshot_cmd(config_path: Path | None, name: str, out: Path, use_main: bool) -> None:
     """Grab one frame from the camera now and write it as JPEG."""
     cfg = resolve_config(config_path)

@@ -6,7 +6,6 @@ Registered by its line in agent/subsystems.py; ids are camera.NAME.onvif|clock|s
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +14,7 @@ from core.doctor import Check, DoctorContext, Finding, error, ok, skipped, warni
 from drivers.camera.config import CameraConfig
 from drivers.camera.onvif_client import CameraAuthError, CameraError, CameraUnreachable, OnvifInfo
 from drivers.camera.probe import probe
+from drivers.camera.quiet import quiet_camera_logs
 from drivers.camera.secrets import scrub, strip_credentials
 from drivers.camera.source import CameraSource
 
@@ -24,10 +24,10 @@ def checks() -> list[Check]:
 
 
 def camera_checks(c: DoctorContext) -> Iterator[Finding]:
-    # the drivers' own log lines would repeat what the findings say
-    logging.getLogger("drivers.camera").setLevel(logging.CRITICAL)
-    for cam in c.cfg.cameras:
-        yield from _one(c, cam)
+    # the drivers' own log lines would repeat what the findings say: quiet in this thread only
+    with quiet_camera_logs():
+        for cam in c.cfg.cameras:
+            yield from _one(c, cam)
 
 
 def _onvif(cam: CameraConfig, src: CameraSource) -> Iterator[Finding]:
