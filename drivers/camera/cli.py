@@ -21,7 +21,7 @@ import click
 from core.cli import config_option, fail, handle_errors
 from core.cli import load_config as resolve_config
 from drivers.camera.probe import probe as _probe
-from drivers.camera.quiet import quiet_camera_logs
+from drivers.camera.quiet import quiet_camera_logs_process
 
 TIME_HELP = "epoch ms, ISO 8601 (2026-05-01T14:03:00+03:00), 'now' or relative like -90s / -5m"
 _REL = re.compile(r"^-(\d+(?:\.\d+)?)([smh])$")
@@ -147,7 +147,7 @@ def _quiet(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with quiet_camera_logs():
+        with quiet_camera_logs_process():
             return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

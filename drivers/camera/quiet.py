@@ -18,6 +18,19 @@ FAMILY = "drivers.camera"
 
 
 @contextmanager
+def quiet_camera_logs_process() -> Iterator[None]:
+    """Every thread, while the block lasts: for a CLI command, which is the whole process (the
+    ONVIF client logs from a thread of its own); an in-process caller gets the level back."""
+    logger = logging.getLogger(FAMILY)
+    before = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+@contextmanager
 def quiet_camera_logs() -> Iterator[None]:
     me = threading.get_ident()
 

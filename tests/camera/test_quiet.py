@@ -28,3 +28,16 @@ def test_quiet_in_this_thread_while_the_block_lasts(caplog: pytest.LogCaptureFix
     lg.warning("after the block")
     assert [r.getMessage() for r in caplog.records] == ["from another thread", "after the block"]
     assert logging.getLogger("drivers.camera").getEffectiveLevel() <= logging.WARNING
+
+
+def test_the_cli_quiets_every_thread_and_gives_the_level_back(caplog: pytest.LogCaptureFixture) -> None:
+    from drivers.camera.quiet import quiet_camera_logs_process
+
+    caplog.set_level(logging.DEBUG)
+    lg = logging.getLogger("drivers.camera.recorder")
+    with quiet_camera_logs_process():
+        t = threading.Thread(target=lambda: lg.error("from the ONVIF client's thread"))
+        t.start()
+        t.join()
+    lg.warning("after the command")
+    assert [r.getMessage() for r in caplog.records] == ["after the command"]
