@@ -18,7 +18,7 @@ setup(
     version=VERSION,
     description="Branch edge agent: durable, signed, hash-chained uplink of stock, sales and camera evidence",
     python_requires=">=3.11",
-    packages=find_packages(include=["core*", "wire*", "agent*", "buffer*", "drivers*", "receiver*"]),
+    packages=find_packages(include=["core*", "wire*", "agent*", "buffer*", "drivers*", "receiver*", "coopverify*"]),
     package_data={"agent": ["py.typed"], "": ["*.sql", "*.toml"]},
     install_requires=[
         "paho-mqtt>=2.1,<3",
@@ -61,6 +61,7 @@ setup(
         "console_scripts": [
             "coopagent=agent.cli.main:main",
             "coop-receiver=receiver.cli:main",
+            "coop-verify=coopverify.cli:entry",
         ],
     },
 )

@@ -207,5 +207,56 @@ def request_clip(config_path: Path | None, device: str, camera: str, start: str,
     click.echo(_send(cfg, check_device(device), "clip", args))
 
 
+def parse_record_ref(value: str) -> tuple[str, str]:
+    """DEV:ID (SOCIETY/BRANCH/DEVICE:record id) as the export takes it."""
+    dev, sep, rid = value.partition(":")
+    if not sep or not rid:
+        raise ValueError(f"--record = {value!r}: give DEVICE:RECORD_ID, e.g. soc-a/branch-1/till-1:0190a1b2-...")
+    return check_device(dev), rid
+
+
+@cli.command("export")
+@config_option
+@click.option("--record", "records", multiple=True, required=True, metavar="DEV:ID",
+              help="a record to export (repeat); clips whose reason names it come with it")
+@click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="the bundle file to write (ZIP, docs/evidence-bundle-v1.md)")
+@click.option("--exporter-name", default=None, help="who exports, as the manifest names it (default: this host)")
+@click.option("--full-chain", is_flag=True,
+              help="copy every batch between the records' batches, not only their hashes (larger; no record withheld)")
+@handle_errors
+def export(config_path: Path | None, records: tuple[str, ...], out_path: Path, exporter_name: str | None,
+           full_chain: bool) -> None:
+    """Export records as one evidence bundle signed by the centre; check it with coop-verify."""
+    import socket
+
+    from receiver.evidence.export import export_bundle
+    from receiver.evidence.keys import lookup_for
+
+    cfg = resolve(config_path)
+    selection = [parse_record_ref(r) for r in records]
+    signer = Signer(load_central_key(cfg.receiver.key_file))
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    try:
+        with ReceiverStore(cfg.receiver) as store, tmp.open("wb") as out:
+            summary = export_bundle(
+                store.conn, cfg.receiver.media_dir, selection, signer, out,
+                exporter_name=exporter_name or f"coop-receiver at {socket.gethostname()}",
+                keys=lookup_for(cfg), full_chain=full_chain,
+            )
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    click.echo(
+        f"wrote {out_path}: {summary.records} records ({summary.linked} linked clips' records) of "
+        f"{', '.join(summary.devices)}; {summary.batches} batches whole, chain of {summary.chain}; "
+        f"{summary.clips} clips; manifest SHA-256 {summary.manifest_sha256.hex()}"
+    )
+    for m in summary.missing_clips:
+        click.echo(f"warning: media {m} is not complete at the centre; the bundle names it without its file", err=True)
+
+
 def main() -> None:
     cli()

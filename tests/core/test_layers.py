@@ -3,11 +3,12 @@ including those inside functions and under TYPE_CHECKING):
 
   floor 1  core/      imports nothing of ours
   floor 2  wire/      the spec: core/ only;  drivers/: core/ and wire/ (see ALLOWED_BACK)
-  floor 3  buffer/    core/, wire/;          receiver/: core/ and wire/ only (the centre installs alone)
+  floor 3  buffer/    core/, wire/;          receiver/: core/ and wire/ only (the centre installs alone);
+                      coopverify/: core/ and wire/ only (the offline verifier installs alone)
   floor 4  agent/     anything
 
-and the record kinds written once (wire/kinds.py), and the centre's distribution declaring
-exactly what wire/, core/ and receiver/ import.
+and the record kinds written once (wire/kinds.py), and the centre's and the verifier's
+distributions declaring exactly what their packages import.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
-OURS = {"core", "wire", "buffer", "drivers", "receiver", "agent"}
+OURS = {"core", "wire", "buffer", "drivers", "receiver", "agent", "coopverify"}
 MAY_IMPORT = {
     "core": {"core"},
     "wire": {"wire", "core"},
     "drivers": {"drivers", "wire", "core"},
     "buffer": {"buffer", "wire", "core"},
     "receiver": {"receiver", "wire", "core"},
+    "coopverify": {"coopverify", "wire", "core"},
 }
 # Imports that still run back up, each to be removed (docs/architecture.md says which remain).
 ALLOWED_BACK: set[tuple[str, str]] = set()
@@ -169,3 +171,61 @@ def test_centre_version_is_the_trees() -> None:
     from agent import __version__
 
     assert tomllib.loads((ROOT / "centre" / "pyproject.toml").read_text())["project"]["version"] == __version__
+
+
+# ---------------------------------------------------------------- the verifier's distribution
+
+
+def verify_project() -> dict[str, object]:
+    return dict(tomllib.loads((ROOT / "verify" / "pyproject.toml").read_text()))
+
+
+def verify_requirements() -> list[Requirement]:
+    return [Requirement(r) for r in verify_project()["project"]["dependencies"]]  # type: ignore[index]
+
+
+def shipped_by_verify() -> list[Path]:
+    """The files coop-verify installs: coopverify/ and wire/ whole, and core's modules it names."""
+    tool = verify_project()["tool"]["setuptools"]  # type: ignore[index]
+    files = [p for pkg in tool["packages"] for p in modules(pkg) if p.parent == ROOT / pkg]
+    for mod in tool.get("py-modules", []):
+        files.append(ROOT / (mod.replace(".", "/") + ".py"))
+        files.append(ROOT / mod.split(".")[0] / "__init__.py")
+    return sorted(set(files))
+
+
+def test_verify_ships_what_its_code_imports_of_ours() -> None:
+    """Every module of ours that a shipped module imports is shipped too (else coop-verify breaks installed)."""
+    shipped = {".".join(p.relative_to(ROOT).with_suffix("").parts) for p in shipped_by_verify()}
+    shipped |= {m.removesuffix(".__init__") for m in shipped}
+    missing = []
+    for path in shipped_by_verify():
+        for name in imported(path):
+            if name.split(".")[0] in OURS and name not in shipped:
+                missing.append(f"{path.relative_to(ROOT)} imports {name}, which verify/pyproject.toml does not ship")
+    assert not missing, "\n".join(missing)
+
+
+def test_verify_declares_what_it_imports_and_no_more() -> None:
+    """coop-verify needs wire's requirements and nothing else: no click, no paho, no psycopg, no device library."""
+    by_module = importlib.metadata.packages_distributions()
+    have = set(closure(verify_requirements()))
+    missing = []
+    for path in shipped_by_verify():
+        for name in imported(path):
+            top = name.split(".")[0]
+            if top in OURS or top in sys.stdlib_module_names or top == "__future__":
+                continue
+            dists = {canonicalize_name(d) for d in by_module.get(top, [])}
+            if not dists & have:
+                missing.append(f"{path.relative_to(ROOT)} imports {top} ({', '.join(sorted(dists)) or '?'})")
+    assert not missing, "\n".join(missing)
+    declared = {canonicalize_name(r.name) for r in verify_requirements()}
+    assert not declared & {canonicalize_name(d) for d in DEVICE_DISTS | {"click", "paho-mqtt", "psycopg"}}
+    assert declared <= {canonicalize_name(r.name) for r in centre_requirements()}  # wire's, all of them
+
+
+def test_verify_version_is_the_trees() -> None:
+    from agent import __version__
+
+    assert verify_project()["project"]["version"] == __version__  # type: ignore[index]
