@@ -72,7 +72,8 @@ def _media_record(dev: DeviceSim, media_id: str, path: Path, start: int, end: in
     return rec
 
 
-def populate(rx: Receiver, agent: AgentSide, dev: DeviceSim, void_clip: Path, extra: list[Path]) -> Site:
+def populate(rx: Receiver, agent: AgentSide, dev: DeviceSim, void_clip: Path, extra: list[Path],
+             timeout: float = 60) -> Site:
     """Send the story through the broker and wait until the receiver has acked every batch and
     accepted every clip; returns what the tests select and compare."""
     site = Site(dev)
@@ -104,6 +105,6 @@ def populate(rx: Receiver, agent: AgentSide, dev: DeviceSim, void_clip: Path, ex
         for i in range(0, len(content), CHUNK):
             agent.publish(f"media/{mid}/{i // CHUNK}", dev.dev, content[i : i + CHUNK])
     with ReceiverStore(rx.config.receiver) as s:
-        wait_for(lambda: all(s.media_path(dev.dev, m) for m in site.files), timeout=60,
+        wait_for(lambda: all(s.media_path(dev.dev, m) for m in site.files), timeout=timeout,
                  what="every clip accepted by the receiver")
     return site

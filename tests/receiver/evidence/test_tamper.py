@@ -263,3 +263,15 @@ def test_usage_errors_exit_2(tmp_path: Path, bundle: Path, capsys: pytest.Captur
     bad.write_text("not a key")
     assert verify_main([str(bundle), "--centre-key", str(bad)]) == 2
     assert "--centre-key" in capsys.readouterr().err
+
+
+def test_a_compressed_member_is_refused(bundle: Path, centre_pem: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Same bytes, deflated: refused, since a deflate stream's padding bits would be bytes no hash covers."""
+    m = read(bundle)
+    path = tmp_path / "z.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in m.items():
+            z.writestr(name, data, zipfile.ZIP_DEFLATED if name == "exporter.pem" else zipfile.ZIP_STORED)
+    rc, out = verdict(path, centre_pem, capsys)
+    assert rc == 1 and "exporter.pem: compressed or encrypted; evidence-bundle-v1 stores every member as it is" in out
