@@ -68,6 +68,7 @@ class _Check:
         self.b, self.r = bundle, report
         self.digests: dict[str, tuple[int, bytes]] = {}
         self.referenced = {EXPORTER_KEY}
+        self.listed: set[str] = set()
 
     def run(self, pinned: Ed25519PublicKey | None) -> None:
         b, r = self.b, self.r
@@ -98,6 +99,7 @@ class _Check:
     def parts(self, m: Manifest) -> None:
         """Every member is listed, every listed part is there, and each has the size and SHA-256 listed."""
         listed, present = set(m.parts), self.b.names
+        self.listed = listed
         for p in sorted(listed - present):
             self.r.fail(f"{p} is listed in the signed manifest but is not in the bundle (a part was removed)")
         for p in sorted(present - listed):
@@ -119,7 +121,9 @@ class _Check:
     def _read(self, path: str) -> bytes | None:
         self.referenced.add(path)
         if path not in self.b.names:
-            return None  # already a failure (listed but missing) or never listed (then the manifest says so)
+            if path not in self.listed:  # listed but missing is a failure already
+                self.r.fail(f"the manifest names {path}, but neither lists it among its parts nor is it in the bundle")
+            return None
         try:
             return self.b.read(path)
         except BundleError as exc:
@@ -242,6 +246,9 @@ class _Check:
                 continue
             path = e["path"]
             self.referenced.add(path)
+            if path not in self.listed:
+                r.fail(f"media {e['media']} of {dev}: the manifest names {path} but does not list it among its parts")
+                continue
             if path != media_path(dev, e["media"], MEDIA_TYPES[data["type"]]):
                 r.fail(f"media {e['media']} of {dev}: its part is {path}, not the spec's "
                        f"{media_path(dev, e['media'], MEDIA_TYPES[data['type']])}")

@@ -167,6 +167,15 @@ def test_centre_declares_what_its_packages_import() -> None:
     assert not missing, "\n".join(missing)
 
 
+def test_centre_ships_every_package_of_its_code() -> None:
+    """A subpackage missing from centre/pyproject.toml installs without its folder: `coop-receiver export`
+    (receiver/evidence) would fail only on the installed centre."""
+    listed = set(tomllib.loads((ROOT / "centre" / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("core", "wire", "receiver")
+             for p in (ROOT / top).rglob("__init__.py") if "__pycache__" not in p.parts}
+    assert found == listed
+
+
 def test_centre_version_is_the_trees() -> None:
     from agent import __version__
 

@@ -275,3 +275,17 @@ def test_a_compressed_member_is_refused(bundle: Path, centre_pem: Path, tmp_path
             z.writestr(name, data, zipfile.ZIP_DEFLATED if name == "exporter.pem" else zipfile.ZIP_STORED)
     rc, out = verdict(path, centre_pem, capsys)
     assert rc == 1 and "exporter.pem: compressed or encrypted; evidence-bundle-v1 stores every member as it is" in out
+
+
+def test_a_part_the_manifest_names_but_does_not_list_is_refused(
+    bundle: Path, centre_pem: Path, sqlite_env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lying exporter drops a batch and its clip from the bundle and from `parts`, yet still names them in the
+    device entry: the claim that they are there is refused, not skipped."""
+    m = read(bundle)
+    dev = sqlite_env.dev
+    del m[f"devices/{dev}/batches/6.cose"], m[f"devices/{dev}/media/void-clip.mp4"]
+    rc, out = verdict(write(resign(m, sqlite_env.signer), tmp_path / "t.zip"), centre_pem, capsys)
+    assert rc == 1
+    assert f"FAILED: the manifest names devices/{dev}/batches/6.cose, but neither lists it" in out
+    assert f"chain of {dev}: seq 6 ends the segment 2..6 but is not in the bundle whole" in out
