@@ -181,7 +181,11 @@ def _link_media(db: Database, d: _Dev) -> None:
         for (mrid,) in rows:
             if d.has(mrid):
                 continue
-            m = _record(db, d, mrid, linked=r.id)
+            try:
+                m = _record(db, d, mrid, linked=r.id)
+            except ExportError as exc:  # a candidate only: the selected records are exported without it
+                log.warning("evidence bundle: media record %s of %s not linked: %s", mrid, d.dev, exc)
+                continue
             reason = m.data.get("reason")
             if isinstance(reason, dict) and reason.get("record") == r.id:
                 d.records.append(m)

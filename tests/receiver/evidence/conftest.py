@@ -29,7 +29,9 @@ class Env:
     cfg: ReceiverConfig
     site: Site
     signer: Signer
-    other: DeviceSim  # a second registered device, with nothing stored
+    other: DeviceSim  # a registered device with nothing stored
+    second: DeviceSim  # another till of the branch, with two batches stored
+    second_ids: list[str]
 
     @property
     def dev(self) -> str:
@@ -63,18 +65,24 @@ def build(tmp: Path, kind: str, request: pytest.FixtureRequest, clips: dict[str,
                 'database_password_file = "pg.password"'
     broker = Mosquitto(tmp / "mosquitto").start()
     dev, other = DeviceSim("soc-a/branch-1/till-3"), DeviceSim("soc-a/branch-2/till-1")
+    second = DeviceSim("soc-a/branch-1/till-4")
     try:
-        cfg = load_receiver_config(write_config(tmp, broker.url, [dev, other], extra=f"media_idle_s = 0.5\n{extra}"))
+        cfg = load_receiver_config(write_config(tmp, broker.url, [dev, other, second], extra=f"media_idle_s = 0.5\n{extra}"))
         rx = Receiver(cfg).start()
         agent = AgentSide(broker.port)
         try:
             site = populate(rx, agent, dev, clips["void"], [clips["other"], clips["snap"]])
+            second_recs = [[second.record() for _ in range(2)] for _ in range(2)]
+            for recs in second_recs:
+                agent.publish("batch", second.dev, second.next_batch(records=recs))
+            agent.wait_ack(rx.signer.key.public_key(), second.dev, 2)
         finally:
             agent.close()
             rx.stop()
     finally:
         broker.stop()
-    return Env(kind, cfg, site, Signer(load_central_key(cfg.receiver.key_file)), other)
+    return Env(kind, cfg, site, Signer(load_central_key(cfg.receiver.key_file)), other, second,
+               [r["id"] for recs in second_recs for r in recs])
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -86,6 +86,23 @@ def test_several_media_records_bring_their_clips(env: Env, tmp_path: Path) -> No
     assert "chain from seq 1 to 6" in text
 
 
+def test_records_of_two_devices_make_two_device_entries(env: Env, tmp_path: Path) -> None:
+    """Two tills of a branch: each device's batches, chain and key, checked apart; one record of till-4's seq 1
+    and one of its seq 2 make a segment of two batches, both whole, linked by till-4's own signature."""
+    out = tmp_path / "two.zip"
+    sel = [(env.dev, env.site.void_id), (env.second.dev, env.second_ids[0]), (env.second.dev, env.second_ids[3])]
+    s = env.export(out, sel)
+    assert s.devices == [env.dev, env.second.dev] and s.records == 4 and s.batches == 4
+    d2 = manifest(out)["devices"][1]
+    assert d2["dev"] == env.second.dev and d2["chain"]["first"] == 1 and d2["batches"] == [1, 2]
+    assert [k["kid"] for k in d2["keys"]] == [kid_for(env.second.key.public_key())]
+    report = verify_bundle(out, env.signer.key.public_key())
+    assert report.ok, report.failures
+    assert f"Device {env.second.dev}" in report.lines
+    assert "  chain from seq 1 to 2: continuous, 2 batches, 2 whole, every link proven by the device's own " \
+        "signatures" in report.lines
+
+
 def test_export_refuses_what_it_cannot_prove(env: Env, tmp_path: Path) -> None:
     out = tmp_path / "x.zip"
     with pytest.raises(ExportError, match="record nope of soc-a/branch-1/till-3 is not stored at this centre"):
