@@ -67,7 +67,8 @@ def build(tmp: Path, kind: str, request: pytest.FixtureRequest, clips: dict[str,
     dev, other = DeviceSim("soc-a/branch-1/till-3"), DeviceSim("soc-a/branch-2/till-1")
     second = DeviceSim("soc-a/branch-1/till-4")
     try:
-        cfg = load_receiver_config(write_config(tmp, broker.url, [dev, other, second], extra=f"media_idle_s = 0.5\n{extra}"))
+        toml = write_config(tmp, broker.url, [dev, other, second], extra=f"media_idle_s = 0.5\n{extra}")
+        cfg = load_receiver_config(toml)
         rx = Receiver(cfg).start()
         agent = AgentSide(broker.port)
         try:
