@@ -10,6 +10,8 @@ and, as JSON, to docs/bench-results/fleet-SCENARIO.json.
   .venv/bin/python -m bench.bench_fleet storm --branches 1000 --backlog 7200 --setups sqlite:1 pg:2
   # the same storm with impatient branches (fixed 15 s resend timer, reconnecting every 60 s)
   .venv/bin/python -m bench.bench_fleet storm --branches 1000 --backlog 7200 --setups pg:2 --impatient
+  # both in one run, one sealing of the backlog (what docs/benchmarks.md shows)
+  .venv/bin/python -m bench.bench_fleet storm --branches 1000 --backlog 7200 --setups sqlite:1 pg:2 --then-impatient
   # 1,000 branches at 2 records/s for 10 minutes: seal -> ack latency and receiver memory
   .venv/bin/python -m bench.bench_fleet steady --branches 1000 --rate 2 --minutes 10 --setups pg:2
   # centre ingest through 1, 2, 3 receivers against raw COPY of the same rows
@@ -333,6 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-batch", type=int, default=500)
     ap.add_argument("--setups", nargs="+", default=["sqlite:1", "pg:2"], help="STORE:RECEIVERS, e.g. pg:2")
     ap.add_argument("--impatient", action="store_true", help="fixed resend timer, frequent reconnects")
+    ap.add_argument("--then-impatient", action="store_true",
+                    help="storm: after the setups, the same backlog again with impatient branches on the last one")
     ap.add_argument("--resend-s", type=float, default=15.0)
     ap.add_argument("--reconnect-every-s", type=float, default=60.0, help="impatient branches only")
     ap.add_argument("--window", type=int, default=4)
@@ -351,6 +355,11 @@ def main(argv: list[str] | None = None) -> None:
             branches = make_branches(args.branches, policy)
             seal_backlog(branches, args.backlog, args.per_batch)
             results = [storm_once(work, s, branches, policy, args.timeout) for s in args.setups]
+            if args.scenario == "storm" and args.then_impatient:
+                # The same sealed backlog again, now with impatient branches, on the last setup.
+                impatient = Policy(window=args.window, resend="impatient", resend_s=args.resend_s,
+                                   reconnect_every_s=args.reconnect_every_s)
+                results.append(storm_once(work / "impatient", args.setups[-1], branches, impatient, args.timeout))
             if args.scenario == "ingest":
                 from bench.fleet_copy import raw_copy
 
