@@ -57,6 +57,7 @@ class Postgres:
     password: str = field(default_factory=lambda: uuid.uuid4().hex)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="coop-pg-")))
     proc: subprocess.Popen[bytes] | None = None
+    durable: bool = False  # benchmarks: fsync on, as in production; tests spare the shared machine the fsyncs
 
     def __post_init__(self) -> None:
         self.user = _server_user()
@@ -113,10 +114,9 @@ class Postgres:
                     "-c", f"unix_socket_directories={self.sock}",
                     # The tests check ordering (commit before ack), not power-loss durability: the
                     # shared 2-core machine is spared the fsyncs.
-                    "-c", "fsync=off",
-                    "-c", "full_page_writes=off",
+                    *([] if self.durable else ["-c", "fsync=off", "-c", "full_page_writes=off"]),
                     "-c", "max_connections=60",
-                    "-c", "shared_buffers=32MB",
+                    "-c", f"shared_buffers={'256MB' if self.durable else '32MB'}",
                 ]
             ),
             stdout=log,
