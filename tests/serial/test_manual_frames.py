@@ -32,7 +32,7 @@ from pydantic import TypeAdapter
 
 from agent.config.loader import parse_config
 from drivers.serial.config import WorkflowConfig
-from drivers.serial.devices import ScaleDevice
+from drivers.serial.devices import ScaleDevice, ScannerDevice
 from drivers.serial.framing import DelimitedFramer
 from drivers.serial.scales import ScaleConfig, make_protocol
 from drivers.serial.scales.base import Reading, ScaleProtocol
@@ -484,3 +484,24 @@ def test_toledo_8217_polled_at_7e1_through_a_pty(
     run_component(ScaleDevice(cfg.scales[0], ctx))
     weights = wait_for(lambda: ctx.records.of("weight"), what="a weight from the 8217")
     assert [w["data"]["grams"] for w in weights] == [1250]
+
+
+def test_scanner_at_7e1_through_a_pty(
+    pty_pair: Callable[[str], PtyLink], run_component: Callable[..., Running]
+) -> None:
+    """A scanner set to 7 data bits, even parity (an option every scanner manual's RS-232
+    menu lists) sends `]E05901234123457` CR: ']' 0x5D (five ones) -> 0xDD, 'E' 0x45 (three)
+    -> 0xC5, '1' -> 0xB1, '2' -> 0xB2, '4' -> 0xB4, '7' 0x37 (five) -> 0xB7, CR -> 0x8D."""
+    link = pty_pair("scan7e1")
+    line = {"bytesize": 7, "parity": "E"}
+    cfg = parse_config({"scanners": [{"name": "dock", "port": str(link.agent_side), "mode": "scan-only", **line}]})
+    ctx = FakeContext(cfg, MemorySink())
+    run_component(ScannerDevice(cfg.scanners[0], ctx, cfg.workflow))
+    wait_for(lambda: ctx.records.events("online"), what="online")
+    fd = os.open(link.device_side, os.O_RDWR | os.O_NOCTTY)
+    try:
+        os.write(fd, b"\xdd\xc50590\xb1\xb23\xb4\xb1\xb23\xb45\xb7\x8d")
+        scans = wait_for(lambda: ctx.records.of("scan"), what="the 7E1 read")
+    finally:
+        os.close(fd)
+    assert [(s["data"]["aim"], s["data"]["gtin"]) for s in scans] == [("]E0", "05901234123457")]
