@@ -2,11 +2,14 @@
 
 Real processes on loopback: Mosquitto, `coop-receiver run`, `coopagent run`; the load
 comes from this process over HTTP. Run: .venv/bin/python -m bench.bench_backbone [drain|e2e|latency|all]
-Results are printed and written to bench/results/backbone.json.
+Sizes: BENCH_DRAIN_RECORDS (1000000), BENCH_E2E_SECONDS (20), BENCH_LATENCY_SECONDS (30),
+BENCH_API_WORKERS, BENCH_WINDOW. Results are printed and written to docs/bench-results/backbone-WHAT.json
+(bench/record.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -26,6 +29,7 @@ import httpx
 import tomli_w
 
 from agent.demo import free_port, port_open, wait
+from bench import record
 from wire.keys import generate_key_file, load_private_key, public_pem
 
 DEVICE = "bench-soc/branch-1/agent-1"
@@ -312,7 +316,12 @@ def bench_latency(seconds: float, rate: float = 100.0) -> dict[str, Any]:
 
 
 def main() -> None:
-    what = sys.argv[1] if len(sys.argv) > 1 else "all"
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", nargs="?", default="all", choices=["drain", "e2e", "latency", "all"])
+    record.add_argument(ap)
+    args = ap.parse_args()
+    what = args.what
+    run = record.Run(f"backbone-{what}", args.results)
     n = int(os.environ.get("BENCH_DRAIN_RECORDS", "1000000"))
     results: dict[str, Any] = {}
     if what in ("drain", "all"):
@@ -324,9 +333,7 @@ def main() -> None:
     if what in ("latency", "all"):
         results["latency"] = bench_latency(float(os.environ.get("BENCH_LATENCY_SECONDS", "30")))
         print("latency", json.dumps(results["latency"]), flush=True)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"backbone-{what}.json").write_text(json.dumps(results, indent=2))
+    run.write(results)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Camera benchmarks (issue 4), against the real GStreamer RTSP test camera on loopback.
 
-    .venv/bin/python -m bench.bench_camera [--record-s 75] [--cameras 8] [--out bench/results/camera.json]
+    .venv/bin/python -m bench.bench_camera [--record-s 75] [--cameras 8] [--results docs/bench-results/camera.json]
 
 1. CPU of recording one 1080p stream (our Recorder: ffmpeg segment muxer + the Python thread
    reading its segment list) against a bare `ffmpeg -c copy` of the same stream, same run,
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import record
 from drivers.camera.clips import cut_clip
 from drivers.camera.config import CameraConfig, RecordingConfig
 from drivers.camera.grabber import FrameGrabber
@@ -267,9 +268,11 @@ def main() -> int:
     p.add_argument("--grab-s", type=float, default=20.0)
     p.add_argument("--cameras", type=int, default=8)
     p.add_argument("--fps", type=int, default=15)
-    p.add_argument("--out", type=Path, default=Path("bench/results/camera.json"))
     p.add_argument("--phases", default="record,grab,rss,freeze", help="comma-separated subset to run")
+    record.add_argument(p)
+    p.add_argument("--out", dest="results", help="the same as --results")
     a = p.parse_args()
+    run = record.Run("camera", a.results)
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_1m": os.getloadavg()[0]}}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -287,9 +290,8 @@ def main() -> int:
                 srv.stop()
             print(json.dumps({name: results[name]}), flush=True)
     results["machine"]["load_1m_after"] = os.getloadavg()[0]
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
+    run.write(results)
     return 0
 
 

@@ -48,6 +48,7 @@ from prometheus_client import REGISTRY
 
 from agent.api.server import ApiComponent
 from agent.config.model import AgentConfig
+from bench import record
 from tests.peers.net import free_port, wait_for
 from wire.records import normalize_records
 
@@ -500,7 +501,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run (b) with 1 and 2 workers with no SQLite at all, and with no fsync (experiments)",
     )
+    record.add_argument(ap)
     args = ap.parse_args(argv)
+    run = record.Run("ingest", args.results)
     gtins = catalogue()
     records = [sale(gtins, i) for i in range(100)]
     print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f} seconds={args.seconds}", flush=True)
@@ -564,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
     print(json.dumps(report, indent=1))
+    run.write(report)
     return 0
 
 

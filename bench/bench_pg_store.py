@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import psycopg
 
+from bench import record
 from tests.peers.postgres import Postgres
 
 TABLE = """
@@ -121,19 +122,25 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=2)
+    record.add_argument(ap)
     args = ap.parse_args()
+    rec = record.Run("pg-store", args.results)
     data = batches(args.records, args.batch)
     pg = Postgres()
     pg.start()
+    rounds: list[dict[str, float]] = []
     try:
         url = pg.url()
         for _ in range(args.rounds):
-            run(url, "executemany", via_executemany, data)
-            run(url, "copy+merge", via_copy_merge, data)
-            run(url, "copy (bare)", via_copy, data)
-            run_store(url, data)
+            rounds.append({
+                "executemany": round(run(url, "executemany", via_executemany, data)),
+                "copy+merge": round(run(url, "copy+merge", via_copy_merge, data)),
+                "copy (bare)": round(run(url, "copy (bare)", via_copy, data)),
+                "PgDatabase.insert_records": round(run_store(url, data)),
+            })
     finally:
         pg.destroy()
+    rec.write({"records": args.records, "batch": args.batch, "records_per_s_by_round": rounds})
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench import record
 from wire.cose import dumps_deterministic, kid_for, protected_header, sign1
 from wire.keys import generate_key_file, public_pem
 
@@ -98,7 +99,8 @@ def write_config(tmp: Path, key: Ed25519PrivateKey, port: int, store: str = "", 
     return cfg
 
 
-def bench_core(cfg_path: Path, batches: list[bytes], group: int) -> float:
+def bench_core(cfg_path: Path, batches: list[bytes], group: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of the core path: check_batch and the Writer, in this process."""
     from receiver.config import load_receiver_config
     from receiver.database import Database, open_database
     from receiver.db import SqliteDatabase
@@ -127,7 +129,7 @@ def bench_core(cfg_path: Path, batches: list[bytes], group: int) -> float:
     stored = w.db.execute("SELECT count(*) FROM records").fetchone()[0]
     w.db.close()
     assert stored == len(batches) * 500, stored
-    return elapsed
+    return elapsed, cpu
 
 
 def _own_cpu_s(pid: int) -> float:
@@ -215,11 +217,15 @@ def main() -> None:
     ap.add_argument("--skip-broker", action="store_true")
     ap.add_argument("--random-ids", action="store_true", help="UUIDv4 record ids (worst case for the index)")
     ap.add_argument("--postgres", action="store_true", help="store in a throwaway PostgreSQL 15, not SQLite")
+    record.add_argument(ap)
     args = ap.parse_args()
+    rec = record.Run("receiver-postgres" if args.postgres else "receiver", args.results)
+    results: dict[str, Any] = {"records": 0}
     key = Ed25519PrivateKey.generate()
     t = time.perf_counter()
     batches = make_batches(args.records, 500, key, args.random_ids)
     n = len(batches) * 500
+    results["records"] = n
     print(
         f"{len(batches)} batches of 500 records made in {time.perf_counter() - t:.1f} s "
         f"({sum(map(len, batches)) / len(batches) / 1024:.0f} KiB each)"
@@ -242,8 +248,10 @@ def main() -> None:
 
         if args.postgres:
             pg = Postgres().start()
-        el = bench_core(write_config(tmp, key, port, store(), "core.toml"), batches, args.group)
+        el, core_cpu = bench_core(write_config(tmp, key, port, store(), "core.toml"), batches, args.group)
         cfg = write_config(tmp, key, port, store())
+        results["core"] = {"seconds": round(el, 3), "records_per_s": round(n / el), "group": args.group,
+                           "cpu_s": round(core_cpu, 3), "records_per_cpu_s": round(n / core_cpu)}
         print(
             f"core   (check_batch + Writer, {args.group} batches a commit): {n} records in {el:.2f} s = "
             f"{n / el:,.0f} records/s"
@@ -259,13 +267,17 @@ def main() -> None:
             )
             wait_for(lambda: port_open(port), what="mosquitto")
             el, cpu, child, hwm = bench_broker(cfg, batches, port)
+            results["broker"] = {"seconds": round(el, 3), "records_per_s": round(n / el),
+                                 "receiver_cpu_s": round(cpu, 3), "verifier_cpu_s": round(child, 3),
+                                 "records_per_cpu_s": round(n / cpu), "receiver_peak_rss_mb": round(hwm)}
             print(
                 f"broker (Mosquitto -> coop-receiver run -> signed ack of the last seq): {n} records in {el:.2f} s"
                 f" = {n / el:,.0f} records/s; receiver CPU {cpu:.2f} s ({child:.2f} s of it in the verifier process)"
                 f" = {n / cpu:,.0f} records per CPU-second;"
                 f" receiver peak RSS {hwm:.0f} MB"
             )
-        print(f"max RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        results["bench_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print(f"max RSS of this process: {results['bench_max_rss_mb']} MB")
     finally:
         if mosq is not None:
             mosq.terminate()
@@ -273,6 +285,7 @@ def main() -> None:
         if pg is not None:
             pg.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
+    rec.write(results)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from bench import record
 from bench.bench_ingest import catalogue, sale
 from buffer.store import encode_record
 from wire.records import JsonRecords, NormRecord, normalize_records
@@ -47,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--records", type=int, default=20000)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--batch", type=int, default=100)
+    record.add_argument(ap)
     args = ap.parse_args(argv)
+    run = record.Run("records", args.results)
 
     requests = _requests(args.records, args.batch)
     n = sum(len(r) for r in requests)
@@ -81,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{n} sale records, {args.batch} a request, best of {args.repeats}, CPU us per record:")
     for name, us in rows:
         print(f"  {name:34s} {us:7.2f}")
+    run.write({"records": n, "batch": args.batch, "repeats": args.repeats,
+               "cpu_us_per_record": {name: round(us, 3) for name, us in rows}})
     return 0
 
 

@@ -28,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.config.loader import parse_config  # noqa: E402
+from bench import record  # noqa: E402
 from drivers.serial.devices import ScaleDevice, ScannerDevice  # noqa: E402
 from drivers.serial.framing import DelimitedFramer  # noqa: E402
 from drivers.serial.scales import ScaleConfig, make_protocol  # noqa: E402
@@ -91,12 +92,16 @@ def pct(xs: list[float], p: float) -> float:
     return sorted(xs)[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-def report(name: str, lat_ms: list[float]) -> None:
-    print(f"{name}: n={len(lat_ms)} p50={statistics.median(lat_ms):.2f} ms p90={pct(lat_ms, 90):.2f} ms "
-          f"p99={pct(lat_ms, 99):.2f} ms max={max(lat_ms):.2f} ms")
+def report(name: str, lat_ms: list[float]) -> dict[str, Any]:
+    out = {"n": len(lat_ms), "p50_ms": round(statistics.median(lat_ms), 2), "p90_ms": round(pct(lat_ms, 90), 2),
+           "p99_ms": round(pct(lat_ms, 99), 2), "max_ms": round(max(lat_ms), 2)}
+    print(f"{name}: n={out['n']} p50={out['p50_ms']:.2f} ms p90={out['p90_ms']:.2f} ms "
+          f"p99={out['p99_ms']:.2f} ms max={out['max_ms']:.2f} ms")
+    return out
 
 
-def latency(n: int, interval: float) -> None:
+def latency(n: int, interval: float) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         store = real_buffer(root)
@@ -127,7 +132,7 @@ def latency(n: int, interval: float) -> None:
                 t1 = [t for t, r in sink.done if r["kind"] == "scan"][i]
                 lat.append((t1 - t0) * 1000)
                 stop.wait(interval)
-            report("scanner read -> durable scan record", lat)
+            out["scan_ms"] = report("scanner read -> durable scan record", lat)
             wlat: list[float] = []
             for i in range(min(n, 200)):
                 scale.place(0)
@@ -137,7 +142,7 @@ def latency(n: int, interval: float) -> None:
                 sink.wait("weight", i + 1)
                 t1 = [t for t, r in sink.done if r["kind"] == "weight"][i]
                 wlat.append((t1 - t0) * 1000)
-            report("scale placement (CAS stream, 10 ms frames) -> durable weight record", wlat)
+            out["weight_ms"] = report("scale placement (CAS stream, 10 ms frames) -> durable weight record", wlat)
         finally:
             stop.set()
             for t in threads:
@@ -148,9 +153,11 @@ def latency(n: int, interval: float) -> None:
             scale_link.stop()
             store.stop()
             store.close()
+    return out
 
 
-def throughput(total: int) -> None:
+def throughput(total: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     from pydantic import TypeAdapter
 
     adapter: TypeAdapter[Any] = TypeAdapter(ScaleConfig)
@@ -169,6 +176,7 @@ def throughput(total: int) -> None:
         for i in range(0, len(data), 4096):
             n += len(p.feed(data[i:i + 4096]))
         dt = time.process_time() - t0
+        out[f"parser {name}"] = {"frames_per_s": round(n / dt), "frames": n, "cpu_s": round(dt, 3)}
         print(f"parser {name:<18} {n / dt:>10,.0f} frames/s per core ({n} frames, {dt:.2f} s CPU)")
     wf = parse_config({}).workflow
     codes = [f"]E0{c}" for c in ("5901234123457", "4006381333931", "9506000134352")]
@@ -189,7 +197,9 @@ def throughput(total: int) -> None:
                 si.interpret(f)
                 n += 1
         dt = time.process_time() - t0
+        out[f"scanner {label}"] = {"reads_per_s": round(n / dt), "reads": n, "cpu_s": round(dt, 3)}
         print(f"scanner frame+interpret, {label:<24} {n / dt:>10,.0f} reads/s per core")
+    return out
 
 
 def main() -> None:
@@ -198,12 +208,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=500, help="reads for the latency run")
     ap.add_argument("--interval", type=float, default=0.02, help="seconds between reads (latency)")
     ap.add_argument("--frames", type=int, default=200_000, help="frames per parser (throughput)")
+    record.add_argument(ap)
     args = ap.parse_args()
+    run = record.Run(f"serial-{args.what}", args.results)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    results: dict[str, Any] = {}
     if args.what in ("parsers", "all"):
-        throughput(args.frames)
+        results["parsers"] = throughput(args.frames)
     if args.what in ("latency", "all"):
-        latency(args.n, args.interval)
+        results["latency"] = latency(args.n, args.interval)
+    run.write(results)
 
 
 if __name__ == "__main__":

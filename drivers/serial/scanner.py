@@ -63,6 +63,19 @@ class ScanInterpreter:
                 "command": cmd.action,
                 **({"arg": cmd.arg} if cmd.arg is not None else {}),
             }
+        split = _add_on(aim, body)
+        if split is not None:
+            # A UPC/EAN symbol with a 2- or 5-digit add-on (periodicals, books) comes as
+            # `]E0<main>]E1<2>` / `]E0<main>]E2<5>` or, combined, `]E3<main><add-on>` (AIM
+            # UPC/EAN modifiers 0-3): the main symbol is the item, the add-on its issue or price.
+            main, add_on = split
+            return {
+                **self._interpret("]E0" + main),
+                "raw": raw,
+                "aim": aim,
+                "symbology": "ean-13-with-add-on",
+                "add_on": add_on,
+            }
         if not body or any(ord(c) < 0x20 and c != GS for c in body):
             return {**data, "type": "invalid", "valid": False, "reason": "empty or control characters"}
         try:
@@ -115,6 +128,21 @@ class ScanInterpreter:
         if "21" in ais:
             out["serial"] = ais["21"]
         return out
+
+
+_ADD_ON_SEPARATE = re.compile(r"^([0-9]{12,13})\]E(?:1([0-9]{2})|2([0-9]{5}))$")
+_ADD_ON_COMBINED = re.compile(r"^([0-9]{13})([0-9]{2}|[0-9]{5})$")
+
+
+def _add_on(aim: str | None, body: str) -> tuple[str, str] | None:
+    """(main symbol, add-on) of a UPC/EAN read carrying an add-on, else None."""
+    if aim == "]E0":
+        m = _ADD_ON_SEPARATE.match(body)
+        return (m.group(1), m.group(2) or m.group(3)) if m else None
+    if aim == "]E3":
+        m = _ADD_ON_COMBINED.match(body)
+        return (m.group(1), m.group(2)) if m else None
+    return None
 
 
 _VM_PREFIXES = {"02", *(f"2{i}" for i in range(10))}

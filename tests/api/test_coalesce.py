@@ -49,6 +49,16 @@ def run(body: Callable[[CoalescingTransport, Counting, socket.socket], Awaitable
         runner.run(main())
 
 
+async def next_turn() -> None:
+    """Return once the callbacks already scheduled with call_soon (the transport's flush) have
+    run: call_soon runs callbacks in order, so one scheduled now runs after them. The event
+    itself, where a 10 ms sleep only made it likely."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.call_soon(done.set_result, None)
+    await done
+
+
 def read_all(sock: socket.socket) -> bytes:
     sock.settimeout(5)
     chunks = []
@@ -62,7 +72,7 @@ def test_writes_in_one_turn_leave_as_one_write() -> None:
         t.write(b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n")
         t.write(b"{}")
         assert counting.writes == []  # nothing sent before the turn ends
-        await asyncio.sleep(0.01)
+        await next_turn()
         assert counting.writes == [b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}"]
         assert t.get_write_buffer_size() == 0
 
@@ -72,12 +82,12 @@ def test_writes_in_one_turn_leave_as_one_write() -> None:
 def test_a_write_in_a_later_turn_is_not_held_back() -> None:
     async def body(t: CoalescingTransport, counting: Counting, peer: socket.socket) -> None:
         t.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        await asyncio.sleep(0.01)  # the client sends its body only after this arrives
+        await next_turn()  # the client sends its body only after this arrives
         assert counting.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
         peer.settimeout(5)
         assert peer.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         t.write(b"HTTP/1.1 201 Created\r\n\r\n")
-        await asyncio.sleep(0.01)
+        await next_turn()
         assert len(counting.writes) == 2
 
     run(body)
@@ -88,7 +98,7 @@ def test_close_sends_what_was_written_before_it() -> None:
         t.write(b"HTTP/1.1 400 Bad Request\r\n")
         t.write(b"connection: close\r\n\r\n")
         t.close()
-        await asyncio.sleep(0.01)
+        await next_turn()
         assert counting.writes == [b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n"]
         assert t.is_closing()  # delegated to the real transport
         assert await asyncio.to_thread(read_all, peer) == b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n"
@@ -100,7 +110,7 @@ def test_writes_after_the_peer_closed_are_dropped_quietly() -> None:
     async def body(t: CoalescingTransport, counting: Counting, peer: socket.socket) -> None:
         counting.transport.close()  # as when the client has gone
         t.write(b"late")
-        await asyncio.sleep(0.01)
+        await next_turn()
         assert counting.writes == []
 
     run(body)

@@ -8,25 +8,49 @@ requests in flight finish with their 201.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from agent.api.ipc import pack
+from agent.api.ipc import FrameReader, pack
 from agent.api.server import ApiComponent, uvicorn_options
 from agent.config.core import ApiSection
 from tests.api.conftest import TOKEN, Api, make_config, make_store, status_doc, stored
 from tests.api.test_ingest import check, rec
 from tests.peers.net import free_port, port_open, wait_for
+
+
+def unread_bytes(sock: socket.socket) -> int:
+    """Bytes waiting, not yet read, in a socket's receive queue (FIONREAD)."""
+    n: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    return n
+
+
+def wait_for_message(link: socket.socket, kind: str, timeout: float = 15) -> tuple[Any, ...]:
+    """Read a worker's messages on the agent's end of its link until one of `kind` arrives."""
+    reader = FrameReader()
+    link.settimeout(timeout)
+    while True:
+        data = link.recv(65536)
+        assert data, f"the link closed before a {kind!r} message"
+        for msg in reader.feed(data):
+            for m in msg[2] if msg[0] == "batch" else [msg]:
+                if m[0] == kind:
+                    return tuple(m)
 
 Serve = Callable[..., Api]
 H = {"authorization": f"Bearer {TOKEN}"}
@@ -147,7 +171,10 @@ def test_stop_finishes_requests_in_flight_and_leaves_no_worker(tmp_path) -> None
         poster = threading.Thread(target=lambda: replies.append(httpx.post(
             f"http://{cfg.api.listen}/v1/records", json={"records": [rec(id="late")]}, headers=H, timeout=30)))
         poster.start()
-        time.sleep(0.5)
+        # in flight: its records wait, unread, on a worker's link (the writer, held by `gate`,
+        # reads the links only between its groups)
+        workers = list(comp._pool.workers.values())  # type: ignore[union-attr]
+        wait_for(lambda: any(unread_bytes(w.sock) for w in workers), what="the request waiting on a link")
         stop.set()
         wait_for(lambda: not port_open(cfg.api.port), what="listeners closed", timeout=10)
         assert poster.is_alive(), replies[0].text  # its request is still waiting for the commit
@@ -201,7 +228,7 @@ def test_a_worker_never_outlives_the_agent(lone_worker: tuple[subprocess.Popen[b
     poster = threading.Thread(target=lambda: replies.append(httpx.post(
         f"http://127.0.0.1:{port}/v1/records", json={"records": [rec(id="orphan")]}, headers=H, timeout=30)))
     poster.start()
-    time.sleep(0.5)  # the request now waits for a commit that will never come
+    wait_for_message(link, "ingest")  # the request now waits for a commit that will never come
     link.close()  # what the kernel does when the agent dies, even by SIGKILL
     assert proc.wait(15) == 0
     poster.join(15)
@@ -303,7 +330,6 @@ def test_worker_http_refuses_early_and_garbage(two: Api) -> None:
 def test_an_answer_larger_than_the_socket_buffer_arrives_whole() -> None:
     """Worker.send tries one non-blocking send first; a frame the buffer cannot take at once
     must still arrive complete and in order behind it, not cut at what fitted."""
-    from agent.api.ipc import FrameReader
     from agent.api.workers import Worker
 
     ours, theirs = socket.socketpair()
@@ -315,7 +341,8 @@ def test_an_answer_larger_than_the_socket_buffer_arrives_whole() -> None:
 
     def read_slowly() -> None:
         reader = FrameReader()
-        time.sleep(0.3)  # the sender meets a full buffer first
+        # the sender meets a full buffer first: its end stops being writable
+        wait_for(lambda: not select.select([], [ours], [], 0)[1], what="the sender blocked on a full buffer")
         while len(got) < 2:
             data = theirs.recv(65536)
             assert data, "link closed early"
@@ -335,8 +362,6 @@ def test_an_answer_larger_than_the_socket_buffer_arrives_whole() -> None:
 def test_link_source_reads_a_frame_that_arrives_in_pieces() -> None:
     """LinkSource stops reading at a short read (the socket was drained) instead of asking again;
     a frame that arrives later in pieces must still become one operation with every record."""
-    import select
-
     from agent.api.workers import LinkAnswer, LinkSource, Worker
 
     ours, theirs = socket.socketpair()
@@ -351,7 +376,7 @@ def test_link_source_reads_a_frame_that_arrives_in_pieces() -> None:
     def send_in_pieces() -> None:
         for piece in pieces:
             theirs.sendall(piece)
-            time.sleep(0.1)  # the reader drains the socket between pieces
+            wait_for(lambda: unread_bytes(ours) == 0, what="the reader drained the piece")  # between pieces
 
     sender = threading.Thread(target=send_in_pieces)
     sender.start()

@@ -77,6 +77,20 @@ def test_toledo_8217_weight_and_status_bits() -> None:
     assert (cfg.baudrate, cfg.bytesize, cfg.parity) == (9600, 7, "E")
 
 
+def test_toledo_continuous_simulator_under_range_reads_as_underload() -> None:
+    """The simulator's under-range state sent out-of-range without the sign bit, which the
+    manuals (and the parser) read as over range; found writing test_manual_frames.py."""
+    from pathlib import Path
+
+    from drivers.serial.sim.devices import ToledoContinuousSim
+
+    sim = ToledoContinuousSim(Path("/nonexistent"))  # frame() only: no port opened
+    sim.under = True
+    assert [r.status for r in proto("toledo-continuous").feed(sim.frame())] == ["underload"]
+    sim.under, sim.over = False, True
+    assert [r.status for r in proto("toledo-continuous").feed(sim.frame())] == ["overload"]
+
+
 def test_toledo_continuous_status_words_and_checksum() -> None:
     p = proto("toledo-continuous")
     good = frames.toledo_continuous(2500, tare_g=300, net=True)

@@ -19,6 +19,8 @@ _FRAME = re.compile(
     rb"^(ST|US|OL),(GS|NT),(?:(.)(.),)?\s*([-+]?[ 0-9]*\.?[0-9]+)\s*(kg|g|t|lb)\s*$", re.DOTALL
 )
 
+_OVERLOAD = re.compile(rb"^OL,(GS|NT),", re.DOTALL)
+
 
 class Config(ScaleConfigBase):
     protocol: Literal["cas"]
@@ -52,6 +54,12 @@ class Protocol(ScaleProtocol):
 
 def parse_frame(frame: bytes, device_id: int | None = None) -> Reading | None:
     m = _FRAME.match(frame)
+    if not m and _OVERLOAD.match(frame):
+        # The manuals name the OL header but not what the 8 data bytes hold then (the display
+        # shows no number): an overload is an overload whatever they are.
+        if device_id is not None and len(frame) == 20 and frame[8:9] == b"," and frame[6] != device_id:
+            return None
+        return Reading("overload", detail={"frame": frame[:32].hex()})
     if not m:
         return Reading(
             "error", detail={"error": "unrecognised frame", "frame": frame[:32].hex()}, refused="not a CAS frame"

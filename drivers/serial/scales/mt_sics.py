@@ -70,6 +70,13 @@ def parse_line(line: str) -> Reading:
     m = _STATUS.match(line)
     if m:
         cmd, st, rest = m.group(1), m.group(2), m.group(3) or ""
+        if st in "+-" and cmd not in ("S", "SI"):
+            # `Z +` / `T -`: the zero setting or taring range was exceeded (MT-SICS reference,
+            # commands Z and T): the command was refused; the load is not over or under range.
+            side = "upper" if st == "+" else "lower"
+            return Reading(
+                "info", detail={"reply": line, "ack": cmd, "error": f"{side} limit of the {cmd} range exceeded"}
+            )
         if st == "+":
             return Reading("overload", detail={"reply": line})
         if st == "-":

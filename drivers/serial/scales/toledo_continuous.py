@@ -3,6 +3,9 @@
 Status word A bits 0-2: decimal point position (0: XXXX00, 1: XXXXX0, 2: XXXXXX, 3: XXXXX.X,
 4: XXXX.XX, 5: XXX.XXX, 6: XX.XXXX, 7: X.XXXXX). Status word B: bit 0 net, bit 1 negative,
 bit 2 out of range (over/under), bit 3 motion, bit 4 kg (else lb), bit 6 not zeroed at power up.
+Status word C bits 0-2: the unit when it is not lb/kg (0: lb or kg as SWB bit 4 says, 1: g,
+2: t); older indicators send 0 there always. A unit code we do not know refuses the frame
+rather than reading grams as pounds (tests/serial/test_manual_frames.py cites the manuals).
 The checksum is the two's complement of the 7-bit sum of all characters from STX to CR.
 """
 
@@ -18,6 +21,8 @@ from drivers.serial.scales.base import UNIT_GRAMS, Reading, ScaleConfigBase, Sca
 
 # decimal point code -> power of ten applied to the 6-digit integer
 _SCALE = {0: 2, 1: 1, 2: 0, 3: -1, 4: -2, 5: -3, 6: -4, 7: -5}
+# status word C bits 0-2 -> unit; None: lb or kg, as status word B bit 4 says
+_SWC_UNITS: dict[int, str | None] = {0: None, 1: "g", 2: "t"}
 
 
 class Config(ScaleConfigBase):
@@ -91,7 +96,15 @@ def parse_frame(frame: bytes, tare_field: bool = True) -> Reading:
         )
     swa, swb, swc = frame[1], frame[2], frame[3]
     power = _SCALE[swa & 0x07]
-    factor = UNIT_GRAMS["kg"] if swb & 0x10 else UNIT_GRAMS["lb"]
+    unit_code = swc & 0x07
+    if unit_code not in _SWC_UNITS:
+        return Reading(
+            "error",
+            detail={"error": f"unit code {unit_code} in status word C is not known", "frame": frame.hex()},
+            refused="unknown unit code in status word C",
+        )
+    unit = _SWC_UNITS[unit_code] or ("kg" if swb & 0x10 else "lb")
+    factor = UNIT_GRAMS[unit]
     grams = _value(frame[4:10], power, factor)
     tare = _value(frame[10:16], power, factor) if tare_field else None
     if grams is None:

@@ -239,6 +239,7 @@ class ToledoContinuousSim(StreamingScaleSim):
             motion=self.motion,
             net=self.tare_g > 0,
             out_of_range=self.over or self.under,
+            negative=self.under or self.net < 0,  # under range is out of range with the sign bit
             checksum=self.checksum,
             tare_field=self.tare_field,
         )

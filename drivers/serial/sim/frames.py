@@ -41,10 +41,13 @@ def toledo_continuous(
     out_of_range: bool = False,
     checksum: bool = True,
     tare_field: bool = True,
+    negative: bool | None = None,
 ) -> bytes:
-    """kg with 3 decimals (SWA decimal code 5), SWB kg bit set."""
+    """kg with 3 decimals (SWA decimal code 5), SWB kg bit set. Out of range below zero is
+    `out_of_range` with the sign bit (`negative`, else the sign of grams)."""
+    neg = grams < 0 if negative is None else negative
     swa = 0x20 | 0x08 | 5  # bit 5 always 1; increment x1; XXX.XXX
-    swb = 0x20 | 0x10 | (0x01 * net) | (0x02 * (grams < 0)) | (0x04 * out_of_range) | (0x08 * motion)
+    swb = 0x20 | 0x10 | (0x01 * net) | (0x02 * neg) | (0x04 * out_of_range) | (0x08 * motion)
     swc = 0x20
     body = bytes([0x02, swa, swb, swc]) + f"{abs(grams):06d}".encode()
     if tare_field:
