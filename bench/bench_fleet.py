@@ -4,7 +4,7 @@ Every scenario starts its own peers (a real Mosquitto with the broker settings o
 docs/centre-deployment.md, a real PostgreSQL 15 with fsync on, `coop-receiver run` processes
 as in production) and checks at the end that every batch of every branch is stored exactly
 once (records counted in the database against what the fleet sealed). Results go to stdout
-and, as JSON, to docs/bench-results/fleet-SCENARIO.json.
+and, as JSON, to docs/bench-results/fleet-SCENARIO.json (bench/record.py).
 
   # the reconnect storm: today's receiver (SQLite, 1 process) beside PostgreSQL with 2 receivers
   .venv/bin/python -m bench.bench_fleet storm --branches 1000 --backlog 7200 --setups sqlite:1 pg:2
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import signal
 import subprocess
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import record
 from bench.fleet import Branch, Fleet, Policy, write_device_keys
 from receiver.keys import load_central_key
 from tests.peers.mosquitto import Mosquitto
@@ -46,7 +46,6 @@ from tests.peers.net import wait_for
 from tests.peers.postgres import Postgres
 from wire.keys import generate_key_file
 
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "bench-results"
 PREFIX = "coop/v1"
 SHARE_GROUP = "coop-centre"
 
@@ -308,19 +307,6 @@ def storm_once(work: Path, setup: str, branches: list[Branch], policy: Policy, t
     return result
 
 
-def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "load": os.getloadavg(), "python": platform.python_version(),
-            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                     check=False).stdout.strip()}
-
-
-def save(name: str, argv: list[str], results: list[dict[str, Any]]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    doc = {"command": "python -m bench.bench_fleet " + " ".join(argv), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-           time.gmtime()), "machine": machine(), "results": results}
-    (RESULTS / f"fleet-{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
-
-
 def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -345,10 +331,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--minutes", type=float, default=10.0, help="steady: duration")
     ap.add_argument("--kill-every-s", type=float, default=30.0, help="faults: SIGKILL a receiver this often")
     ap.add_argument("--timeout", type=float, default=1800.0)
+    record.add_argument(ap)
     args = ap.parse_args(argv)
     raise_fd_limit()
     policy = Policy(window=args.window, resend="impatient" if args.impatient else "patient",
                     resend_s=args.resend_s, reconnect_every_s=args.reconnect_every_s if args.impatient else None)
+    name = "fleet-" + args.scenario + ("-impatient" if args.impatient else "")
+    run = record.Run(name, args.results)
     with tempfile.TemporaryDirectory(prefix="coop-fleet-") as tmp:
         work = Path(tmp)
         if args.scenario in ("storm", "ingest"):
@@ -364,17 +353,17 @@ def main(argv: list[str] | None = None) -> None:
                 from bench.fleet_copy import raw_copy
 
                 results.append(raw_copy(branches))
-            save(args.scenario + ("-impatient" if args.impatient else ""), argv, results)
+            run.write({"runs": results})
         elif args.scenario == "steady":
             from bench.fleet_steady import steady
 
             results = [steady(work, s, args, policy) for s in args.setups]
-            save("steady", argv, results)
+            run.write({"runs": results})
         else:
             from bench.fleet_steady import faults
 
             results = [faults(work, s, args, policy) for s in args.setups]
-            save("faults", argv, results)
+            run.write({"runs": results})
 
 
 if __name__ == "__main__":
