@@ -112,6 +112,11 @@ class ReceiverSection(BrokerUrl, Section):
         int, Field(ge=100, le=10_000_000, description="older rejections are pruned past this")
     ] = 100_000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    key_rotation: Literal["announced", "registered"] = Field(
+        "announced",
+        description="a device's key_rotated record is enough (announced), or its new key must also be "
+        "registered first with `coop-receiver device rotate` (registered)",
+    )
 
     @field_validator("database_url")
     @classmethod
