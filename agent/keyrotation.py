@@ -156,9 +156,14 @@ def rotate(cfg: AgentConfig, *, keep_old: bool = False, check_running: bool = Tr
     if keep_old:
         retired = key_path.with_name(f"{key_path.name}.retired-{old.kid.hex()}")
         os.link(key_path, retired)
+    install(new_path, key_path)
+    return Rotated(old.kid, new_kid, seq, finished_only)
+
+
+def install(new_path: Path, key_path: Path) -> None:
+    """The last step: the announced key becomes the device key (an atomic rename, made durable)."""
     os.replace(new_path, key_path)
     _fsync_dir(key_path.parent)
-    return Rotated(old.kid, new_kid, seq, finished_only)
 
 
 def _meta_kid(t: WriterTxn) -> bytes | None:

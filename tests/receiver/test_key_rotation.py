@@ -185,8 +185,8 @@ def test_a_rotation_undone_by_a_rollback_is_forgotten(
 ) -> None:
     """The registry applies a rotation inside the group's transaction (so the next batch of the same
     group may use the new key); a rollback must take it back out of memory too."""
-    from receiver.keys import DeviceRegistry
     from receiver.database import open_database
+    from receiver.keys import DeviceRegistry
     from receiver.writer import Writer
 
     cfg = load_receiver_config(rx_config)
