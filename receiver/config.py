@@ -112,6 +112,15 @@ class ReceiverSection(BrokerUrl, Section):
         int, Field(ge=100, le=10_000_000, description="older rejections are pruned past this")
     ] = 100_000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_port: Annotated[
+        int | None, Field(ge=1, le=65535, description="serve Prometheus metrics on 127.0.0.1:PORT (unset: off)")
+    ] = None
+    metrics_refresh_s: Annotated[
+        float, Field(ge=1, le=3600, description="read the per branch state for the metrics this often")
+    ] = 15.0
+    metrics_max_branches: Annotated[
+        int, Field(ge=0, le=1_000_000, description="branches with their own series; the rest only per society")
+    ] = 2000
     key_rotation: Literal["announced", "registered"] = Field(
         "announced",
         description="a device's key_rotated record is enough (announced), or its new key must also be "

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from receiver import registry as regdb
 from receiver.database import Database
 from receiver.keys import DeviceRegistry
+from receiver.metrics import NULL as NULL_METRICS
+from receiver.metrics import ReceiverMetrics
 from receiver.verifier import Verdict
 from wire.batches import Batch, Manifest, Rejected, check_batch, check_status, verify_signed
 
@@ -49,6 +51,8 @@ class GroupResult:
 
 
 class Writer:
+    metrics: ReceiverMetrics = NULL_METRICS  # the server sets its own when metrics are on
+
     def __init__(self, db: Database, registry: DeviceRegistry, max_pending: int):
         self.db = db
         self.registry = registry
@@ -129,6 +133,7 @@ class Writer:
 
     def reject(self, dev: str, topic: str, code: str, reason: str, seq: int | None = None) -> None:
         log.warning("rejected from %s on %s: %s: %s", dev, topic, code, reason)
+        self.metrics.rejected(code)
         self.db.execute(
             "INSERT INTO rejections (at, dev, topic, code, reason, seq) VALUES (?, ?, ?, ?, ?, ?)",
             (now_ms(), dev, topic, code, reason, seq),
@@ -199,6 +204,7 @@ class Writer:
         row = self.db.execute("SELECT hash FROM batches WHERE did = ? AND seq = ?", (st.did, batch.seq)).fetchone()
         if row is not None and row[0] == batch.hash:
             log.debug("duplicate %s seq %d; re-ack", st.dev, batch.seq)
+            self.metrics.outcome("duplicate")
         else:
             self._chain_break(
                 st,
@@ -244,6 +250,7 @@ class Writer:
             (inserted, dups, now_ms(), did),
         )
         st.contiguous, st.last_hash, st.dirty = seq, batch.hash, True
+        self.metrics.stored(inserted)
         self.result.ack_devs.add(st.dev)
         self.result.manifests.extend((st.dev, seq, m) for m in batch.media)
         if regdb.on_stored(
@@ -287,6 +294,7 @@ class Writer:
             (st.did, batch.seq, batch.hash, batch.cose, now_ms()),
         )
         st.pending += 1
+        self.metrics.outcome("held")
         log.info("%s seq %d held: waiting for seq %d", st.dev, batch.seq, st.contiguous + 1)
 
     def _drain_pending(self, st: DevState, topic: str) -> None:
