@@ -216,8 +216,11 @@ def main() -> None:
 def _families() -> None:
     """Sub-command groups that live in their own modules (they import this one's helpers)."""
     from receiver.device_cli import device
+    from receiver.retention_cli import media, retention
 
     cli.add_command(device)
+    cli.add_command(retention)
+    cli.add_command(media)
 
 
 _families()

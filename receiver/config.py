@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from core.config.base import BrokerUrl, BrokerURLStr, Section, TopicPrefixStr, read_secret
 from core.config.errors import ConfigError as ConfigError  # re-exported: receiver.cli catches it
 from core.config.errors import config_error, read_toml
+from receiver.retention import RetentionSection
 
 DEVICE_PART = r"[a-z0-9][a-z0-9-]{0,31}"
 DEVICE_RE = re.compile(rf"^{DEVICE_PART}/{DEVICE_PART}/{DEVICE_PART}$")
@@ -171,6 +172,7 @@ class DeviceEntry(Section):
 
 class ReceiverConfig(Section):
     receiver: ReceiverSection = Field(default_factory=ReceiverSection)
+    retention: RetentionSection = Field(default_factory=RetentionSection)
     devices: list[DeviceEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -26,6 +26,7 @@ from receiver.keys import DeviceRegistry, load_central_key
 from receiver.media import MediaAssembler
 from receiver.metrics import ReceiverMetrics
 from receiver.mqtt import MqttLink
+from receiver.retention import Retention
 from receiver.verifier import Job, Ticket, Verifier
 from receiver.writer import Writer
 from wire.batches import MEDIA_ID_RE
@@ -143,6 +144,7 @@ class Receiver:
         self.verifier = Verifier()
         self.link = MqttLink(cfg, self._on_message)
         self.metrics = ReceiverMetrics(cfg)
+        self.retention = Retention(config.retention, cfg.media_dir)
         self.writer.metrics = self.metrics
         self.metrics.gauge("coop_receiver_inbox_messages", "messages queued for the worker", self.inbox.qsize)
         self.metrics.gauge("coop_receiver_broker_connected", "1 while connected to the broker",
@@ -352,6 +354,7 @@ class Receiver:
             w.db.rollback()
             raise
         w.db.maintain(int(time.time() * 1000))
+        self.retention.maybe_run(w.db)  # when due ([retention] run_every_s); off unless enabled
 
     def send_command(self, dev: str, cmd: str, args: Mapping[str, Any]) -> str:
         """Publish a signed command to the device (QoS 1); returns its id."""
