@@ -22,13 +22,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.utils import floatToGoString
 
 from receiver.config import ReceiverSection
 from receiver.database import Database, open_database
@@ -92,58 +92,79 @@ def _int(v: Any) -> int | None:
     return v if type(v) is int else None
 
 
-class BranchCollector(Collector):
-    """Per branch gauges from the last snapshot (bounded; see the module doc)."""
+def _value(v: float) -> str:
+    return str(floatToGoString(v))  # type: ignore[no-untyped-call]
 
-    def __init__(self, max_branches: int):
-        self.max_branches = max_branches
-        self.rows: list[BranchRow] = []
-        self.read_at = 0.0
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        rows = sorted(self.rows, key=lambda r: -(r.last_seen_ms or 0))
-        own, rest = rows[: self.max_branches], rows[self.max_branches :]
-        labels = ["society", "branch", "device"]
+# (name, help, value of a row or None when unknown); the per branch gauges, in exposition order.
+BRANCH_GAUGES: list[tuple[str, str, Callable[[BranchRow], float | None]]] = [
+    ("coop_receiver_branch_last_seen_timestamp_seconds", "last batch, status or rejection (epoch s)",
+     lambda r: None if r.last_seen_ms is None else r.last_seen_ms / 1000),
+    ("coop_receiver_branch_acked_seq", "highest contiguous seq stored and acked", lambda r: r.acked_seq),
+    ("coop_receiver_branch_missing_batches", "seqs missing between the chain head and the highest seen",
+     lambda r: max(0, r.highest_seen - r.acked_seq - r.held)),
+    ("coop_receiver_branch_held_batches", "verified batches waiting for a missing seq", lambda r: r.held),
+    ("coop_receiver_branch_chain_breaks", "batches kept as evidence that did not fit the chain",
+     lambda r: r.chain_breaks),
+    ("coop_receiver_branch_backlog_records", "records not yet acked, as the branch reports",
+     lambda r: r.backlog_records),
+    ("coop_receiver_branch_backlog_batches", "batches not yet acked, as the branch reports",
+     lambda r: r.backlog_batches),
+    ("coop_receiver_branch_clock_drift_seconds", "branch clock minus receipt time of its last status",
+     lambda r: None if r.clock_drift_ms is None else r.clock_drift_ms / 1000),
+    ("coop_receiver_branch_online", "1 when the last status says online",
+     lambda r: None if r.online is None else float(r.online)),
+]
 
-        def fam(name: str, doc: str, value: Callable[[BranchRow], float | None]) -> GaugeMetricFamily:
-            g = GaugeMetricFamily(name, doc, labels=labels)
-            for r in own:
-                v = value(r)
-                if v is not None:
-                    g.add_metric(r.labels, v)
-            return g
 
-        yield fam("coop_receiver_branch_last_seen_timestamp_seconds", "last batch, status or rejection (epoch s)",
-                  lambda r: None if r.last_seen_ms is None else r.last_seen_ms / 1000)
-        yield fam("coop_receiver_branch_acked_seq", "highest contiguous seq stored and acked", lambda r: r.acked_seq)
-        yield fam("coop_receiver_branch_missing_batches", "seqs missing between the chain head and the highest seen",
-                  lambda r: max(0, r.highest_seen - r.acked_seq - r.held))
-        yield fam("coop_receiver_branch_held_batches", "verified batches waiting for a missing seq", lambda r: r.held)
-        yield fam("coop_receiver_branch_chain_breaks", "batches kept as evidence that did not fit the chain",
-                  lambda r: r.chain_breaks)
-        yield fam("coop_receiver_branch_backlog_records", "records not yet acked, as the branch reports",
-                  lambda r: r.backlog_records)
-        yield fam("coop_receiver_branch_backlog_batches", "batches not yet acked, as the branch reports",
-                  lambda r: r.backlog_batches)
-        yield fam("coop_receiver_branch_clock_drift_seconds", "branch clock minus receipt time of its last status",
-                  lambda r: None if r.clock_drift_ms is None else r.clock_drift_ms / 1000)
-        yield fam("coop_receiver_branch_online", "1 when the last status says online",
-                  lambda r: None if r.online is None else float(r.online))
-        per_society: dict[str, list[BranchRow]] = {}
-        for r in rest:
-            per_society.setdefault(r.labels[0], []).append(r)
-        over = GaugeMetricFamily("coop_receiver_society_unlisted_branches",
-                                 "branches beyond metrics_max_branches, exported only per society", labels=["society"])
-        breaks = GaugeMetricFamily("coop_receiver_society_unlisted_chain_breaks",
-                                   "chain breaks of the unlisted branches", labels=["society"])
-        for soc, rs in sorted(per_society.items()):
-            over.add_metric([soc], len(rs))
-            breaks.add_metric([soc], sum(r.chain_breaks for r in rs))
-        yield over
-        yield breaks
-        age = GaugeMetricFamily("coop_receiver_branch_snapshot_age_seconds", "age of the per branch snapshot")
-        age.add_metric([], time.monotonic() - self.read_at if self.read_at else float("nan"))
-        yield age
+def render_branches(rows: list[BranchRow], max_branches: int) -> bytes:
+    """The per branch gauges in the text exposition format, bounded (see the module doc).
+
+    Written by hand, once per refresh: prometheus_client's generic formatter took ~0.5 s of
+    the receiver's CPU (and GIL) per scrape for 1,000 branches; this takes ~1/50 of that.
+    Label values need no escaping: device id parts match [a-z0-9-] (receiver.config.DEVICE_RE).
+    """
+    rows = sorted(rows, key=lambda r: -(r.last_seen_ms or 0))
+    own, rest = rows[:max_branches], rows[max_branches:]
+    out: list[str] = []
+    labels = [f'society="{s}",branch="{b}",device="{d}"' for s, b, d in (r.labels for r in own)]
+    for name, doc, fn in BRANCH_GAUGES:
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
+        for lab, r in zip(labels, own, strict=True):
+            v = fn(r)
+            if v is not None:
+                out.append(f"{name}{{{lab}}} {_value(v)}\n")
+    per_society: dict[str, list[BranchRow]] = {}
+    for r in rest:
+        per_society.setdefault(r.labels[0], []).append(r)
+    aggregates: list[tuple[str, str, Callable[[list[BranchRow]], float]]] = [
+        ("coop_receiver_society_unlisted_branches", "branches beyond metrics_max_branches, exported per society",
+         lambda rs: float(len(rs))),
+        ("coop_receiver_society_unlisted_chain_breaks", "chain breaks of the unlisted branches",
+         lambda rs: float(sum(r.chain_breaks for r in rs))),
+    ]
+    for name, doc, agg in aggregates:
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
+        out += [f'{name}{{society="{soc}"}} {_value(agg(rs))}\n' for soc, rs in sorted(per_society.items())]
+    return "".join(out).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    metrics: ReceiverMetrics  # set on the subclass made per server
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path.split("?")[0] not in ("/metrics", "/"):
+            self.send_error(404)
+            return
+        body = generate_latest(self.metrics.registry) + self.metrics.branch_text
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        log.debug("metrics: %s", format % args)
 
 
 class ReceiverMetrics:
@@ -163,8 +184,10 @@ class ReceiverMetrics:
                                 buckets=LATENCY_BUCKETS, registry=r)
         self.group = Histogram("coop_receiver_group_messages", "messages per committed group",
                                buckets=(1, 2, 5, 10, 20, 50, 100, 200), registry=r)
-        self.branches = BranchCollector(section.metrics_max_branches)
-        r.register(self.branches)
+        self.branch_text = b""  # render_branches of the last snapshot
+        self.read_at = 0.0
+        self.gauge("coop_receiver_branch_snapshot_age_seconds", "age of the per branch snapshot",
+                   lambda: time.monotonic() - self.read_at if self.read_at else float("nan"))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._server: Any = None
@@ -198,8 +221,11 @@ class ReceiverMetrics:
         port = self.section.metrics_port
         if port is None:
             return self
-        self._server, _ = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        handler = type("Handler", (_Handler,), {"metrics": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server.daemon_threads = True
         self.port = int(self._server.server_port)
+        threading.Thread(target=self._server.serve_forever, name="receiver-metrics-http", daemon=True).start()
         self._thread = threading.Thread(target=self._read_loop, name="receiver-metrics", daemon=True)
         self._thread.start()
         log.info("metrics on http://127.0.0.1:%d/metrics", self.port)
@@ -215,6 +241,10 @@ class ReceiverMetrics:
             self._server.server_close()
             self._server = None
 
+    def update(self, rows: list[BranchRow]) -> None:
+        self.branch_text = render_branches(rows, self.section.metrics_max_branches)
+        self.read_at = time.monotonic()
+
     def _read_loop(self) -> None:
         """Refresh the branch snapshot every metrics_refresh_s, with a read-only connection of its own."""
         db: Database | None = None
@@ -223,8 +253,7 @@ class ReceiverMetrics:
                 try:
                     if db is None:
                         db = open_database(self.section, writer=False)
-                    self.branches.rows = read_branches(db)
-                    self.branches.read_at = time.monotonic()
+                    self.update(read_branches(db))
                     if db.kind == "postgresql":
                         db.rollback()  # end the read's snapshot: autocommit, but be sure
                 except Exception as exc:  # the database may be restarting: keep the last snapshot, try again
@@ -242,7 +271,7 @@ class ReceiverMetrics:
 class NullMetrics(ReceiverMetrics):
     """What the writer calls when metrics are off: nothing."""
 
-    def __init__(self) -> None:  # noqa: D107 - no registry, no thread
+    def __init__(self) -> None:  # no registry, no thread
         pass
 
     def rejected(self, code: str) -> None:

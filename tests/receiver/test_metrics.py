@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from receiver.config import load_receiver_config
-from receiver.metrics import BranchCollector, BranchRow
+from receiver.metrics import BranchRow, render_branches
 from receiver.server import Receiver
 from tests.peers.net import free_port, wait_for
 from tests.receiver.helpers import AgentSide, DeviceSim
@@ -78,14 +78,15 @@ def test_per_branch_series_are_bounded_and_the_rest_counted_per_society() -> Non
     def row(dev: str, seen: int, breaks: int = 0) -> BranchRow:
         return BranchRow(dev, 1, 1, 0, breaks, seen, None, None, None, True)
 
-    c = BranchCollector(max_branches=2)
-    c.rows = [row("s1/b1/a", 300), row("s1/b2/a", 100, breaks=1), row("s2/b1/a", 200), row("s1/b3/a", 50, 2)]
-    fams = {f.name: f for f in c.collect()}
+    rows = [row("s1/b1/a", 300), row("s1/b2/a", 100, breaks=1), row("s2/b1/a", 200), row("s1/b3/a", 50, 2)]
+    fams = {f.name: f for f in text_string_to_metric_families(render_branches(rows, 2).decode())}
     devices = {s.labels["branch"] + "@" + s.labels["society"] for s in fams["coop_receiver_branch_acked_seq"].samples}
     assert devices == {"b1@s1", "b1@s2"}  # the two seen most recently
     unlisted = {s.labels["society"]: s.value for s in fams["coop_receiver_society_unlisted_branches"].samples}
     assert unlisted == {"s1": 2}
     assert [s.value for s in fams["coop_receiver_society_unlisted_chain_breaks"].samples] == [3]
+    # Unknown values (no status yet: no backlog, no drift) are left out, not exported as 0.
+    assert fams["coop_receiver_branch_backlog_records"].samples == []
 
 
 @pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True)
