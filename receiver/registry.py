@@ -234,6 +234,12 @@ def register_rotation(db: Database, dev: str, keys: Mapping[bytes, KeyEntry], ne
 
 
 def _apply(db: Database, dev: str, old: KeyEntry, new: KeyEntry, seq: int) -> None:
+    # Other keys registered for a rotation that did not happen are dropped: they would wait for ever.
+    for (kid,) in db.execute(
+        "SELECT kid FROM device_keys WHERE dev = ? AND valid_from_seq IS NULL AND kid <> ?", (dev, new.kid)
+    ).fetchall():
+        db.execute("DELETE FROM device_keys WHERE dev = ? AND kid = ?", (dev, kid))
+        log_change(db, dev, bytes(kid), "rotate_dropped", f"the chain rotated to {new.kid.hex()} instead", seq)
     upsert(db, dev, replace(old, valid_to_seq=seq))
     upsert(db, dev, replace(new, valid_from_seq=seq + 1, valid_to_seq=None, announced_seq=seq))
     log_change(
@@ -292,6 +298,8 @@ def on_stored(
         return refuse("bad_rotation", f"seq {seq}: new_key is not an Ed25519 public key")
     if kid_for(new_key) != new_kid:
         return refuse("bad_rotation", f"seq {seq}: new_kid is not the kid of new_key")
+    if "old_kid" in data and data["old_kid"] != batch.kid:
+        return refuse("bad_rotation", f"seq {seq}: old_kid is not the kid that signed the batch")
     old = keys[batch.kid]  # the batch passed check_kid with this key
     expected = [e for e in keys.values() if e.valid_from_seq is None and e.revoked_at is None]
     existing = keys.get(new_kid)

@@ -143,24 +143,35 @@ def test_rotation_to_another_key_than_the_registered_one_is_refused(
     wait_for(lambda: any(r["code"] == "key_not_valid" for r in rejections(receiver, dev.dev)), what="key_not_valid")
     agent.publish("batch", dev.dev, signed_batch(dev, dev.key, [rotation_record(dev, announced)]))
     wait_for(lambda: any(r["code"] == "rotation_mismatch" for r in rejections(receiver, dev.dev)), what="mismatch")
-    agent.publish("batch", dev.dev, signed_batch(dev, announced))
+    after = signed_batch(dev, announced)
+    agent.publish("batch", dev.dev, after)
     wait_for(lambda: any(r["code"] == "unknown_kid" for r in rejections(receiver, dev.dev)), what="unknown_kid")
     assert acked(receiver, dev.dev) == 1  # the announcing batch itself is a valid link of the chain
+    # The operator accepts the announced key after all: the rotation completes, the other one is dropped.
+    (tmp_path / "announced.pem").write_text(public_pem(announced.public_key()))
+    out = run_cli(rx_config, "device", "rotate", dev.dev, str(tmp_path / "announced.pem"))
+    assert "completed the rotation announced at seq 1" in out
+    listing = run_cli(rx_config, "device", "list", dev.dev, "--history")
+    assert "awaiting rotation" not in listing and "rotate_dropped" in listing
+    agent.publish("batch", dev.dev, after)  # the agent's resend
+    agent.wait_ack(receiver.signer.key.public_key(), dev.dev, 2)
 
 
-def test_a_rotation_record_that_is_not_last_or_lies_about_its_kid_changes_nothing(
+def test_a_rotation_record_that_is_not_last_or_lies_about_its_kids_changes_nothing(
     receiver: Receiver, agent: AgentSide, devices: list[DeviceSim]
 ) -> None:
     dev = devices[0]
     new = Ed25519PrivateKey.generate()
     agent.publish("batch", dev.dev, signed_batch(dev, dev.key, [rotation_record(dev, new), dev.record()]))
     agent.publish("batch", dev.dev, signed_batch(dev, dev.key, [rotation_record(dev, new, new_kid=b"\x01" * 16)]))
-    wait_for(lambda: len([r for r in rejections(receiver, dev.dev) if r["code"] == "bad_rotation"]) == 2,
-             what="two bad_rotation")
+    agent.publish("batch", dev.dev, signed_batch(dev, dev.key, [rotation_record(dev, new, old_kid=b"\x02" * 16)]))
+    wait_for(lambda: len([r for r in rejections(receiver, dev.dev) if r["code"] == "bad_rotation"]) == 3,
+             what="three bad_rotation")
     reasons = " ".join(r["reason"] for r in rejections(receiver, dev.dev))
     assert "must be the last record" in reasons and "new_kid is not the kid of new_key" in reasons
+    assert "old_kid is not the kid that signed the batch" in reasons
     agent.publish("batch", dev.dev, signed_batch(dev, dev.key))  # the old key still signs
-    agent.wait_ack(receiver.signer.key.public_key(), dev.dev, 3)
+    agent.wait_ack(receiver.signer.key.public_key(), dev.dev, 4)
 
 
 def test_device_add_registers_a_new_device_without_files(
