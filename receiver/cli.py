@@ -153,7 +153,10 @@ def status(config_path: Path | None, as_json: bool, devices: tuple[str, ...]) ->
     cfg = resolve(config_path)
     registry = DeviceRegistry(cfg)
     with ReceiverStore(cfg.receiver) as store:
-        registry.refresh(store.conn, force=True)
+        try:
+            registry.refresh(store.conn, force=True)
+        except store.conn.errors:  # a database the upgraded receiver has not migrated yet: files only
+            pass
         devs = list(devices) or sorted(set(store.devices()) | set(registry.devices()) | set(store.rejecting_senders()))
         states = [branch_state(store, registry, d) for d in devs]
         health = store.health()
