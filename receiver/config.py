@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from core.config.base import BrokerUrl, BrokerURLStr, Section, TopicPrefixStr, read_secret
 from core.config.errors import ConfigError as ConfigError  # re-exported: receiver.cli catches it
 from core.config.errors import config_error, read_toml
+from receiver.retention import RetentionSection
 
 DEVICE_PART = r"[a-z0-9][a-z0-9-]{0,31}"
 DEVICE_RE = re.compile(rf"^{DEVICE_PART}/{DEVICE_PART}/{DEVICE_PART}$")
@@ -112,6 +113,20 @@ class ReceiverSection(BrokerUrl, Section):
         int, Field(ge=100, le=10_000_000, description="older rejections are pruned past this")
     ] = 100_000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_port: Annotated[
+        int | None, Field(ge=1, le=65535, description="serve Prometheus metrics on 127.0.0.1:PORT (unset: off)")
+    ] = None
+    metrics_refresh_s: Annotated[
+        float, Field(ge=1, le=3600, description="read the per branch state for the metrics this often")
+    ] = 15.0
+    metrics_max_branches: Annotated[
+        int, Field(ge=0, le=1_000_000, description="branches with their own series; the rest only per society")
+    ] = 2000
+    key_rotation: Literal["announced", "registered"] = Field(
+        "announced",
+        description="a device's key_rotated record is enough (announced), or its new key must also be "
+        "registered first with `coop-receiver device rotate` (registered)",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -157,6 +172,7 @@ class DeviceEntry(Section):
 
 class ReceiverConfig(Section):
     receiver: ReceiverSection = Field(default_factory=ReceiverSection)
+    retention: RetentionSection = Field(default_factory=RetentionSection)
     devices: list[DeviceEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")

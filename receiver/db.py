@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = """
 CREATE TABLE devices (
@@ -106,7 +106,40 @@ CREATE TABLE health (                          -- the running receiver's own sta
 );
 """
 
-MIGRATIONS = {1: _V1, 2: _V2}
+_V3 = """
+CREATE TABLE device_keys (                     -- the registry's own knowledge of device keys (receiver/registry.py)
+    dev TEXT NOT NULL,
+    kid BLOB NOT NULL,
+    public_key BLOB NOT NULL,                  -- raw 32-byte Ed25519 public key
+    valid_from_seq INTEGER,                    -- first seq it may sign (NULL: registered, rotation not announced yet)
+    valid_to_seq INTEGER,                      -- last seq it may sign, set when a rotation retired it (NULL: open)
+    revoked_at INTEGER,                        -- epoch ms, every batch it signs is refused from then on
+    revoked_reason TEXT,
+    origin TEXT NOT NULL,                      -- cli | rotation | file (a config or devices_dir key)
+    added_at INTEGER NOT NULL,
+    announced_seq INTEGER,                     -- the batch whose key_rotated record announced it
+    PRIMARY KEY (dev, kid)
+);
+CREATE TABLE registry_log (                    -- every registry change, max(id) being the registry's generation
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    dev TEXT NOT NULL,
+    kid BLOB,
+    action TEXT NOT NULL,
+    seq INTEGER,
+    detail TEXT NOT NULL
+);
+CREATE INDEX registry_log_dev ON registry_log (dev, id);
+CREATE TABLE media_holds (                     -- media an operator holds as evidence (retention never deletes it)
+    did INTEGER NOT NULL,
+    media_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (did, media_id)
+);
+"""
+
+MIGRATIONS = {1: _V1, 2: _V2, 3: _V3}
 
 
 def connect(path: Path, *, writer: bool) -> sqlite3.Connection:

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.interfaces import Component
@@ -24,7 +24,9 @@ from receiver.config import ReceiverConfig
 from receiver.database import open_database
 from receiver.keys import DeviceRegistry, load_central_key
 from receiver.media import MediaAssembler
+from receiver.metrics import ReceiverMetrics
 from receiver.mqtt import MqttLink
+from receiver.retention import Retention
 from receiver.verifier import Job, Ticket, Verifier
 from receiver.writer import Writer
 from wire.batches import MEDIA_ID_RE
@@ -52,6 +54,7 @@ class Inbound:
     qos: int
     gen: int
     ticket: Ticket | None = None  # a batch sent to the verifier process on arrival
+    arrived: float = field(default_factory=time.perf_counter)  # for the verify latency metric
 
 
 class Worker(Component):
@@ -140,6 +143,12 @@ class Receiver:
         self.media.load()
         self.verifier = Verifier()
         self.link = MqttLink(cfg, self._on_message)
+        self.metrics = ReceiverMetrics(cfg)
+        self.retention = Retention(config.retention, cfg.media_dir)
+        self.writer.metrics = self.metrics
+        self.metrics.gauge("coop_receiver_inbox_messages", "messages queued for the worker", self.inbox.qsize)
+        self.metrics.gauge("coop_receiver_broker_connected", "1 while connected to the broker",
+                           lambda: float(self.link.connected))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_resend: dict[str, tuple[float, int]] = {}
@@ -153,6 +162,7 @@ class Receiver:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> Receiver:
+        self.metrics.start()
         self.verifier.start()
         self._thread = threading.Thread(
             target=Worker(self).run, args=(self._stop,), name="receiver-worker", daemon=True
@@ -181,6 +191,7 @@ class Receiver:
             self.verifier.stop()  # before link.stop(): paho's thread may be blocked writing to it
             self.link.stop()
             self.verifier.close()
+            self.metrics.stop()
 
     def __enter__(self) -> Receiver:
         return self.start()
@@ -203,6 +214,7 @@ class Receiver:
 
     def process(self, group: list[Inbound]) -> None:
         w = self.writer
+        t0 = time.perf_counter()
         w.begin()
         try:
             for msg in group:
@@ -216,6 +228,7 @@ class Receiver:
             w.rollback()
             raise
         self.commits += 1
+        self.metrics.committed(len(group), time.perf_counter() - t0)
         # Durable now: tell the agents, then release the broker's copies.
         for dev in sorted(result.ack_devs):
             self.link.publish(device_topic(self.prefix, dev, "ack"), seq_ack(self.signer, dev, w.state(dev).contiguous))
@@ -256,7 +269,10 @@ class Receiver:
         w.db.execute("SAVEPOINT msg")
         try:
             if t.kind == "batch":
-                verdict = None if msg.ticket is None else self.verifier.verdict(msg.ticket)
+                verdict = None
+                if msg.ticket is not None:
+                    verdict = self.verifier.verdict(msg.ticket)
+                    self.metrics.verified(time.perf_counter() - msg.arrived)
                 w.on_batch(t.dev, msg.topic, msg.payload, verdict)
             elif t.kind == "status":
                 if msg.payload:  # an empty retained message only clears the broker's copy
@@ -338,6 +354,7 @@ class Receiver:
             w.db.rollback()
             raise
         w.db.maintain(int(time.time() * 1000))
+        self.retention.maybe_run(w.db)  # when due ([retention] run_every_s); off unless enabled
 
     def send_command(self, dev: str, cmd: str, args: Mapping[str, Any]) -> str:
         """Publish a signed command to the device (QoS 1); returns its id."""

@@ -16,8 +16,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from receiver import registry as regdb
 from receiver.database import Database
 from receiver.keys import DeviceRegistry
+from receiver.metrics import NULL as NULL_METRICS
+from receiver.metrics import ReceiverMetrics
 from receiver.verifier import Verdict
 from wire.batches import Batch, Manifest, Rejected, check_batch, check_status, verify_signed
 
@@ -48,18 +51,22 @@ class GroupResult:
 
 
 class Writer:
+    metrics: ReceiverMetrics = NULL_METRICS  # the server sets its own when metrics are on
+
     def __init__(self, db: Database, registry: DeviceRegistry, max_pending: int):
         self.db = db
         self.registry = registry
         self.max_pending = max_pending
         self._states: dict[str, DevState] = {}
         self.result = GroupResult()
+        registry.refresh(db)  # keys added with `coop-receiver device add` exist only in the database
 
     # -- transactions -------------------------------------------------------------------
 
     def begin(self) -> None:
         self.db.begin()
         self.result = GroupResult()
+        self.registry.refresh(self.db)  # a `device revoke` takes effect at the next group
 
     def commit(self) -> GroupResult:
         self.flush_states()
@@ -69,6 +76,7 @@ class Writer:
     def rollback(self) -> None:
         self.db.rollback()
         self._states.clear()  # reload from the database: the cached states may hold rolled-back values
+        self.registry.invalidate()  # and a rotation applied in the undone transaction
 
     # -- device state -------------------------------------------------------------------
 
@@ -99,6 +107,7 @@ class Writer:
     def forget(self, dev: str) -> None:
         """Drop the cached state of dev (after a rollback to a savepoint); it is read again when needed."""
         self._states.pop(dev, None)
+        self.registry.invalidate()
 
     def set_health(self, values: dict[str, str]) -> None:
         """Record the receiver's own state (broker link, last error) in its own small transaction."""
@@ -124,6 +133,7 @@ class Writer:
 
     def reject(self, dev: str, topic: str, code: str, reason: str, seq: int | None = None) -> None:
         log.warning("rejected from %s on %s: %s: %s", dev, topic, code, reason)
+        self.metrics.rejected(code)
         self.db.execute(
             "INSERT INTO rejections (at, dev, topic, code, reason, seq) VALUES (?, ?, ?, ?, ?, ?)",
             (now_ms(), dev, topic, code, reason, seq),
@@ -160,6 +170,12 @@ class Writer:
                 verdict = check_batch(cose, dev, keys)
             except Rejected as exc:
                 verdict = exc
+        elif isinstance(verdict, Rejected) and verdict.code == "unknown_kid":
+            # Checked ahead with the keys of its arrival: a rotation stored since may have made it known.
+            try:
+                verdict = check_batch(cose, dev, self.registry.keys_for(dev) or {})
+            except Rejected as exc:
+                verdict = exc
         if isinstance(verdict, Rejected):
             if verdict.code == "chain_break" and verdict.seq is not None:
                 st = self.state(dev)
@@ -170,6 +186,8 @@ class Writer:
         if not isinstance(verdict, Batch):
             raise verdict  # a bug while checking: the server rejects this message as internal_error
         batch = verdict
+        if self._kid_refused(topic, batch):
+            return
         st = self.state(dev)
         if batch.seq > st.highest_seen:
             st.highest_seen = batch.seq
@@ -186,6 +204,7 @@ class Writer:
         row = self.db.execute("SELECT hash FROM batches WHERE did = ? AND seq = ?", (st.did, batch.seq)).fetchone()
         if row is not None and row[0] == batch.hash:
             log.debug("duplicate %s seq %d; re-ack", st.dev, batch.seq)
+            self.metrics.outcome("duplicate")
         else:
             self._chain_break(
                 st,
@@ -231,8 +250,21 @@ class Writer:
             (inserted, dups, now_ms(), did),
         )
         st.contiguous, st.last_hash, st.dirty = seq, batch.hash, True
+        self.metrics.stored(inserted)
         self.result.ack_devs.add(st.dev)
         self.result.manifests.extend((st.dev, seq, m) for m in batch.media)
+        if regdb.on_stored(
+            db, st.dev, topic, batch, self.registry.entries(st.dev), self.registry.rotation_policy, self.reject
+        ):
+            self.registry.refresh(db, force=True)  # the next batch of this group may be signed by the new key
+        return True
+
+    def _kid_refused(self, topic: str, batch: Batch) -> bool:
+        """Refuse (recorded, not acked) a batch whose key may not sign its seq: revoked, retired, not yet valid."""
+        problem = self.registry.check_kid(batch.dev, batch.kid, batch.seq)
+        if problem is None:
+            return False
+        self.reject(batch.dev, topic, problem[0], problem[1], batch.seq)
         return True
 
     def _hold(self, st: DevState, topic: str, batch: Batch) -> None:
@@ -262,6 +294,7 @@ class Writer:
             (st.did, batch.seq, batch.hash, batch.cose, now_ms()),
         )
         st.pending += 1
+        self.metrics.outcome("held")
         log.info("%s seq %d held: waiting for seq %d", st.dev, batch.seq, st.contiguous + 1)
 
     def _drain_pending(self, st: DevState, topic: str) -> None:
@@ -280,6 +313,8 @@ class Writer:
             except Rejected as exc:
                 self.reject(st.dev, topic, exc.code, f"held batch: {exc.reason}", exc.seq)
                 return
+            if self._kid_refused(topic, batch):
+                return
             if not self._append(st, topic, batch):
                 return
 
@@ -291,10 +326,14 @@ class Writer:
             self.reject(dev, topic, "unknown_device", "status from a device with no registered key")
             return
         try:
-            _, payload = verify_signed(cose, dev, keys)
+            kid, payload = verify_signed(cose, dev, keys)
             check_status(payload)
         except Rejected as exc:
             self.reject(dev, topic, exc.code, exc.reason)
+            return
+        entry = self.registry.entries(dev).get(kid)
+        if entry is not None and entry.revoked_at is not None:  # a status has no seq: only revocation applies
+            self.reject(dev, topic, "key_revoked", f"status signed by revoked kid {kid.hex()}")
             return
         st = self.state(dev)
         self.db.execute(
