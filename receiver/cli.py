@@ -247,7 +247,7 @@ def export(config_path: Path | None, records: tuple[str, ...], out_path: Path, e
             summary = export_bundle(
                 store.conn, cfg.receiver.media_dir, selection, signer, out,
                 exporter_name=exporter_name or f"coop-receiver at {socket.gethostname()}",
-                keys=lookup_for(cfg), full_chain=full_chain,
+                keys=lookup_for(cfg, store.conn), full_chain=full_chain,
             )
             out.flush()
             os.fsync(out.fileno())
