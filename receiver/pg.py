@@ -132,6 +132,12 @@ CREATE TABLE health (                           -- the running receiver's own st
 # (version, what it does, SQL). Append only: a released migration is never edited.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "devices, batches, record_keys, records by month, pending, chain_breaks, rejections, media, health", _V1),
+    (
+        2,
+        "shared receivers: batches and pending by hash (known bytes skip the verifier), resend claims",
+        "CREATE INDEX batches_hash ON batches (hash); CREATE INDEX pending_hash ON pending (hash); "
+        "ALTER TABLE devices ADD COLUMN resend_asked_at BIGINT",
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -169,6 +175,7 @@ class PgDatabase:
     """receiver.database.Database over one psycopg 3 connection (autocommit; explicit BEGIN/COMMIT)."""
 
     kind = "postgresql"
+    for_update = " FOR UPDATE"
     errors: tuple[type[Exception], ...] = (psycopg.Error,)
 
     def __init__(self, conn: psycopg.Connection[Any], url: str, password: str | None):
