@@ -93,6 +93,10 @@ class Screener:
                         break
                 self._screen(group)
                 for item in group:
+                    # One at a time: submit, then hand over. The worker redeems verdicts in this order,
+                    # and the verifier's reply pipe holds only ~25 big verdicts: submitting a whole group
+                    # before handing any of it over deadlocked (verifier blocked on replies nobody read).
+                    self._submit(item)
                     if not put_until(self.ready, item, stop):
                         return  # stopping: what is left is not PUBACKed; the broker delivers it again
         finally:
@@ -113,14 +117,17 @@ class Screener:
             return
         known = self._known({b.digest for b in batches})
         for item in batches:
-            assert item.dev is not None
             if (item.dev, item.digest) in known:
                 item.known = True
                 self.skipped += 1
-                continue
-            keys = self.keys_for(item.dev)  # unknown device: the worker rescans and rejects it
-            if keys is not None:
-                item.ticket = self.verifier.submit(Job(item.dev, item.payload, keys))  # type: ignore[arg-type]
+
+    def _submit(self, item: Inbound) -> None:
+        """Send a batch that is not known to the verifier process (an unknown device: the worker rejects it)."""
+        if item.kind != "batch" or not item.digest or item.known or item.dev is None:
+            return
+        keys = self.keys_for(item.dev)
+        if keys is not None:
+            item.ticket = self.verifier.submit(Job(item.dev, item.payload, keys))  # type: ignore[arg-type]
 
     def _known(self, digests: set[bytes]) -> set[tuple[str, bytes]]:
         """(device, hash) of these hashes already stored or held; empty when the database cannot say."""

@@ -71,9 +71,14 @@ class Writer:
         self._states.clear()  # another receiver may have moved any chain since our last commit
 
     def lock_devices(self, devs: list[str]) -> None:
-        """Take the row locks of these devices now, in this order (sorted by the caller: no deadlock)."""
+        """Take the row locks of these devices now, in this order (sorted by the caller: no deadlock).
+
+        Only devices that have a row: a device is made (and locked) when something of it is accepted,
+        so one whose messages are all rejected stays unknown.
+        """
         for dev in devs:
-            self.state(dev)
+            if dev not in self._states:
+                self._load(dev, create=False)
 
     def commit(self) -> GroupResult:
         self.flush_states()
@@ -87,12 +92,17 @@ class Writer:
     # -- device state -------------------------------------------------------------------
 
     def state(self, dev: str) -> DevState:
-        st = self._states.get(dev)
-        if st is not None:
-            return st
+        st = self._states.get(dev) or self._load(dev, create=True)
+        assert st is not None
+        return st
+
+    def _load(self, dev: str, *, create: bool) -> DevState | None:
+        """Read the device's chain head under its row lock (made first if create), and cache it for this transaction."""
         # for_update is the driver's own constant (" FOR UPDATE" or ""), never input
         select = "SELECT did, contiguous, last_hash, highest_seen FROM devices WHERE dev = ?" + self.db.for_update  # noqa: S608
         row = self.db.execute(select, (dev,)).fetchone()
+        if row is None and not create:
+            return None
         if row is None:  # another receiver may insert it at the same moment: one row wins, both use it
             self.db.execute("INSERT INTO devices (dev) VALUES (?) ON CONFLICT (dev) DO NOTHING", (dev,))
             row = self.db.execute(select, (dev,)).fetchone()

@@ -273,3 +273,25 @@ def test_chunks_of_one_file_on_different_receivers_make_one_file(
         assert path is not None and path.read_bytes() == content
         assert s.rejections(dev.dev) == []
     assert not any(x.get("media") == "clip-9" and x["missing"] for x in agent.decoded(central, "ack"))
+
+
+def test_a_burst_of_full_size_batches_does_not_deadlock_the_screener_and_the_verifier(
+    tmp_path: Path, mosquitto: Mosquitto, devices: list[DeviceSim], store_toml: str
+) -> None:
+    """Regression: the screener first submitted a whole group (50 batches of 500 records) to the verifier
+    and only then handed it to the worker. The verifier's reply pipe holds about 25 such verdicts, so it
+    blocked writing the 26th, stopped reading requests, the screener blocked submitting, and the worker
+    waited for a group that never came (found by bench_receiver: no ack, ever). Now each batch is handed
+    over as soon as it is submitted."""
+    cfg = load_receiver_config(shared_config(tmp_path, mosquitto, devices, store_toml, receive_maximum=1000))
+    central = load_central_key(cfg.receiver.key_file).public_key()
+    sent = make_batches(devices[:1], 80, 500)
+    with Receiver(cfg) as rx:
+        agents = ResendingAgents(mosquitto.port, central, sent, window=80, resend_after=600)
+        try:
+            agents.run_until_done(timeout=120)
+        finally:
+            agents.close()
+        assert rx.verifier.use_process is False or rx.verifier._child is not None
+    with ReceiverStore(cfg.receiver) as s:
+        check_chain(s.batch_bytes(devices[0].dev), sent[devices[0].dev])
