@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 3
-
 _V1 = """
 CREATE TABLE devices (
     did INTEGER PRIMARY KEY,
@@ -139,7 +137,16 @@ CREATE TABLE media_holds (                     -- media an operator holds as evi
 );
 """
 
-MIGRATIONS = {1: _V1, 2: _V2, 3: _V3}
+# Several receivers sharing one subscription (issue 10, section 3 and 5): a batch's bytes are looked
+# up by hash before the verifier, and one receiver claims each resend ask.
+_V4 = """
+CREATE INDEX batches_hash ON batches (hash);
+CREATE INDEX pending_hash ON pending (hash);
+ALTER TABLE devices ADD COLUMN resend_asked_at INTEGER
+"""
+
+MIGRATIONS = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+SCHEMA_VERSION = max(MIGRATIONS)
 
 
 def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
@@ -187,6 +194,7 @@ class SqliteDatabase:
     """receiver.database.Database over one SQLite file."""
 
     kind = "sqlite"
+    for_update = ""
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
 
     def __init__(self, conn: sqlite3.Connection):

@@ -166,6 +166,12 @@ CREATE TABLE media_holds (                      -- media an operator holds as ev
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "devices, batches, record_keys, records by month, pending, chain_breaks, rejections, media, health", _V1),
     (2, "device_keys, registry_log (key add, revoke, rotate), media_holds", _V2),
+    (
+        3,
+        "shared receivers: batches and pending by hash (known bytes skip the verifier), resend claims",
+        "CREATE INDEX batches_hash ON batches (hash); CREATE INDEX pending_hash ON pending (hash); "
+        "ALTER TABLE devices ADD COLUMN resend_asked_at BIGINT",
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -203,6 +209,7 @@ class PgDatabase:
     """receiver.database.Database over one psycopg 3 connection (autocommit; explicit BEGIN/COMMIT)."""
 
     kind = "postgresql"
+    for_update = " FOR UPDATE"
     errors: tuple[type[Exception], ...] = (psycopg.Error,)
 
     def __init__(self, conn: psycopg.Connection[Any], url: str, password: str | None):

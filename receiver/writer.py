@@ -6,6 +6,13 @@ opens per group of messages (group commit: one fsync for many batches). The chai
 the stored bytes of N-1. A batch ahead of the chain is held in `pending` (durably, so the
 broker message can be acknowledged) until the gap fills. A used seq with other bytes, or a
 prev that does not match, is a chain break: the batch is kept as evidence, never stored.
+
+Several writers (receivers sharing one subscription, one database) may work at once, so a
+device's chain head is never trusted from memory across transactions: each transaction reads
+it afresh under the device's row lock (SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN
+IMMEDIATE already serializes whole transactions), and the worker takes a group's locks in
+device order before anything else, so two writers neither both extend nor both break a chain,
+and never deadlock over each other's devices.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ class Writer:
         self._states: dict[str, DevState] = {}
         self.result = GroupResult()
         registry.refresh(db)  # keys added with `coop-receiver device add` exist only in the database
+        self.known = 0  # batches acknowledged again on their hash alone
 
     # -- transactions -------------------------------------------------------------------
 
@@ -67,6 +75,17 @@ class Writer:
         self.db.begin()
         self.result = GroupResult()
         self.registry.refresh(self.db)  # a `device revoke` takes effect at the next group
+        self._states.clear()  # another receiver may have moved any chain since our last commit
+
+    def lock_devices(self, devs: list[str]) -> None:
+        """Take the row locks of these devices now, in this order (sorted by the caller: no deadlock).
+
+        Only devices that have a row: a device is made (and locked) when something of it is accepted,
+        so one whose messages are all rejected stays unknown.
+        """
+        for dev in devs:
+            if dev not in self._states:
+                self._load(dev, create=False)
 
     def commit(self) -> GroupResult:
         self.flush_states()
@@ -81,15 +100,20 @@ class Writer:
     # -- device state -------------------------------------------------------------------
 
     def state(self, dev: str) -> DevState:
-        st = self._states.get(dev)
-        if st is not None:
-            return st
-        row = self.db.execute(
-            "SELECT did, contiguous, last_hash, highest_seen FROM devices WHERE dev = ?", (dev,)
-        ).fetchone()
-        if row is None:
-            did = self.db.execute("INSERT INTO devices (dev) VALUES (?) RETURNING did", (dev,)).fetchone()[0]
-            row = (did, 0, b"\x00" * 32, 0)
+        st = self._states.get(dev) or self._load(dev, create=True)
+        assert st is not None
+        return st
+
+    def _load(self, dev: str, *, create: bool) -> DevState | None:
+        """Read the device's chain head under its row lock (made first if create), and cache it for this transaction."""
+        # for_update is the driver's own constant (" FOR UPDATE" or ""), never input
+        select = "SELECT did, contiguous, last_hash, highest_seen FROM devices WHERE dev = ?" + self.db.for_update  # noqa: S608
+        row = self.db.execute(select, (dev,)).fetchone()
+        if row is None and not create:
+            return None
+        if row is None:  # another receiver may insert it at the same moment: one row wins, both use it
+            self.db.execute("INSERT INTO devices (dev) VALUES (?) ON CONFLICT (dev) DO NOTHING", (dev,))
+            row = self.db.execute(select, (dev,)).fetchone()
         pending = self.db.execute("SELECT count(*) FROM pending WHERE did = ?", (row[0],)).fetchone()[0]
         st = DevState(did=row[0], dev=dev, contiguous=row[1], last_hash=row[2], highest_seen=row[3], pending=pending)
         self._states[dev] = st
@@ -123,6 +147,20 @@ class Writer:
         except BaseException:
             self.rollback()
             raise
+
+    def claim_resend(self, dev: str, from_seq: int, interval_s: float) -> bool:
+        """True for the one receiver that may ask dev to resend from from_seq now (at most every interval_s).
+
+        Its own statement outside the group's transaction: the claim is a courtesy between receivers,
+        not part of what an ack promises.
+        """
+        at = now_ms()
+        cur = self.db.execute(
+            "UPDATE devices SET resend_asked_at = ? WHERE dev = ? AND contiguous + 1 = ? "
+            "AND (resend_asked_at IS NULL OR resend_asked_at <= ?)",
+            (at, dev, from_seq, at - int(interval_s * 1000)),
+        )
+        return cur.rowcount == 1
 
     def gaps(self) -> list[tuple[str, int]]:
         """(device, first missing seq) for every device with verified batches beyond its chain."""
@@ -199,6 +237,24 @@ class Writer:
                 self._drain_pending(st, topic)
         else:
             self._hold(st, topic, batch)
+
+    def on_known(self, dev: str, topic: str, digest: bytes, cose: bytes) -> None:
+        """A batch whose exact bytes the screener found stored or held: acknowledge, without a second check.
+
+        Its bytes were verified when they were stored. Under the device's lock, make sure they still
+        are (retention may have removed them since the lookup); if not, judge the batch in full.
+        """
+        st = self.state(dev)
+        if self.db.execute(
+            "SELECT 1 FROM batches WHERE did = ? AND hash = ? "
+            "UNION ALL SELECT 1 FROM pending WHERE did = ? AND hash = ?",
+            (st.did, digest, st.did, digest),
+        ).fetchone() is None:
+            self.on_batch(dev, topic, cose)
+            return
+        log.debug("%s: batch stored already (same bytes); acknowledged again without checking it twice", dev)
+        self.known += 1
+        self.result.ack_devs.add(dev)
 
     def _seen_before(self, st: DevState, topic: str, batch: Batch) -> None:
         row = self.db.execute("SELECT hash FROM batches WHERE did = ? AND seq = ?", (st.did, batch.seq)).fetchone()
