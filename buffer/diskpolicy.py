@@ -316,6 +316,7 @@ class DiskPolicy:
             data.update({"class": m.item.cls, "centre_has": m.state == "complete", "free": done.free_before,
                          "reserve": self.t.reserve_bytes})
             records.append((data, m.media_id))
+        records.sort(key=lambda r: (EVICT_ORDER.index(r[0]["class"]), r[0].get("start", 0)))  # in deletion order
         encoded = self.store.encode([{"kind": "gap", "at": now_ms, "id": new_id(now_ms), "data": d}
                                      for d, _ in records])
         with self._lock:
