@@ -159,6 +159,8 @@ class DiskPolicy:
     # -- the periodic check (DiskWatch's thread) --------------------------------
     def check(self, timeout: float = 60.0) -> None:
         """Measure; below the reserve (or with gaps still owed) run a pass in the writer thread."""
+        if not self.store.writer.accepting:  # stopping: the buffer takes no more work
+            return
         before = self.level
         free = self._measure()
         if free < self.t.reserve_bytes or self._owed:

@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from agent.doctor.context import Context
+from agent.doctor.storage import disk_checks
 from core.interfaces import EVICT_ORDER
 from tests.buffer.test_diskpolicy import MiB, free_of, set_free
 from tests.camera.test_e2e import finals
@@ -134,6 +136,15 @@ def test_full_disk_costs_video_never_a_sale(small_fs: Path, branch: Branch, nois
                  what="pending evidence deleted for records")
         n = len(till.statuses)
         wait_for(lambda: len(till.statuses) >= n + 20, timeout=60, what="more sales after the disk filled")
+        # The alert, in the three places a technician or the fleet looks.
+        with branch.client() as c:
+            assert c.get("/v1/status").json()["disk"]["level"] in ("evidence_pending", "refusing")
+            metrics = c.get("/metrics").text
+        assert 'coop_disk_deleted_files_total{class="evidence_pending"}' in metrics
+        assert "coop_disk_level{level=" in metrics
+        found = {f.id: f for f in disk_checks(Context(agent.cfg, agent.status.full_doc()))}
+        assert found["disk.reserve"].result == "error" and "did not have yet" in found["disk.reserve"].message
+        assert found["disk.evidence-deleted"].result == "error"
     assert till.statuses and set(till.statuses) == {201}, sorted(set(till.statuses))
     assert free_of(small_fs) < RESERVE_MB * MiB
 
