@@ -224,3 +224,26 @@ def test_disk_not_short_means_no_deletion(small_fs: Path, make_store: Callable[.
     set_free(small_fs, 20 * MiB)
     assert b.policy.on_disk_full() is None
     assert len(b.ring.segments()) == 3 and b.gaps() == []
+
+
+def test_media_quota_follows_the_same_order(tmp_path: Path, make_store: Callable[..., Store]) -> None:
+    """The [media] quota used to evict confirmed clips before unconfirmed snapshots; now one order
+    holds whichever limit is hit: periodic snapshots, then confirmed evidence, never pending evidence."""
+    store = make_store()
+    media = MediaStore(store, tmp_path / "media", 64 * 1024, MiB)
+    now = int(time.time() * 1000)
+
+    def add(name: str, hold: bool) -> str:
+        p = write(tmp_path / "in" / name, 400_000, seed=len(name))
+        return media.add_media(p, camera="dock", media_type="video/mp4" if hold else "image/jpeg", start_ms=now,
+                               end_ms=now, reason={"test": name}, hold=hold)
+
+    confirmed = add("clip-a.mp4", hold=True)
+    media.on_ack(confirmed, ())
+    snap = add("snap.jpg", hold=False)
+    add("clip-b.mp4", hold=True)  # over the quota: one file must go
+    state = dict(store.reader().execute("SELECT media_id, state FROM media").fetchall())
+    assert state[snap] == "evicted" and state[confirmed] == "complete"
+    store.submit([sale(1)], timeout=10)
+    (gap,) = [r["data"] for r in all_records(store) if r["kind"] == "gap"]
+    assert gap["media"] == snap and gap["class"] == "snapshot" and gap["centre_has"] is False
