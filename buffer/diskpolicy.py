@@ -13,8 +13,10 @@ file, one per camera and class for ring segments deleted in one pass (docs/decis
 "Disk pressure"). A deleted file's gap is owed until it commits: its id and content are fixed
 when the file goes, so writing it again after a rolled-back group stores it once.
 
-Everything that reads or writes the buffer here runs in the writer thread (a CallOp, or the
-on_disk_full hook), so the media table is read and updated by the one writer connection.
+The periodic pass lists and deletes in the DiskWatch thread (media rows through a read
+connection) and hands only the gap records and `evicted` marks to the writer, as one short
+CallOp; the disk-full pass runs in the writer thread itself, on its connection, because the
+group it would otherwise refuse is waiting for the room.
 """
 
 from __future__ import annotations
@@ -161,7 +163,8 @@ class DiskPolicy:
 
     # -- the periodic check (DiskWatch's thread) --------------------------------
     def check(self, timeout: float = 60.0) -> None:
-        """Measure; below the reserve (or with gaps still owed) run a pass in the writer thread."""
+        """Measure; below the reserve, delete in order (in this thread); then write the owed gaps
+        through the writer."""
         if not self.store.writer.accepting:  # stopping: the buffer takes no more work
             return
         before = self.level
