@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -115,6 +116,11 @@ def reserve_checks(c: Context, free: int, where: Path, free_fix: str) -> Iterato
             f"deleting media (deepest so far: {level})"
         yield warning("disk.reserve", f"{mib} MiB free on {where}, below the {d.reserve_mb} MiB kept for records "
                       f"([disk] reserve_mb): {what}", fix)
+    elif t.warn_bytes > shutil.disk_usage(where).total // 2:
+        # A default reserve on a small disk: the policy would keep deleting every recording.
+        yield warning("disk.reserve", f"[disk] warn_mb ({d.warn_mb} MiB) is more than half of the "
+                      f"{shutil.disk_usage(where).total // 2**20} MiB disk at {where}: recording would be deleted "
+                      "as soon as it is made", "lower [disk] reserve_mb and warn_mb to fit this disk")
     else:
         yield ok("disk.reserve", f"{mib} MiB free, warning below {d.warn_mb} MiB, {d.reserve_mb} MiB kept for records")
     try:
