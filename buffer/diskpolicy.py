@@ -282,14 +282,16 @@ class DiskPolicy:
                 except Exception:
                     log.exception("disk: could not delete %s", item.path)
             return False
+        # Told first: the outbox must not find the file missing and record a gap of its own.
+        self.media.forget(media.media_id)
         try:
             item.path.unlink()
         except FileNotFoundError:
             pass  # gone already: still marked evicted, with its gap
         except OSError as exc:
             log.error("disk: could not delete media %s: %s", item.path, exc)
+            self.media.unforget(media.media_id)
             return False
-        self.media.forget(media.media_id)
         return True
 
     def _count(self, item: Evictable, now_ms: int) -> None:

@@ -183,6 +183,9 @@ class MediaStore:
                     f.seek(index * c.chunk)
                     data = f.read(c.chunk)
             except OSError as exc:
+                if c.media_id in self._gone:  # the disk policy deleted it between the check and the open
+                    self._cursor = None
+                    return None
                 log.error("media %s unreadable (%s); recording a gap", c.media_id, exc)
                 self._give_up(c, f"file unreadable: {exc.strerror}")
                 return None
@@ -239,6 +242,10 @@ class MediaStore:
     def forget(self, media_id: str) -> None:
         """The disk policy deleted this file (any thread): stop sending it."""
         self._gone.add(media_id)
+
+    def unforget(self, media_id: str) -> None:
+        """The disk policy could not delete it after all: send it again."""
+        self._gone.discard(media_id)
 
     def reset(self) -> None:
         """A refused or lost chunk: reload from the database; the centre's ack lists the holes."""
