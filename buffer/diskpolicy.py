@@ -256,7 +256,11 @@ class DiskPolicy:
         if self._same_disk(str(self.media.dir)):
             rows = conn.execute("SELECT media_id, path, camera, type, size, created_ms, held, state FROM media "
                                 "WHERE state != 'evicted'").fetchall()
+            with self._lock:  # deleted already, its row not yet marked: not a candidate twice
+                owed = {o.media_id for o in self._owed.values() if o.media_id is not None}
             for media_id, path, camera, mtype, size, created, held, state in rows:
+                if media_id in owed:
+                    continue
                 item = Evictable(media_class(held, state), Path(path), size, camera, created, created, key=media_id)
                 out.append((item, _Media(item, media_id, mtype, state)))
         out.sort(key=lambda p: (RANK[p[0].cls], p[0].start_ms))
