@@ -27,6 +27,7 @@ from agent.status import StatusBuilder
 from agent.subsystems import build_families, build_panels
 from agent.supervisor import Supervisor
 from agent.uplink.link import Uplink
+from buffer.diskpolicy import DiskPolicy, DiskWatch, Thresholds
 from buffer.media import MediaStore
 from buffer.store import Store
 from buffer.writer import SealOptions
@@ -34,6 +35,7 @@ from core.interfaces import (
     AgentContext,
     CommandHandler,
     Component,
+    EvictableSource,
     Health,
     MediaSink,
     RecordListener,
@@ -92,6 +94,10 @@ class Agent(AgentContext):
             raise
         self.media_store = MediaStore(self.store, cfg.media_dir, cfg.media.chunk_bytes, cfg.media.quota_mb * 2**20,
                                       cfg.media.bandwidth_kbps, cfg.buffer.retention_hours * 3600)
+        # One policy for the whole disk: records first, video gives way (docs/decisions.md).
+        self.disk = DiskPolicy(self.store, self.media_store, Thresholds(
+            warn_bytes=cfg.disk.warn_mb * 2**20, reserve_bytes=cfg.disk.reserve_mb * 2**20))
+        self.store.writer.on_disk_full = self.disk.on_disk_full
         self.status = StatusBuilder(self)
         self.commands = CommandRouter(self)
         self.refusals = RefusalLog(lambda detail: self.device_event("uplink", "refused", detail),
@@ -135,6 +141,9 @@ class Agent(AgentContext):
             self._health[component] = health
             self.uplink.publish_status_soon()
 
+    def register_evictable(self, source: EvictableSource) -> None:
+        self.disk.register(source)
+
     def health(self) -> dict[str, Health]:
         out = dict(self._health)
         out.update(self.supervisor.health())
@@ -161,6 +170,7 @@ class Agent(AgentContext):
             self.supervisor.add(self.api)
         self.supervisor.add(self.clock)
         self.supervisor.add(Housekeeping(self))
+        self.supervisor.add(DiskWatch(self.disk, self.cfg.disk.check_s))
         self.supervisor.add(WatchdogPinger(self.notifier, healthy=self._progressing))
         built = build_families(self)
         self.components = [c for comps in built.values() for c in comps]

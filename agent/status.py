@@ -38,6 +38,7 @@ class StatusBuilder:
             "clock": {"synchronized": sync.synced if sync else None,
                       "detail": sync.as_dict() if sync else None, "jumps": a.clock.jumps,
                       **a.centre_clock.as_dict()},
+            "disk": a.disk.as_dict(),
             "refused_messages": a.refusals.total,
             "refused_unrecorded": a.refusals.unrecorded,
             "supervisor": a.supervisor.details(),

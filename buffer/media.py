@@ -22,13 +22,27 @@ from typing import Any, Literal
 
 from buffer.store import Store
 from buffer.writer import WriterTxn
-from core.interfaces import BufferFull
+from core.interfaces import BufferFull, EvictClass
 from wire.kinds import MEDIA_TYPES
 from wire.records import new_id
 
 log = logging.getLogger(__name__)
 
 EXT = MEDIA_TYPES
+
+
+def media_class(held: int, state: str) -> EvictClass:
+    """Where a media file stands in the disk policy's order (core.interfaces.EVICT_ORDER):
+    unheld files are periodic snapshots; held ones are evidence, confirmed once acked complete."""
+    if not held:
+        return "snapshot"
+    return "evidence_confirmed" if state == "complete" else "evidence_pending"
+
+
+def media_gap(media_id: str, camera: str, media_type: str, size: int, reason: str) -> dict[str, Any]:
+    """The `gap` record's data for a media file given up (docs/decisions.md, "Disk pressure")."""
+    return {"what": "media", "media": media_id, "camera": camera, "type": media_type, "bytes": size,
+            "reason": reason}
 
 
 @dataclass
@@ -56,6 +70,9 @@ class MediaStore:
         self._tokens_at = time.monotonic()
         self._cursor: _Cursor | None = None
         self._lock = threading.Lock()  # add_media may run on any thread; the outbox on the uplink's
+        # Deleted under disk pressure by the writer thread (buffer.diskpolicy): the outbox drops
+        # its cursor on one of these without taking _lock (on_ack holds it while it waits on the writer).
+        self._gone: set[str] = set()
 
     # -- MediaSink -----------------------------------------------------------------
     def add_media(self, path: Path, *, camera: str, media_type: Literal["video/mp4", "image/jpeg"],
@@ -103,27 +120,28 @@ class MediaStore:
         return media_id
 
     def _make_room(self, tx: WriterTxn, incoming: int) -> list[str]:
-        """Evict until the new file fits: acked files first (the centre has them), then the
-        oldest unheld pending ones, each with a `gap` record saying what was given up."""
+        """Evict until the new file fits, in the disk policy's order: periodic snapshots, then
+        evidence the centre has confirmed, oldest first; never evidence it lacks. Each with a
+        `gap` record saying what was given up."""
         used = tx.conn.execute("SELECT coalesce(sum(size), 0) FROM media WHERE state != 'evicted'").fetchone()[0]
         paths: list[str] = []
         if used + incoming <= self.quota_bytes:
             return paths
         victims = tx.conn.execute(
-            "SELECT media_id, path, size, state FROM media WHERE state = 'complete' OR (state = 'pending' "
-            "AND held = 0) ORDER BY state = 'pending', created_ms").fetchall()
-        for media_id, path, size, state in victims:
+            "SELECT media_id, path, camera, type, size, state, held FROM media WHERE held = 0 AND state != 'evicted' "
+            "OR state = 'complete' ORDER BY held, created_ms").fetchall()
+        for media_id, path, camera, mtype, size, state, held in victims:
             if used + incoming <= self.quota_bytes:
                 break
             tx.conn.execute("UPDATE media SET state='evicted', done_ms=? WHERE media_id=?",
                             (time.time_ns() // 1_000_000, media_id))
             used -= size
             paths.append(path)
-            if state == "pending":
-                gap = self.store.encode([{"kind": "gap", "data": {
-                    "what": "media", "media": media_id, "bytes": size,
-                    "reason": "media quota on disk reached ([media] quota_mb); oldest unheld file dropped"}}])
-                tx.insert_records(gap)
+            self._gone.add(media_id)
+            data = media_gap(media_id, camera, mtype, size, "media quota on disk reached ([media] quota_mb); "
+                             "oldest periodic snapshot or confirmed clip dropped")
+            data.update({"class": media_class(held, state), "centre_has": state == "complete"})
+            tx.insert_records(self.store.encode([{"kind": "gap", "data": data}]))
         if used + incoming > self.quota_bytes:
             raise BufferFull(f"media quota ([media] quota_mb = {self.quota_bytes // 2**20}) is full of files the "
                              "centre has not acked yet; new media refused")
@@ -149,6 +167,9 @@ class MediaStore:
                 if self._cursor is None:
                     return None
             c = self._cursor
+            if c.media_id in self._gone:  # deleted under disk pressure; its gap is recorded
+                self._cursor = None
+                return None
             if c.resend:
                 index = c.resend[0]
             elif c.next_index < c.chunks:
@@ -162,6 +183,9 @@ class MediaStore:
                     f.seek(index * c.chunk)
                     data = f.read(c.chunk)
             except OSError as exc:
+                if c.media_id in self._gone:  # the disk policy deleted it between the check and the open
+                    self._cursor = None
+                    return None
                 log.error("media %s unreadable (%s); recording a gap", c.media_id, exc)
                 self._give_up(c, f"file unreadable: {exc.strerror}")
                 return None
@@ -214,6 +238,14 @@ class MediaStore:
                 c.resend = [i for i in wanted if i < c.chunks]
             elif c is None:
                 self._cursor = self._load_cursor()
+
+    def forget(self, media_id: str) -> None:
+        """The disk policy deleted this file (any thread): stop sending it."""
+        self._gone.add(media_id)
+
+    def unforget(self, media_id: str) -> None:
+        """The disk policy could not delete it after all: send it again."""
+        self._gone.discard(media_id)
 
     def reset(self) -> None:
         """A refused or lost chunk: reload from the database; the centre's ack lists the holes."""

@@ -163,6 +163,10 @@ class Writer(threading.Thread):
         self.soft_limit = opts.max_db_bytes - self.reserve
         self.last_error: str | None = None
         self.on_sealed: Callable[[], None] | None = None  # the uplink's wake-up
+        # Called in this thread when a group failed because the disk is full: the disk policy
+        # deletes media and returns the op that records it, or None when nothing could go (then
+        # the group is refused, 507). buffer.diskpolicy.DiskPolicy.on_disk_full.
+        self.on_disk_full: Callable[[], CallOp | None] | None = None
         # Called in this thread once a group's futures are all resolved: the API worker links
         # send the group's answers in one message each, not one per request.
         self.after_group: list[Callable[[], None]] = []
@@ -343,6 +347,17 @@ class Writer(threading.Thread):
 
     # -- one group ---------------------------------------------------------------
     def _group(self, ops: list[IngestOp | CallOp], seal_due: bool) -> None:
+        while True:
+            retry = self._group_once(ops, seal_due)
+            if retry is None:
+                return
+            # The disk policy freed space (media gave way to records): the same group again,
+            # after the op that records what was deleted (its `gap` records).
+            ops = [retry, *ops]
+
+    def _group_once(self, ops: list[IngestOp | CallOp], seal_due: bool) -> CallOp | None:
+        """One attempt at a group; a CallOp to run first in a retry when the disk was full and
+        on_disk_full freed space, else None (every future is resolved)."""
         results: list[tuple[Outcome, Any]] = []
         failures: list[tuple[Outcome, BaseException]] = []
         self._pending_committed = []
@@ -376,6 +391,13 @@ class Writer(threading.Thread):
         except sqlite3.OperationalError as exc:
             self._rollback()
             err: RecordRejected
+            if _is_full(exc) and self.on_disk_full is not None:
+                retry = self.on_disk_full()
+                if retry is not None:
+                    log.warning("buffer disk full: media deleted to make room; group of %d operations retried",
+                                len(ops))
+                    self._reload_counters()
+                    return retry
             if _is_full(exc):
                 self.full = True
                 err = BufferFull(f"the buffer's disk is full ({exc}); nothing of this request was stored; "
@@ -389,7 +411,7 @@ class Writer(threading.Thread):
                 if not op.future.done():
                     op.future.set_exception(err)
             self._after_group()
-            return
+            return None
         self.full = False
         for fut, res in results:
             fut.set_result(res)
@@ -400,6 +422,7 @@ class Writer(threading.Thread):
             self.on_committed(self._pending_committed)
         if self._sealed_in_group and self.on_sealed is not None:
             self.on_sealed()
+        return None
 
     def _after_group(self) -> None:
         for fn in self.after_group:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypedDict
+from typing import Any, Literal, NamedTuple, Protocol, TypedDict
 
 Health = Literal["ok", "degraded", "down"]
 
@@ -91,10 +91,52 @@ class RecordSink(Protocol):
 class MediaSink(Protocol):
     def add_media(self, path: Path, *, camera: str, media_type: Literal["video/mp4", "image/jpeg"],
                   start_ms: int, end_ms: int, reason: Mapping[str, Any], src: str = "agent",
-                  media_id: str | None = None) -> str:
+                  media_id: str | None = None, hold: bool = True) -> str:
         """Take ownership of a finished file (it is moved into the media dir), compute size and
         SHA-256, commit the spec's `media` record and queue the chunks for upload behind records.
-        Returns the MEDIA_ID. The file is kept until the centre acks it complete."""
+        Returns the MEDIA_ID. The file is kept until the centre acks it complete, unless disk
+        pressure forces it out (a `gap` record says so): hold=True marks evidence (a clip, a
+        commanded snapshot), which goes last; hold=False a routine file (a periodic snapshot),
+        which goes before any evidence (buffer.diskpolicy)."""
+        ...
+
+
+# What the disk policy may delete when free space falls below the reserve for records, in the
+# order it deletes them (buffer.diskpolicy, docs/decisions.md "Disk pressure"). The last class
+# goes only when a record would otherwise be refused.
+EvictClass = Literal["recording_expired", "recording", "snapshot", "evidence_confirmed", "evidence_pending"]
+EVICT_ORDER: tuple[EvictClass, ...] = (
+    "recording_expired",   # continuous recording already past its retention ([recording] ring_minutes)
+    "recording",           # other continuous recording, oldest first
+    "snapshot",            # periodic snapshots (MediaSink.add_media hold=False)
+    "evidence_confirmed",  # clips and commanded snapshots the centre acked complete
+    "evidence_pending",    # evidence the centre does not have yet (incl. ring spans a clip still waits for)
+)
+
+
+class Evictable(NamedTuple):
+    """One file the disk policy may delete; `key` lets its owner find it again (e.g. a ring segment).
+    A tuple, not a dataclass: a pass lists every segment of every ring (28,800 for 8 cameras' hour)."""
+
+    cls: EvictClass
+    path: Path
+    size: int
+    camera: str
+    start_ms: int
+    end_ms: int
+    key: str = ""
+
+
+class EvictableSource(Protocol):
+    """A family's files on disk that may give way to records (the camera rings): listed on demand,
+    deleted by their owner, who knows its own locks (a clip being cut from a segment)."""
+
+    def evictable(self, now_ms: int) -> list[Evictable]:
+        """Everything it could delete now, each with its class; any order."""
+        ...
+
+    def evict(self, item: Evictable) -> bool:
+        """Delete it; False if it is already gone or must not go now."""
         ...
 
 
@@ -143,6 +185,10 @@ class AgentContext(Protocol):
 
     def set_health(self, component: str, health: Health) -> None:
         """Report a component's state for the status message."""
+        ...
+
+    def register_evictable(self, source: EvictableSource) -> None:
+        """Offer files to the disk policy: deleted in EVICT_ORDER when free space runs short."""
         ...
 
 

@@ -196,6 +196,26 @@ class MediaSection(Section):
     quota_mb: Annotated[int, Field(ge=1)] = 2048
 
 
+class DiskSection(Section):
+    """Free space on the buffer's file system: records come first, video gives way (buffer.diskpolicy)."""
+
+    reserve_mb: Annotated[int, Field(ge=8, le=10_000_000, description=(
+        "free space kept for records on the buffer's file system; below it continuous recording, "
+        "periodic snapshots and clips the centre confirmed are deleted in that order, oldest first, "
+        "each with a gap record; clips the centre lacks go only when records would be refused"))] = 1024
+    warn_mb: Annotated[int, Field(ge=8, le=10_000_000, description=(
+        "below this much free space the status, doctor and metrics warn; nothing is deleted yet; "
+        "at least reserve_mb"))] = 2048
+    check_s: Annotated[float, Field(gt=0, le=60, description="how often free space is measured")] = 2.0
+
+    @model_validator(mode="after")
+    def _order(self) -> DiskSection:
+        if self.warn_mb < self.reserve_mb:
+            raise ValueError(f"warn_mb = {self.warn_mb}: must be at least reserve_mb ({self.reserve_mb}), "
+                             "so the warning comes before anything is deleted")
+        return self
+
+
 class SupervisorSection(Section):
     """Restarting crashed components."""
 

@@ -11,6 +11,7 @@ from agent.config.core import (
     ApiSection,
     BufferSection,
     ClockSection,
+    DiskSection,
     MediaSection,
     StatusPageSection,
     SupervisorSection,
@@ -30,6 +31,7 @@ class AgentConfig(Section):
     api: ApiSection = Field(default_factory=ApiSection)
     buffer: BufferSection = Field(default_factory=BufferSection)
     media: MediaSection = Field(default_factory=MediaSection)
+    disk: DiskSection = Field(default_factory=DiskSection)
     supervisor: SupervisorSection = Field(default_factory=SupervisorSection)
     clock: ClockSection = Field(default_factory=ClockSection)
     status_page: StatusPageSection = Field(default_factory=StatusPageSection)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from agent.doctor.context import Context, buffer_ro
+from buffer.diskpolicy import Thresholds
 from core.doctor import Finding, error, ok, skipped, warning
 
 # Below this the buffer can no longer seal batches safely (SQLite needs room for its WAL).
@@ -58,6 +60,7 @@ def disk_checks(c: Context) -> Iterator[Finding]:
         yield error("disk.free", f"{mib:.0f} MiB free on {where}: the buffer cannot store records (API 507)", free_fix)
     else:
         yield ok("disk.free", f"{mib:.0f} MiB free on {where}")
+    yield from reserve_checks(c, free, where, free_fix)
     room = float(free)
     db = cfg.db_path
     if cfg.buffer.max_db_mb:
@@ -86,6 +89,52 @@ def disk_checks(c: Context) -> Iterator[Finding]:
         yield warning("disk.outage-days", msg, fix)
     else:
         yield ok("disk.outage-days", msg)
+
+
+def reserve_checks(c: Context, free: int, where: Path, free_fix: str) -> Iterator[Finding]:
+    """The disk policy's thresholds (buffer.diskpolicy): the running agent's level when it answers
+    (it knows what it deleted), else free space against [disk] warn_mb and reserve_mb; and any
+    evidence the centre lacked that was deleted in the last day (gap records in the buffer)."""
+    d = c.cfg.disk
+    t = Thresholds(d.warn_mb * 2**20, d.reserve_mb * 2**20)
+    running = (c.status or {}).get("disk")
+    level = str(running["level"]) if running else t.level(free)
+    mib = free // 2**20
+    fix = (free_fix + "; or give video less room: lower [recording] ring_mb or ring_minutes, or [media] quota_mb, "
+           f"so recording fits beside the {d.reserve_mb} MiB kept for records")
+    if level == "refusing":
+        yield error("disk.reserve", f"{mib} MiB free on {where}: the disk is full and no media is left to delete: "
+                    "records are refused (API 507)", fix)
+    elif level == "evidence_pending":
+        yield error("disk.reserve", f"{mib} MiB free on {where}: clips the centre did not have yet were deleted so "
+                    "that records could be stored (gap records say which)", fix)
+    elif level == "low":
+        yield warning("disk.reserve", f"{mib} MiB free on {where}, below [disk] warn_mb ({d.warn_mb} MiB): below "
+                      f"{d.reserve_mb} MiB recording, snapshots and confirmed clips will be deleted", fix)
+    elif level != "ok":
+        what = "nothing left to delete before unconfirmed clips" if level == "below_reserve" else \
+            f"deleting media (deepest so far: {level})"
+        yield warning("disk.reserve", f"{mib} MiB free on {where}, below the {d.reserve_mb} MiB kept for records "
+                      f"([disk] reserve_mb): {what}", fix)
+    elif t.warn_bytes > shutil.disk_usage(where).total // 2:
+        # A default reserve on a small disk: the policy would keep deleting every recording.
+        yield warning("disk.reserve", f"[disk] warn_mb ({d.warn_mb} MiB) is more than half of the "
+                      f"{shutil.disk_usage(where).total // 2**20} MiB disk at {where}: recording would be deleted "
+                      "as soon as it is made", "lower [disk] reserve_mb and warn_mb to fit this disk")
+    else:
+        yield ok("disk.reserve", f"{mib} MiB free, warning below {d.warn_mb} MiB, {d.reserve_mb} MiB kept for records")
+    try:
+        gaps = c.recent_records(("gap",), 24 * 60)
+    except sqlite3.Error as exc:
+        yield skipped("disk.evidence-deleted", f"the buffer cannot be read ({exc})")
+        return
+    lost = [g for g in gaps if g.get("data", {}).get("class") == "evidence_pending"]
+    if lost:
+        cams = sorted({str(g["data"].get("camera")) for g in lost})
+        yield error("disk.evidence-deleted", f"{len(lost)} pieces of evidence the centre did not have were deleted "
+                    f"under disk pressure in the last 24 h (cameras: {', '.join(cams)})", fix)
+    else:
+        yield ok("disk.evidence-deleted", "no evidence lost to disk pressure in the last 24 h")
 
 
 def buffer_checks(c: Context) -> Iterator[Finding]:

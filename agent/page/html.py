@@ -86,8 +86,11 @@ function showStatus(s) {
     (Math.abs(skew) > 5 ? ` <span class="fix">this browser is ${skew} s off the agent</span>` : '') +
     (s.clock.jumps ? ` <span class="muted">${s.clock.jumps} jumps</span>` : '');
   const d = s.disk;
-  $('disk').innerHTML = `<span class="pill ${d.free_bytes / d.total_bytes < 0.1 || s.buffer.full ? 'bad' : 'good'}">` +
+  // level_index >= 2: below the reserve kept for records, media being deleted (docs/operations.md)
+  const short = d.free_bytes / d.total_bytes < 0.1 || s.buffer.full || d.level_index >= 2;
+  $('disk').innerHTML = `<span class="pill ${short ? 'bad' : 'good'}">` +
     `${fmtBytes(d.free_bytes)} free</span> of ${fmtBytes(d.total_bytes)} at ${esc(d.path)}` +
+    (d.level && d.level !== 'ok' ? ` <b class="fix">disk ${esc(d.level)}</b>` : '') +
     (s.buffer.full ? ' <b class="fix">buffer full</b>' : '');
   $('updated').textContent = 'updated ' + fmtTime(Date.now());
 }

@@ -94,7 +94,8 @@ class StatusPage:
         doc = self.status()
         data_dir = self.cfg.agent.data_dir
         du = shutil.disk_usage(data_dir)
-        doc["disk"] = {"path": str(data_dir), "free_bytes": du.free, "total_bytes": du.total}
+        # Beside the disk policy's own fields (level, reserve: agent.status), the disk's total for the bar.
+        doc["disk"] = {**doc.get("disk", {}), "path": str(data_dir), "free_bytes": du.free, "total_bytes": du.total}
         return doc
 
 

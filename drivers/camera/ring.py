@@ -95,6 +95,11 @@ class Ring:
         with self.lock:
             return list(self._loaded())
 
+    def sized_segments(self) -> list[tuple[Segment, int]]:
+        """Segments with their sizes as indexed (no stat per file), oldest first."""
+        with self.lock:
+            return [(s, self._sizes.get(s.path, 0)) for s in self._loaded()]
+
     def add(self, part: Path, start_ms: int, end_ms: int) -> Segment | None:
         """Give a closed part file its final name; an empty part (no packet arrived) is dropped."""
         size = part.stat().st_size if part.exists() else 0
@@ -138,6 +143,19 @@ class Ring:
         if dropped:
             log.debug("ring %s: pruned %d segments", self.dir.name, dropped)
         return dropped
+
+    def drop(self, seg: Segment) -> int:
+        """Delete one segment for the disk policy; its bytes, or 0 if it was already gone.
+
+        Under the lock, so a clip being cut (which holds it while ffmpeg reads) keeps its files."""
+        with self.lock:
+            idx = self._loaded()
+            i = bisect.bisect_left(idx, seg)
+            if i >= len(idx) or idx[i] != seg:
+                return 0
+            size = self._remove(seg)
+            seg.path.unlink(missing_ok=True)
+        return size
 
     def bytes_used(self) -> int:
         with self.lock:

@@ -56,6 +56,13 @@ class CameraSystem:
             on_event=lambda cam, ev, d: self.event(cam, ev, d),
         )
         self.components.append(self.clipper)
+        if self.rings:
+            from drivers.camera.reclaim import RingReclaimer
+
+            # The rings give way to records under disk pressure (buffer.diskpolicy).
+            ctx.register_evictable(
+                RingReclaimer(self.rings, self.clipper.pending, int(self.rec_cfg.segment_s * 1000))
+            )
         if config.clip_rules:
             ctx.subscribe_records(RuleListener(config.clip_rules, self.clipper.request))
         from drivers.camera.commands import CameraCommands
@@ -101,9 +108,10 @@ class CameraSystem:
         if cam.onvif is not None:
             self.components.append(OnvifWatch(source))
 
-    def snapshot(self, camera: str, reason: dict[str, Any], full: bool = False) -> str:
+    def snapshot(self, camera: str, reason: dict[str, Any], full: bool = False, hold: bool = True) -> str:
         """JPEG handed to the media sink; returns the MEDIA_ID. full = from the main stream if the
-        camera allows it (evidence wants the resolution), else the newest sub-stream frame."""
+        camera allows it (evidence wants the resolution), else the newest sub-stream frame.
+        hold=False for periodic snapshots: under disk pressure they go before any evidence."""
         grabber = self.grabbers[camera]
         jpeg: bytes | None = None
         if full and grabber.cfg.snapshot_main:
@@ -130,6 +138,7 @@ class CameraSystem:
                 end_ms=at_ms,
                 reason=reason,
                 src=f"camera:{camera}",
+                hold=hold,
             )
         finally:
             path.unlink(missing_ok=True)
@@ -171,6 +180,6 @@ class FrameHooks:
         if self.cam.snapshot_interval_s and now - self.last_snapshot >= self.cam.snapshot_interval_s:
             self.last_snapshot = now
             try:
-                self.system.snapshot(self.cam.name, {"periodic_s": self.cam.snapshot_interval_s})
+                self.system.snapshot(self.cam.name, {"periodic_s": self.cam.snapshot_interval_s}, hold=False)
             except Exception as exc:
                 log.warning("camera %s: periodic snapshot failed: %s", self.cam.name, exc)
