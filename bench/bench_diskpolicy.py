@@ -8,7 +8,7 @@ file to put free space below the reserve, the real Store, MediaStore, Ring and R
 
     .venv/bin/python -m bench.bench_diskpolicy [--passes 5] [--cameras 8] [--segments 3600]
 
-Prints one JSON document and writes it to bench/results/diskpolicy.json.
+Prints one JSON document; its raw results go to docs/bench-results/diskpolicy.json (bench/record.py).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench import record
 from buffer.diskpolicy import DiskPolicy, Thresholds
 from buffer.media import MediaStore
 from buffer.store import Store
@@ -125,7 +126,9 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=5)
     ap.add_argument("--cameras", type=int, default=8)
     ap.add_argument("--segments", type=int, default=3600)
+    record.add_argument(ap)
     args = ap.parse_args()
+    rec = record.Run("diskpolicy", args.results)
     with tempfile.TemporaryDirectory() as tmp:
         mnt = Path(tmp) / "disk"
         mnt.mkdir()
@@ -136,9 +139,7 @@ def main() -> None:
             subprocess.run(["umount", "-l", str(mnt)], check=False)
     text = json.dumps(result, indent=2)
     print(text)
-    out = Path(__file__).with_name("results") / "diskpolicy.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text + "\n")
+    rec.write(result)
 
 
 if __name__ == "__main__":
