@@ -151,7 +151,7 @@ class Centre:
         assert self.broker is not None
         store = (f'database_url = "{self.dburl}"\ndatabase_password_file = "db.password"\n'
                  if self.store == "pg" else 'db = "rx.sqlite3"\n')
-        shared = f'shared_group = "{SHARE_GROUP}"\n' if self.n > 1 else ""
+        shared = f'shared_group = "{SHARE_GROUP}"\nsession_expiry_s = 60\n' if self.n > 1 else ""
         cfg = self.work / f"rx{i}.toml"
         cfg.write_text(
             f'[receiver]\n{store}key_file = "central.pem"\nmedia_dir = "media"\ndevices_dir = "devices"\n'
@@ -172,6 +172,15 @@ class Centre:
                  or proc.poll() is not None, timeout=60, what=f"receiver {i}")
         if proc.poll() is not None:
             raise RuntimeError((self.work / f"rx{i}.log").read_text()[-3000:])
+
+    def peer_cpu(self) -> dict[str, float]:
+        """CPU seconds so far of the broker and of PostgreSQL (the postmaster and its backends)."""
+        out = {}
+        if self.broker is not None and self.broker.proc is not None:
+            out["broker"] = cpu_s(self.broker.proc.pid)
+        if self.pg is not None and self.pg.proc is not None:
+            out["postgres"] = cpu_s(self.pg.proc.pid)
+        return out
 
     def central_public(self) -> Any:
         return load_central_key(self.work / "central.pem").public_key()
@@ -268,6 +277,7 @@ def storm_once(work: Path, setup: str, branches: list[Branch], policy: Policy, t
     total_records = sum(b.total_records for b in branches)
     try:
         cpu0 = sum(cpu_s(p.pid) for p in centre.procs)
+        others0 = centre.peer_cpu()
         own0 = time.process_time()
         t0 = time.monotonic()
         fleet.connect_all()
@@ -281,6 +291,7 @@ def storm_once(work: Path, setup: str, branches: list[Branch], policy: Policy, t
         elapsed = time.monotonic() - t0
         cpu = sum(cpu_s(p.pid) for p in centre.procs) - cpu0
         fleet_cpu = time.process_time() - own0
+        others = {k: v - others0.get(k, 0.0) for k, v in centre.peer_cpu().items()}
         sampler.stop()
         records, batches = centre.stored()
         result = {
@@ -293,6 +304,7 @@ def storm_once(work: Path, setup: str, branches: list[Branch], policy: Policy, t
             "published": fleet.totals.published, "resent": fleet.totals.resent, "acks": fleet.totals.acks,
             "receiver_cpu_us_per_record": round(cpu / max(1, records) * 1e6, 1),
             "fleet_cpu_s": round(fleet_cpu, 1), "load": os.getloadavg()[0],
+            **{f"{k}_cpu_us_per_record": round(v / max(1, records) * 1e6, 1) for k, v in others.items()},
             "broker_peak_mb": round(sampler.broker_peak), "receiver_peak_mb": round(sampler.receiver_peak),
             "receivers_peak_mb": round(sampler.receivers_peak),
             "stored_records": records, "stored_batches": batches,
