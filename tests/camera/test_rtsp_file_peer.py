@@ -8,6 +8,7 @@ packets ("first pts and dts value must be set"): the peer copies the decoding ti
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -42,13 +43,13 @@ def test_looped_file_is_recorded_at_the_camera_pace_past_the_end_of_the_file(
         assert took >= 4.0, f"5 s of stream came in {took:.1f} s: the peer does not pace the frames"
         for a, b in zip(segs, segs[1:], strict=False):
             assert abs(b.start_ms - a.end_ms) < 300, (a, b)
-        frames = subprocess.run(
+        info = json.loads(subprocess.run(
             ["ffprobe", "-v", "error", "-count_packets", "-show_entries", "stream=nb_read_packets,width",
-             "-of", "csv=p=0", str(segs[2].path)],
+             "-of", "json", str(segs[2].path)],
             capture_output=True, text=True, check=True,
-        ).stdout.strip()
-        width, packets = (int(x) for x in frames.split(","))
-        assert width == 320
-        assert abs(packets - fps * (segs[2].end_ms - segs[2].start_ms) / 1000) <= 2, frames
+        ).stdout)["streams"][0]
+        assert info["width"] == 320
+        seconds = (segs[2].end_ms - segs[2].start_ms) / 1000
+        assert abs(int(info["nb_read_packets"]) - fps * seconds) <= 2, (info, seconds)
     finally:
         cams.stop()
