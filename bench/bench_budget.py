@@ -1,7 +1,8 @@
 """Whole-branch budget (issue 13): the real agent (`coopagent run`) under a busy Saturday, against the floor.
 
     .venv/bin/python -m bench.bench_budget [--seconds 240] [--cameras 8] [--tills 20]
-        [--sale-every-s 30] [--lines 20] [--workers auto] [--out docs/bench-results/budget.json]
+        [--sale-every-s 30] [--lines 20] [--workers auto] [--processes per-camera|shared]
+        [--out docs/bench-results/budget.json]
 
 In one run, at the same time:
 - the agent as a separate `coopagent run` process with its config: N cameras (720p main stream
@@ -229,7 +230,7 @@ def run(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         workers: Any = a.workers if a.workers == "auto" else int(a.workers)
         branch.start_agent_process(
             cameras=cameras,
-            recording={"ring_minutes": 10},
+            recording={"ring_minutes": 10, "processes": a.processes},
             api={"workers": workers},
             agent={"log_level": "warning"},
             **dock.config(),
@@ -296,7 +297,7 @@ def run(a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "load": {
                 "cameras": a.cameras, "stream": f"1280x720 {a.fps} fps {a.kbps} kbit/s H.264, GOP {a.fps}; "
                 f"sub 640x360 400 kbit/s", "tills": a.tills, "sale_every_s": a.sale_every_s,
-                "lines_per_sale": a.lines, "api_workers": a.workers,
+                "lines_per_sale": a.lines, "api_workers": a.workers, "recording_processes": a.processes,
                 "sales_201_in_window": tills.ok - sold0,
                 "sales_per_s": round((tills.ok - sold0) / wall, 3),
                 "sale_post_ms_p50": round(lat[len(lat) // 2], 1), "sale_post_ms_max": round(lat[-1], 1),
@@ -341,6 +342,7 @@ def main() -> int:
     p.add_argument("--scan-every-s", type=float, default=4.0, help="dock scanner: seconds between reads")
     p.add_argument("--scale-interval-s", type=float, default=0.1, help="CAS scale: seconds between frames")
     p.add_argument("--workers", default="auto", help="[api] workers (auto = the agent's default)")
+    p.add_argument("--processes", choices=["per-camera", "shared"], default="per-camera", help="[recording] processes")
     p.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "coop-bench-clips")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "bench-results" / "budget.json")
     a = p.parse_args()
