@@ -163,22 +163,20 @@ class RecordingPool(Component):
         pipes: list[tuple[PooledRecorder, int, int]] = []
         secrets: list[str | None] = []
         urls: list[str] = []
+        for m in members:
+            try:
+                urls.append(m._url())
+            except CameraError as exc:  # ONVIF could not say where: its own recorder will retry
+                log.warning("camera %s: %s", m.camera, exc)
+                self._evict(m, "no stream address")
+        if len(urls) < len(members):
+            return False  # the members changed: run() starts again with the others
         try:
-            for m in list(members):
-                try:
-                    url = m._url()
-                except CameraError as exc:  # ONVIF could not say where: its own recorder will retry
-                    log.warning("camera %s: %s", m.camera, exc)
-                    self._evict(m, "no stream address")
-                    members.remove(m)
-                    continue
-                urls.append(url)
+            for m, url in zip(members, urls, strict=True):
                 r, w = os.pipe()
                 pipes.append((m, r, w))
                 specs.append((url, m.ring.dir / f"part-{run_id}-%06d.ts", w))
                 secrets += m.secrets
-            if not members:
-                return False
             args = shared_args(self.cfg.ffmpeg, specs, self.cfg, [m.transport for m in members])
             self.runs += 1
             self._stderr_tail.clear()
