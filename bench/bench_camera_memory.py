@@ -15,7 +15,9 @@ every 2 s) and CPU seconds per wall second from /proc:
   (`python-baseline`), because in the agent only the difference is added.
 
 Each variant must write segments for every camera during the window, or the run fails.
-Last, `one-ffmpeg-freeze`: what a shared process does when one of its cameras freezes.
+Then `one-ffmpeg-freeze`: what a shared process does when one of its cameras freezes; and
+`pool-eviction`: what `[recording] processes = "shared"` (drivers/camera/pool.py) costs the
+other cameras when one freezes.
 PyAV is not a requirement of the project: the `pyav` variant needs `.venv/bin/pip install av`
 and is skipped without it.
 """
@@ -23,6 +25,7 @@ and is skipped without it.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -213,6 +216,57 @@ def one_ffmpeg_freeze(main_clip: Path, sub_clip: Path, fps: int, tmp: Path, seco
             srv.stop()
 
 
+def pool_eviction(main_clip: Path, sub_clip: Path, fps: int, tmp: Path, cameras: int) -> dict[str, Any]:
+    """What `[recording] processes = "shared"` costs when a camera freezes: N cameras in the pool,
+    the last one on its own server, frozen (SIGSTOP) once all record. Measured: time from the
+    freeze to its eviction, and the largest gap the pool's restart left in the others' rings."""
+    from drivers.camera.config import RecordingConfig
+    from drivers.camera.pool import PooledRecorder, RecordingPool
+    from drivers.camera.ring import Ring
+
+    shared, lone = (FileCameras(main_clip, sub_clip, fps, tmp / f"pool-{n}.log") for n in ("shared", "lone"))
+    cfg = RecordingConfig(processes="shared")
+    pool = RecordingPool(cfg)
+    urls = [(lone if i == cameras - 1 else shared).url("main") for i in range(cameras)]
+    recs = [PooledRecorder(pool, f"c{i}", functools.partial(str, urls[i]), Ring(tmp / "pool" / f"c{i}", 10, 2**30), cfg)
+            for i in range(cameras)]
+    stop_ev = threading.Event()
+    threads = [threading.Thread(target=c.run, args=(stop_ev,), daemon=True) for c in (pool, *recs)]
+    t_start = time.monotonic()
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: all(r.segments_written >= 3 for r in recs), timeout=120, what="every camera in the pool")
+        first_s = time.monotonic() - t_start
+        others, frozen = recs[:-1], recs[-1]
+        os.kill(lone.proc.pid, signal.SIGSTOP)
+        frozen_at, frozen_ms = time.monotonic(), time.time() * 1000
+        wait_for(frozen.evicted.is_set, timeout=120, what="the frozen camera's eviction")
+        evicted_s = time.monotonic() - frozen_at
+        counts = [r.segments_written for r in others]
+        wait_for(lambda: all(r.segments_written >= n + 5 for r, n in zip(others, counts, strict=True)),
+                 timeout=120, what="the others recording again")
+        gaps = []
+        for r in others:
+            segs = [sg for sg in r.ring.segments() if sg.end_ms >= frozen_ms]
+            gaps.append(max((b.start_ms - a.end_ms) / 1000 for a, b in zip(segs, segs[1:], strict=False)))
+        os.kill(lone.proc.pid, signal.SIGCONT)
+        n = frozen.segments_written
+        wait_for(lambda: frozen.segments_written >= n + 2, timeout=120, what="the frozen camera in its own ffmpeg")
+        return {"cameras": cameras, "all_recording_after_start_s": round(first_s, 1),
+                "freeze_to_eviction_s": round(evicted_s, 1),
+                "largest_gap_in_the_others_s": round(max(gaps), 1), "io_timeout_s": cfg.io_timeout_s,
+                "segment_s": cfg.segment_s, "pool_runs": pool.runs,
+                "frozen_camera_recorded_alone_after_resume": frozen._proc is not None}
+    finally:
+        stop_ev.set()
+        for t in threads:
+            t.join(20)
+        os.kill(lone.proc.pid, signal.SIGCONT)
+        shared.stop()
+        lone.stop()
+
+
 def in_python(urls: list[str], tmp: Path, seconds: float, with_av: bool) -> dict[str, Any]:
     out = tmp / ("pyav" if with_av else "base")
     out.mkdir()
@@ -245,7 +299,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=40.0)
     p.add_argument("--fps", type=int, default=15)
     p.add_argument("--kbps", type=int, default=2000)
-    p.add_argument("--variants", default="per-camera,one-ffmpeg,python-baseline,pyav,one-ffmpeg-freeze")
+    p.add_argument("--variants", default="per-camera,one-ffmpeg,python-baseline,pyav,one-ffmpeg-freeze,pool-eviction")
     p.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "coop-bench-clips")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "bench-results" / "camera-memory.json")
     p.add_argument("--child", choices=["av", "base"], help=argparse.SUPPRESS)
@@ -276,6 +330,7 @@ def main() -> int:
                 "python-baseline": lambda: in_python(urls, tmp, a.seconds, with_av=False),
                 "pyav": lambda: in_python(urls, tmp, a.seconds, with_av=True),
                 "one-ffmpeg-freeze": lambda: one_ffmpeg_freeze(main_clip, sub_clip, a.fps, tmp, 20.0),
+                "pool-eviction": lambda: pool_eviction(main_clip, sub_clip, a.fps, tmp, a.cameras),
             }
             for name in a.variants.split(","):
                 if name == "pyav" and importlib.util.find_spec("av") is None:

@@ -172,7 +172,7 @@ class RecordingConfig(Section):
         description="per-camera: one ffmpeg per camera (a failure stays with its camera); shared: one "
         "ffmpeg records every healthy camera (44 MB instead of 116 MB for 8 cameras) and a camera that "
         "stops delivering leaves it for its own ffmpeg until the agent restarts (each such eviction "
-        "restarts the shared ffmpeg: a gap of about 10 s on the other cameras)",
+        "restarts the shared ffmpeg: a gap of about 8 s on the other cameras)",
     )
     ffmpeg: str = Field("ffmpeg", description="ffmpeg executable")
     ffprobe: str = Field("ffprobe", description="ffprobe executable")

@@ -7,8 +7,8 @@ with the others, never reconnecting it and never exiting; and a camera that is d
 starts makes the whole process exit. So the pool watches each camera's own segment list
 (`-segment_list pipe:N`, one pipe per camera): a camera with no closed segment for
 `io_timeout_s` + 3 segments (or none at all when the process ended) is evicted, the pool
-restarts without it (the others lose the time it takes to open every input again, about
-10 s with 8 cameras here; once per failure, not per retry), and the evicted
+restarts without it (the others lose the time it takes to open every input again: a gap
+of about 8 s with 8 cameras here; once per failure, not per retry), and the evicted
 camera records in its own ffmpeg from then on, with the per-camera backoff, until the agent
 restarts. Recording itself, the ring and the wall-clock anchoring are the Recorder's.
 """
@@ -33,8 +33,8 @@ from drivers.camera.secrets import scrub
 
 log = logging.getLogger(__name__)
 
-# Before the first segment, ffmpeg opens its inputs one after the other: with 8 cameras the
-# first segments closed about 10 s after the start on this 2-core machine under load.
+# Before the first segment, ffmpeg opens its inputs one after the other: with 8 cameras all
+# had closed segments 13 s after the start on this 2-core machine under load.
 STARTUP_GRACE_S = 5.0
 STARTUP_PER_INPUT_S = 2.0
 
