@@ -167,6 +167,13 @@ class RecordingConfig(Section):
     io_timeout_s: Annotated[float, Field(ge=1, le=120)] = Field(
         5.0, description="ffmpeg gives up on a silent stream after this (then restarts with backoff)"
     )
+    processes: Literal["per-camera", "shared"] = Field(
+        "per-camera",
+        description="per-camera: one ffmpeg per camera (a failure stays with its camera); shared: one "
+        "ffmpeg records every healthy camera (44 MB instead of 116 MB for 8 cameras) and a camera that "
+        "stops delivering leaves it for its own ffmpeg until the agent restarts (each such eviction "
+        "restarts the shared ffmpeg: a gap of about 8 s on the other cameras)",
+    )
     ffmpeg: str = Field("ffmpeg", description="ffmpeg executable")
     ffprobe: str = Field("ffprobe", description="ffprobe executable")
 

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from core.interfaces import Component, Health
@@ -184,15 +184,18 @@ class Recorder(Component):
             )
 
     def _read_list(self, proc: subprocess.Popen[str]) -> None:
-        """One CSV line per closed segment: NAME,START,END in stream seconds.
+        assert proc.stdout is not None
+        self.read_segment_list(proc.stdout)
+
+    def read_segment_list(self, lines: Iterable[str]) -> None:
+        """One CSV line per closed segment: NAME,START,END in stream seconds (one ffmpeg run).
 
         The first lines of a run arrive late (RTSP start-up buffering), so a smaller offset
         found later re-anchors the run's earlier segments: names stay contiguous.
         """
-        assert proc.stdout is not None
         offset: float | None = None
         run: list[tuple[Segment, float, float]] = []
-        for line in proc.stdout:
+        for line in lines:
             arrival_ms = time.time() * 1000
             try:
                 name, start_s, end_s = line.strip().rsplit(",", 2)

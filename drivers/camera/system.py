@@ -20,6 +20,7 @@ from core.interfaces import AgentContext, Component
 from drivers.camera.clipper import Clipper, ClipRequest
 from drivers.camera.config import CameraConfig, check_rules
 from drivers.camera.grabber import FrameGrabber
+from drivers.camera.pool import PooledRecorder, RecordingPool
 from drivers.camera.recorder import Recorder
 from drivers.camera.ring import Ring
 from drivers.camera.rules import RuleListener
@@ -46,6 +47,10 @@ class CameraSystem:
         self.rings: dict[str, Ring] = {}
         self.grabbers: dict[str, FrameGrabber] = {}
         self.components: list[Component] = []
+        self.pool: RecordingPool | None = None
+        if self.rec_cfg.processes == "shared" and any(c.record for c in config.cameras):
+            self.pool = RecordingPool(self.rec_cfg)
+            self.components.append(self.pool)
         for cam in config.cameras:
             self._add_camera(cam)
         self.clipper = Clipper(
@@ -85,17 +90,8 @@ class CameraSystem:
         if cam.record:
             ring = Ring(self.dir / name, self.rec_cfg.ring_minutes, self.rec_cfg.ring_mb * 2**20, self.rec_cfg.ffprobe)
             self.rings[name] = ring
-            self.components.append(
-                Recorder(
-                    name,
-                    source.main_url,
-                    ring,
-                    self.rec_cfg,
-                    cam.transport,
-                    source.secrets,
-                    cam.reconnect_max_s,
-                )
-            )
+            args = (name, source.main_url, ring, self.rec_cfg, cam.transport, source.secrets, cam.reconnect_max_s)
+            self.components.append(PooledRecorder(self.pool, *args) if self.pool is not None else Recorder(*args))
         grabber = FrameGrabber(
             cam,
             source.sub_url,
