@@ -41,6 +41,7 @@ from typing import Any
 import httpx
 from biip.checksums import gs1_standard_check_digit
 
+from bench import record
 from bench.procs import Group
 from drivers.serial.sim.devices import CasSim, ScannerSim
 from drivers.serial.sim.pty import PtyLink
@@ -346,12 +347,12 @@ def main() -> int:
     p.add_argument("--clips", type=Path, default=Path(tempfile.gettempdir()) / "coop-bench-clips")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "bench-results" / "budget.json")
     a = p.parse_args()
+    rec = record.Run("budget", str(a.out))
     with tempfile.TemporaryDirectory(prefix="bench-budget-") as d:
         result = run(a, Path(d))
     result = {"command": " ".join(["python -m bench.bench_budget", *sys.argv[1:]]),
               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(), **result}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    rec.write(result)  # with the commit, the machine and the load before and after (bench/record.py)
     summary = {k: v for k, v in result.items() if k != "samples"}
     print(json.dumps(summary, indent=2))
     return 1 if result.get("failed_posts") else 0

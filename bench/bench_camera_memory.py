@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import record
 from bench.bench_budget import FileCameras, encode_clip
 from bench.procs import Group
 from drivers.camera.recorder import ffmpeg_record_args
@@ -319,6 +320,7 @@ def main() -> int:
         "cameras": a.cameras,
         "stream": f"1280x720 {a.fps} fps {a.kbps} kbit/s H.264, GOP {a.fps}",
     }
+    rec = record.Run("camera-memory", str(a.out))
     with tempfile.TemporaryDirectory(prefix="bench-cammem-") as d:
         tmp = Path(d)
         cams = FileCameras(main_clip, sub_clip, a.fps, tmp / "rtsp.log")
@@ -343,8 +345,7 @@ def main() -> int:
     if "pyav" in results and "python-baseline" in results:
         results["pyav_added_to_agent_mb"] = round(
             results["pyav"]["pss_mean_mb"] - results["python-baseline"]["pss_mean_mb"], 1)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(results, indent=2) + "\n")
+    rec.write(results)  # with the commit, the machine and the load before and after (bench/record.py)
     print(json.dumps(results, indent=2))
     return 0
 
