@@ -12,11 +12,13 @@ Reported per setup, as µs of CPU per stored record:
   - total CPU, plain and profiled;
   - the unaccounted share: profiled total minus the sum of the stages (interpreter start
     and imports before the profile starts, in both processes, the resource tracker);
-  - the profiler's overhead factor: the stages' sum over the plain total less that
-    unaccounted part (which the profiler does not inflate);
-  - each stage as profiled ("raw"), and scaled by 1/overhead so that stages + unaccounted
-    add up to the plain total (assumes the profiler inflates every stage alike, which it
-    does not: Python-call-heavy stages inflate more than those in C; both are shown).
+  - the profiler's overhead factor per process (main, verifier): the process's stages over
+    its plain CPU less the unaccounted part (which the profiler does not inflate), both read
+    from /proc just before the SIGTERM;
+  - each stage as profiled ("raw"), and scaled by its process's 1/overhead so that the
+    stages add up to the plain run's CPU (assumes the profiler inflates every stage of a
+    process alike, which it does not: Python-call-heavy stages inflate more than those in C;
+    the in-process unprofiled timings of the verifier's stages are the cross-check).
 
 CPU time per record is much less sensitive than wall time to other programs on a shared
 machine (it counts only the receiver's own running time), but not immune: cache and
@@ -42,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import record
-from bench.bench_fleet import Centre, cpu_s, make_branches, raise_fd_limit, reset, seal_backlog
+from bench.bench_fleet import Centre, cpu_s, make_branches, raise_fd_limit, reset, seal_backlog, tree_pids
 from bench.centre_stages import STAGES, attribute_dir
 from bench.fleet import Branch, Fleet, Policy
 from receiver.profiling import ENV
@@ -58,6 +60,19 @@ def _exited(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def _own_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def roles_cpu_s(pid: int) -> dict[str, float]:
+    """CPU so far of a receiver's main process and of its children (the verifier, the idle resource tracker)."""
+    return {"receiver": _own_cpu_s(pid), "verifier": sum(_own_cpu_s(p) for p in tree_pids(pid)[1:])}
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> float:
@@ -98,6 +113,10 @@ def drain(work: Path, setup: str, branches: list[Branch], policy: Policy, timeou
         elapsed = time.monotonic() - t0
         window = sum(cpu_s(p.pid) for p in centre.procs) - cpu0
         records, batches = centre.stored()
+        roles: dict[str, float] = {}
+        for p in centre.procs:
+            for role, v in roles_cpu_s(p.pid).items():
+                roles[role] = roles.get(role, 0.0) + v
         for p in centre.procs:
             p.send_signal(signal.SIGTERM)
         lifetime = sum(_reap(p) for p in centre.procs)
@@ -109,7 +128,55 @@ def drain(work: Path, setup: str, branches: list[Branch], policy: Policy, timeou
         "exactly_once": records == sum(b.total_records for b in branches)
         and batches == sum(len(b.batches) for b in branches),
         "lifetime_cpu_s": round(lifetime, 3), "window_cpu_s": round(window, 3),
+        "before_stop_cpu_s": {r: round(v, 3) for r, v in roles.items()},
         "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def unprofiled_checks(branches: list[Branch], sample: int = 40, rounds: int = 3) -> dict[str, float]:
+    """The verifier's stages timed in this process without a profiler, on the fleet's own batches.
+
+    µs of thread CPU per record, the best of `rounds`: a cross-check of the profile's
+    scaled figures for the stages that are pure functions of the batch bytes.
+    """
+    import cbor2
+
+    from wire.batches import _rows, check_batch
+    from wire.cose import kid_for
+    from wire.deterministic import is_deterministic
+
+    items = []
+    for b in branches:
+        pub = b.key.public_key()
+        for cose in b.batches:
+            obj = cbor2.loads(cose)
+            protected, _, payload, sig = obj.value
+            decoded = cbor2.loads(payload)
+            items.append((b.dev, cose, {kid_for(pub): pub}, protected, payload, sig, decoded))
+            if len(items) >= sample:
+                break
+        if len(items) >= sample:
+            break
+    records = sum(len(it[6]["records"]) for it in items)
+
+    def best(fn: Any) -> float:
+        runs = []
+        for _ in range(rounds):
+            t0 = time.thread_time()
+            for it in items:
+                fn(it)
+            runs.append(time.thread_time() - t0)
+        return round(min(runs) / records * 1e6, 2)
+
+    def verify(it: Any) -> None:
+        next(iter(it[2].values())).verify(it[5], cbor2.dumps(["Signature1", it[3], b"", it[4]]))
+
+    return {
+        "check_batch": best(lambda it: check_batch(it[1], it[0], it[2])),
+        "decode": best(lambda it: (cbor2.loads(it[1]), cbor2.loads(it[4]))),
+        "ed25519_verify": best(verify),
+        "determinism": best(lambda it: is_deterministic(it[6], it[4])),
+        "record_checks": best(lambda it: _rows(it[6]["records"], it[6]["seq"])),
     }
 
 
@@ -123,9 +190,10 @@ def import_cpu_s() -> float:
 
 def analyse(plain: dict[str, Any] | None, profiled: dict[str, Any], prof_dir: Path,
             show_unmatched: bool = False) -> dict[str, Any]:
-    """Stages in µs per record, raw and scaled, with the overhead factor and the unaccounted share."""
+    """Stages in µs per record, raw and scaled per process, with the overhead factors and the unaccounted share."""
     attr = attribute_dir(prof_dir)
     stages_s: dict[str, float] = attr["stages_s"]  # type: ignore[assignment]
+    by_role: dict[str, dict[str, float]] = attr["by_role_s"]  # type: ignore[assignment]
     per = 1e6 / max(1, profiled["records"])
     total_prof = profiled["lifetime_cpu_s"]
     staged = sum(stages_s.values())
@@ -135,20 +203,33 @@ def analyse(plain: dict[str, Any] | None, profiled: dict[str, Any], prof_dir: Pa
         "unaccounted_share": round(1 - staged / total_prof, 4) if total_prof > 0 else None,
         "stages_us_per_record_raw": {s: round(v * per, 2) for s, v in stages_s.items()},
         "threads_us_per_record_raw": {t: round(v * per, 2) for t, v in attr["threads_s"].items()},  # type: ignore[attr-defined]
+        "calls_per_record": {s: round(v / max(1, profiled["records"]), 2)
+                             for s, v in attr["calls"].items()},  # type: ignore[attr-defined]
     }
     if plain is not None:
-        # The unaccounted CPU (before the profile starts) is not inflated by it, and is about the
-        # same in the plain run: the overhead factor compares what the profile covers.
-        plain_total = plain["lifetime_cpu_s"] * 1e6 / max(1, plain["records"])
-        unaccounted = (total_prof - staged) * per
-        covered = plain_total - unaccounted
-        factor = staged * per / covered if covered > 0 else None
+        plain_per = 1e6 / max(1, plain["records"])
+        plain_total = plain["lifetime_cpu_s"] * plain_per
         out["plain_total_us_per_record"] = round(plain_total, 2)
-        out["plain_window_us_per_record"] = round(plain["window_cpu_s"] * 1e6 / max(1, plain["records"]), 2)
+        out["plain_window_us_per_record"] = round(plain["window_cpu_s"] * plain_per, 2)
         out["total_ratio"] = round(total_prof * per / plain_total, 3) if plain_total > 0 else None
-        out["overhead_factor"] = round(factor, 3) if factor else None
-        if factor:
-            out["stages_us_per_record_scaled"] = {s: round(v * per / factor, 2) for s, v in stages_s.items()}
+        # Per process: the profiler inflates the verifier (many small Python calls) and the main
+        # process differently. The part of a process's CPU its profile does not cover (interpreter
+        # start and imports) is not inflated, and is about the same in the plain run.
+        scaled: dict[str, float] = dict.fromkeys(stages_s, 0.0)
+        factors: dict[str, float | None] = {}
+        for role, rs in by_role.items():
+            role_staged = sum(rs.values()) * per
+            role_prof = profiled["before_stop_cpu_s"].get(role, 0.0) * per
+            role_plain = plain["before_stop_cpu_s"].get(role, 0.0) * plain_per
+            covered = role_plain - max(0.0, role_prof - role_staged)
+            factor = role_staged / covered if covered > 0 and role_staged > 0 else None
+            factors[role] = round(factor, 3) if factor else None
+            out.setdefault("plain_process_us_per_record", {})[role] = round(role_plain, 2)
+            out.setdefault("profiled_process_us_per_record", {})[role] = round(role_prof, 2)
+            for s, v in rs.items():
+                scaled[s] += v * per / factor if factor else 0.0
+        out["overhead_factor_by_process"] = factors
+        out["stages_us_per_record_scaled"] = {s: round(v, 2) for s, v in scaled.items()}
     if show_unmatched:
         out["other_top_us_per_record"] = {k: round(v * per, 2) for k, v in attr["other_top_s"].items()}  # type: ignore[attr-defined]
     return out
@@ -157,13 +238,16 @@ def analyse(plain: dict[str, Any] | None, profiled: dict[str, Any], prof_dir: Pa
 def table(setup: str, a: dict[str, Any]) -> str:
     raw = a["stages_us_per_record_raw"]
     scaled = a.get("stages_us_per_record_scaled", {})
-    total = sum(raw.values()) or 1.0
-    lines = [f"{setup}: plain {a.get('plain_total_us_per_record')} µs/record, profiled "
-             f"{a['profiled_total_us_per_record']} (overhead x{a.get('overhead_factor')}), stages sum "
+    calls = a.get("calls_per_record", {})
+    total = sum(scaled.values()) or 1.0
+    lines = [f"{setup}: plain {a.get('plain_total_us_per_record')} µs/record "
+             f"(by process {a.get('plain_process_us_per_record')}), profiled {a['profiled_total_us_per_record']}, "
+             f"overhead by process {a.get('overhead_factor_by_process')}, stages sum "
              f"{a['stages_sum_us_per_record']}, unaccounted {a['unaccounted_share']:.1%}",
-             f"  {'stage':<16}{'raw µs':>10}{'scaled µs':>11}{'share':>8}"]
+             f"  {'stage':<16}{'raw µs':>10}{'py calls':>10}{'scaled µs':>11}{'share':>8}"]
     for s in STAGES:
-        lines.append(f"  {s:<16}{raw.get(s, 0):>10.2f}{scaled.get(s, 0):>11.2f}{raw.get(s, 0) / total:>8.1%}")
+        lines.append(f"  {s:<16}{raw.get(s, 0):>10.2f}{calls.get(s, 0):>10.1f}{scaled.get(s, 0):>11.2f}"
+                     f"{scaled.get(s, 0) / total:>8.1%}")
     return "\n".join(lines)
 
 
@@ -219,10 +303,13 @@ def main(argv: list[str] | None = None) -> None:
         seal_backlog(branches, args.backlog, args.per_batch)
         imports = import_cpu_s()
         print(f"  interpreter start + imports of the receiver: {imports:.2f} s CPU", flush=True)
+        inproc = unprofiled_checks(branches)
+        print(f"  verifier stages in this process, unprofiled, µs/record: {json.dumps(inproc)}", flush=True)
         results = measure(work, args.setups, branches, policy, args.timeout, args.profiles or work / "profiles",
                           args.show_unmatched)
         run.write({"branches": args.branches, "backlog": args.backlog, "per_batch": args.per_batch,
-                   "import_cpu_s": round(imports, 3), "runs": results})
+                   "import_cpu_s": round(imports, 3), "unprofiled_check_us_per_record": inproc,
+                   "runs": results})
 
 
 if __name__ == "__main__":

@@ -44,7 +44,8 @@ STAGES: dict[str, str] = {
 @dataclass(frozen=True)
 class Rule:
     stage: str
-    callee: str  # fnmatch pattern over "PATH:FUNCTION" (PATH relative to the repo, site-packages or the stdlib; "~" a builtin)
+    # fnmatch pattern over "PATH:FUNCTION", PATH relative to the repo, site-packages or the stdlib ("~" a builtin)
+    callee: str
     caller: str | None = None  # when set, only calls from a matching caller
 
 
@@ -150,12 +151,17 @@ class Attribution:
         self.table = stats.stats  # type: ignore[attr-defined]
         self._inclusive: dict[Key, dict[str, float]] = {}
         self.stages: dict[str, float] = {}
+        # profiled calls whose own time went to each stage (same shares), of Python functions and of builtins
+        self.calls: dict[str, float] = {}
+        self.builtin_calls: dict[str, float] = {}
         self.unmatched: dict[str, float] = {}  # function whose own time went to "other" -> seconds
-        for key, (_, _, tt, _, callers) in self.table.items():
-            if tt <= 0:
+        for key, (_, nc, tt, _, callers) in self.table.items():
+            if tt <= 0 and nc == 0:
                 continue
             for stage, share in self._own(key, callers).items():
                 self.stages[stage] = self.stages.get(stage, 0.0) + tt * share
+                into = self.builtin_calls if key[0] == "~" else self.calls
+                into[stage] = into.get(stage, 0.0) + nc * share
                 if stage == "other":
                     self.unmatched[label(key)] = self.unmatched.get(label(key), 0.0) + tt * share
 
@@ -213,17 +219,27 @@ def total_seconds(stats: pstats.Stats) -> float:
 def attribute_dir(directory: Path, rules: list[Rule] | None = None) -> dict[str, object]:
     """Every .prof in directory: seconds per stage (summed), per thread file, and the top "other" roots."""
     stages: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+    calls: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+    builtin_calls: dict[str, float] = dict.fromkeys(STAGES, 0.0)
     threads: dict[str, float] = {}
+    by_role: dict[str, dict[str, float]] = {}
     unmatched: dict[str, float] = {}
     for path in sorted(directory.glob("*.prof")):
         stats = pstats.Stats(str(path))
         role, _, rest = path.stem.partition("-")
         a = Attribution(stats, rules, ROOT_STAGES.get(role, "other"))
+        role_stages = by_role.setdefault(role, dict.fromkeys(STAGES, 0.0))
         for s, v in a.stages.items():
             stages[s] = stages.get(s, 0.0) + v
+            role_stages[s] = role_stages.get(s, 0.0) + v
+        for s, v in a.calls.items():
+            calls[s] = calls.get(s, 0.0) + v
+        for s, v in a.builtin_calls.items():
+            builtin_calls[s] = builtin_calls.get(s, 0.0) + v
         for k, v in a.unmatched.items():
             unmatched[k] = unmatched.get(k, 0.0) + v
         thread = rest.partition("-")[2]
         threads[f"{role}:{thread}"] = threads.get(f"{role}:{thread}", 0.0) + total_seconds(stats)
     top = dict(sorted(unmatched.items(), key=lambda kv: -kv[1])[:15])
-    return {"stages_s": stages, "threads_s": threads, "other_top_s": top}
+    return {"stages_s": stages, "by_role_s": by_role, "calls": calls, "builtin_calls": builtin_calls,
+            "threads_s": threads, "other_top_s": top}
