@@ -101,7 +101,10 @@ def test_a_tiny_storm_profiled_adds_up_within_the_receivers_cpu(tmp_path: Path) 
     policy = Policy()
     branches = bench_fleet.make_branches(6, policy)
     bench_fleet.seal_backlog(branches, 1000, 100)
-    [r] = bench_centre_cpu.measure(tmp_path / "work", ["sqlite:1"], branches, policy, 180, tmp_path / "prof")
+    inproc = bench_centre_cpu.unprofiled_checks(branches)
+    assert all(inproc[s] > 0 for s in bench_centre_cpu.UNPROFILED_STAGES), inproc
+    [r] = bench_centre_cpu.measure(tmp_path / "work", ["sqlite:1"], branches, policy, 180, tmp_path / "prof",
+                                   inproc=inproc)
     for run in (r["plain"], r["profiled"]):
         assert run["drained"] and run["exactly_once"], run
         assert run["records"] == 6000
@@ -120,3 +123,7 @@ def test_a_tiny_storm_profiled_adds_up_within_the_receivers_cpu(tmp_path: Path) 
     assert set(factors) == {"receiver", "verifier"} and all(f is not None and f > 0.8 for f in factors.values()), r
     # scaled back per process, the stages fit within the plain run's CPU
     assert sum(r["stages_us_per_record_scaled"].values()) <= r["plain_total_us_per_record"] * 1.02, r
+    # the estimate takes the verifier's checks from the unprofiled timings and keeps the process totals
+    est = r["stages_us_per_record_estimate"]
+    assert all(est[s] >= inproc[s] for s in bench_centre_cpu.UNPROFILED_STAGES), (est, inproc)
+    assert sum(est.values()) == pytest.approx(sum(r["stages_us_per_record_scaled"].values()), rel=0.02)
