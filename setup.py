@@ -19,7 +19,7 @@ setup(
     description="Branch edge agent: durable, signed, hash-chained uplink of stock, sales and camera evidence",
     python_requires=">=3.11",
     packages=find_packages(include=["core*", "wire*", "agent*", "buffer*", "drivers*", "receiver*", "coopverify*"]),
-    package_data={"agent": ["py.typed"], "": ["*.sql", "*.toml"]},
+    package_data={"agent": ["py.typed"], "": ["*.sql", "*.toml", "*.yml"]},
     install_requires=[
         "paho-mqtt>=2.1,<3",
         "cryptography>=42,<51",

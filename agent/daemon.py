@@ -20,6 +20,7 @@ from agent import __version__
 from agent.clock import CentreClock, ClockWatch
 from agent.commands import CommandRouter
 from agent.config import AgentConfig
+from agent.keyrotation import check_signing_key
 from agent.refusals import RefusalLog
 from agent.sdnotify import Notifier, WatchdogPinger
 from agent.status import StatusBuilder
@@ -84,6 +85,11 @@ class Agent(AgentContext):
             batch_max_age_s=cfg.buffer.batch_max_age_s, max_payload_bytes=cfg.uplink.max_payload_bytes,
             max_db_bytes=cfg.buffer.max_db_mb * 2**20, batch_min_age_s=cfg.buffer.batch_min_age_s,
             agent_version=__version__))
+        try:
+            check_signing_key(self.store.writer.conn, self.signer, cfg.agent.key_path)  # an interrupted rotation
+        except BaseException:
+            self.store.writer.conn.close()
+            raise
         self.media_store = MediaStore(self.store, cfg.media_dir, cfg.media.chunk_bytes, cfg.media.quota_mb * 2**20,
                                       cfg.media.bandwidth_kbps, cfg.buffer.retention_hours * 3600)
         self.status = StatusBuilder(self)

@@ -10,6 +10,9 @@ Two figures, side by side in one run:
   .venv/bin/python -m bench.bench_receiver --records 200000
   .venv/bin/python -m bench.bench_receiver --records 200000 --postgres   # the PostgreSQL store
                    (a throwaway PostgreSQL 15 from tests/peers/postgres.py, fsync=off)
+  .venv/bin/python -m bench.bench_receiver --records 200000 --postgres --resend
+          then every batch published again (an impatient agent's resend), followed by one new
+          batch: the receiver's CPU to re-ack what it already stored
 """
 
 from __future__ import annotations
@@ -149,11 +152,14 @@ def _cpu_s(pid: int) -> tuple[float, float]:
     return _own_cpu_s(pid), sum(_own_cpu_s(c) for c in _children(pid))
 
 
-def bench_broker(cfg_path: Path, batches: list[bytes], port: int) -> tuple[float, float, float, float]:
+def bench_broker(
+    cfg_path: Path, batches: list[bytes], port: int, resend: bytes | None = None
+) -> tuple[float, float, float, float, tuple[float, float, float] | None]:
     """`coop-receiver run` as its own process, as in production; the batches are published from here.
 
     Returns (seconds from the first publish to the signed ack of the last seq, receiver CPU seconds,
-    of which in its verifier process, receiver peak RSS in MB).
+    of which in its verifier process, receiver peak RSS in MB, and for `resend` (one new batch that
+    follows `batches`): the same three figures for publishing every batch again, then it).
     """
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -167,6 +173,7 @@ def bench_broker(cfg_path: Path, batches: list[bytes], port: int) -> tuple[float
     central = load_central_key(cfg.receiver.key_file).public_key()
     keys = {kid_for(central): central}
     last = len(batches)
+    want = [last]
     done = threading.Event()
     proc = subprocess.Popen(
         [sys.executable, "-c", "from receiver.cli import main; main()", "run", "--config", str(cfg_path)],
@@ -180,7 +187,7 @@ def bench_broker(cfg_path: Path, batches: list[bytes], port: int) -> tuple[float
         main0, child0 = _cpu_s(proc.pid)
 
         def on_msg(c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
-            if verify1(msg.payload, keys).payload.get("seq") == last:
+            if verify1(bytes(msg.payload), keys).payload.get("seq") == want[0]:
                 done.set()
 
         agent = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-agent", protocol=mqtt.MQTTv5)
@@ -199,6 +206,16 @@ def bench_broker(cfg_path: Path, batches: list[bytes], port: int) -> tuple[float
         cpu = main1 - main0 + child
         status = Path(f"/proc/{proc.pid}/status").read_text()
         hwm = int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM:")).split()[1]) / 1024
+        again = None
+        if resend is not None and ok:
+            done.clear()
+            want[0] = last + 1
+            t1 = time.perf_counter()
+            for cose in [*batches, resend]:
+                agent.publish(f"coop/v1/{DEV}/batch", cose, qos=1)
+            ok = done.wait(600)
+            main2, child2 = _cpu_s(proc.pid)
+            again = (time.perf_counter() - t1, main2 - main1 + child2 - child1, child2 - child1)
         agent.disconnect()
         agent.loop_stop()
         assert ok, "no ack of the last batch"
@@ -207,7 +224,7 @@ def bench_broker(cfg_path: Path, batches: list[bytes], port: int) -> tuple[float
         proc.wait(timeout=60)
         if proc.stderr is not None:
             proc.stderr.close()
-    return elapsed, cpu, child, hwm
+    return elapsed, cpu, child, hwm, again
 
 
 def main() -> None:
@@ -218,6 +235,7 @@ def main() -> None:
     ap.add_argument("--random-ids", action="store_true", help="UUIDv4 record ids (worst case for the index)")
     ap.add_argument("--postgres", action="store_true", help="store in a throwaway PostgreSQL 15, not SQLite")
     record.add_argument(ap)
+    ap.add_argument("--resend", action="store_true", help="broker run: then publish every batch again")
     args = ap.parse_args()
     rec = record.Run("receiver-postgres" if args.postgres else "receiver", args.results)
     results: dict[str, Any] = {"records": 0}
@@ -266,7 +284,12 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
             wait_for(lambda: port_open(port), what="mosquitto")
-            el, cpu, child, hwm = bench_broker(cfg, batches, port)
+            extra = None
+            if args.resend:
+                extra = batches[-1]
+                batches = batches[:-1]
+                n = len(batches) * 500
+            el, cpu, child, hwm, again = bench_broker(cfg, batches, port, extra)
             results["broker"] = {"seconds": round(el, 3), "records_per_s": round(n / el),
                                  "receiver_cpu_s": round(cpu, 3), "verifier_cpu_s": round(child, 3),
                                  "records_per_cpu_s": round(n / cpu), "receiver_peak_rss_mb": round(hwm)}
@@ -276,6 +299,13 @@ def main() -> None:
                 f" = {n / cpu:,.0f} records per CPU-second;"
                 f" receiver peak RSS {hwm:.0f} MB"
             )
+            if again is not None:
+                print(
+                    f"resend (every batch again, then one new): {n} records re-acked in {again[0]:.2f} s;"
+                    f" receiver CPU {again[1]:.2f} s ({again[2]:.2f} s of it in the verifier process)"
+                )
+                results["resend"] = {"seconds": round(again[0], 3), "receiver_cpu_s": round(again[1], 3),
+                                     "verifier_cpu_s": round(again[2], 3)}
         results["bench_max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         print(f"max RSS of this process: {results['bench_max_rss_mb']} MB")
     finally:

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from core.cli import user_errors
+from receiver.branches import branch_state
 from receiver.config import (
     DEFAULT_CONFIG_PATH,
     DEVICE_RE,
@@ -151,12 +152,16 @@ def run(config_path: Path | None) -> None:
 @click.argument("devices", nargs=-1)
 @handle_errors
 def status(config_path: Path | None, as_json: bool, devices: tuple[str, ...]) -> None:
-    """Per device: acked seq, highest seen, records, gaps, chain breaks, rejections, status, media."""
+    """Per device: last seen, acked seq, backlog, chain, gaps, clock drift, last error, keys, media."""
     cfg = resolve(config_path)
-    registered = set(DeviceRegistry(cfg).devices())
+    registry = DeviceRegistry(cfg)
     with ReceiverStore(cfg.receiver) as store:
-        devs = list(devices) or sorted(set(store.devices()) | registered | set(store.rejecting_senders()))
-        states = [store.device_state(d) | {"registered": d in registered} for d in devs]
+        try:
+            registry.refresh(store.conn, force=True)
+        except store.conn.errors:  # a database the upgraded receiver has not migrated yet: files only
+            pass
+        devs = list(devices) or sorted(set(store.devices()) | set(registry.devices()) | set(store.rejecting_senders()))
+        states = [branch_state(store, registry, d) for d in devs]
         health = store.health()
     if as_json:
         click.echo(json.dumps({"receiver": health, "devices": states}, indent=2, sort_keys=True))
@@ -245,7 +250,7 @@ def export(config_path: Path | None, records: tuple[str, ...], out_path: Path, e
             summary = export_bundle(
                 store.conn, cfg.receiver.media_dir, selection, signer, out,
                 exporter_name=exporter_name or f"coop-receiver at {socket.gethostname()}",
-                keys=lookup_for(cfg), full_chain=full_chain,
+                keys=lookup_for(cfg, store.conn), full_chain=full_chain,
             )
             out.flush()
             os.fsync(out.fileno())
@@ -263,3 +268,16 @@ def export(config_path: Path | None, records: tuple[str, ...], out_path: Path, e
 
 def main() -> None:
     cli()
+
+
+def _families() -> None:
+    """Sub-command groups that live in their own modules (they import this one's helpers)."""
+    from receiver.device_cli import device
+    from receiver.retention_cli import media, retention
+
+    cli.add_command(device)
+    cli.add_command(retention)
+    cli.add_command(media)
+
+
+_families()

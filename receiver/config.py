@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from core.config.base import BrokerUrl, BrokerURLStr, Section, TopicPrefixStr, read_secret
 from core.config.errors import ConfigError as ConfigError  # re-exported: receiver.cli catches it
 from core.config.errors import config_error, read_toml
+from receiver.retention import RetentionSection
 
 DEVICE_PART = r"[a-z0-9][a-z0-9-]{0,31}"
 DEVICE_RE = re.compile(rf"^{DEVICE_PART}/{DEVICE_PART}/{DEVICE_PART}$")
@@ -25,6 +26,8 @@ DEVICE_RULE = (
 )
 DEFAULT_CONFIG_PATH = Path("/etc/coop-receiver/receiver.toml")
 SPEC_MAX_PAYLOAD = 256 * 1024
+SHARED_GROUP_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SHARED_SESSION_MAX_S = 600
 
 
 def check_database_url(v: str) -> str:
@@ -64,6 +67,13 @@ class ReceiverSection(BrokerUrl, Section):
         min_length=1,
         max_length=128,
         description="MQTT client id; fixed so the broker keeps the session across restarts",
+    )
+    shared_group: str | None = Field(
+        None,
+        description=(
+            "MQTT 5 shared subscription group: receivers with the same group share the batch and media "
+            "topics ($share/GROUP/...), each with its own client_id; unset: this receiver takes them all"
+        ),
     )
     key_file: Path = Field(
         Path("/etc/coop-receiver/central_key.pem"),
@@ -112,6 +122,30 @@ class ReceiverSection(BrokerUrl, Section):
         int, Field(ge=100, le=10_000_000, description="older rejections are pruned past this")
     ] = 100_000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_port: Annotated[
+        int | None, Field(ge=1, le=65535, description="serve Prometheus metrics on 127.0.0.1:PORT (unset: off)")
+    ] = None
+    metrics_refresh_s: Annotated[
+        float, Field(ge=1, le=3600, description="read the per branch state for the metrics this often")
+    ] = 15.0
+    metrics_max_branches: Annotated[
+        int, Field(ge=0, le=1_000_000, description="branches with their own series; the rest only per society")
+    ] = 2000
+    key_rotation: Literal["announced", "registered"] = Field(
+        "announced",
+        description="a device's key_rotated record is enough (announced), or its new key must also be "
+        "registered first with `coop-receiver device rotate` (registered)",
+    )
+
+    @field_validator("shared_group")
+    @classmethod
+    def _shared_group(cls, v: str | None) -> str | None:
+        if v is not None and not SHARED_GROUP_RE.match(v):
+            raise ValueError(
+                "must be 1-64 characters of letters, digits, '_' and '-' (it is a topic level of "
+                "$share/GROUP/...: no '/', '+', '#')"
+            )
+        return v
 
     @field_validator("database_url")
     @classmethod
@@ -129,6 +163,12 @@ class ReceiverSection(BrokerUrl, Section):
             raise ValueError("password_file needs username")
         if (self.ca_file or self.cert_file) and not self.tls:
             raise ValueError("ca_file/cert_file need an mqtts:// broker URL")
+        if self.shared_group is not None and self.session_expiry_s > SHARED_SESSION_MAX_S:
+            raise ValueError(
+                f"with shared_group, session_expiry_s must be at most {SHARED_SESSION_MAX_S} (it is "
+                f"{self.session_expiry_s}): the broker keeps dealing a stopped receiver's share of the "
+                "batches into its session until that expires, and the agents must resend them"
+            )
         if self.database_password_file is not None and self.database_url is None:
             raise ValueError("database_password_file needs database_url (the SQLite file db has no password)")
         return self
@@ -157,6 +197,7 @@ class DeviceEntry(Section):
 
 class ReceiverConfig(Section):
     receiver: ReceiverSection = Field(default_factory=ReceiverSection)
+    retention: RetentionSection = Field(default_factory=RetentionSection)
     devices: list[DeviceEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -30,6 +30,9 @@ class Rows(Protocol):
 
 class Database(Protocol):
     kind: str  # "sqlite" | "postgresql", for logs and status
+    # Appended to the SELECT of a device's chain head: " FOR UPDATE" where rows lock (PostgreSQL),
+    # "" where the write transaction already excludes every other writer (SQLite's BEGIN IMMEDIATE).
+    for_update: str
     # The driver's errors: the database failed, not the message (the server retries the whole group).
     errors: tuple[type[Exception], ...]
 

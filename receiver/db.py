@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
-
 _V1 = """
 CREATE TABLE devices (
     did INTEGER PRIMARY KEY,
@@ -106,7 +104,49 @@ CREATE TABLE health (                          -- the running receiver's own sta
 );
 """
 
-MIGRATIONS = {1: _V1, 2: _V2}
+_V3 = """
+CREATE TABLE device_keys (                     -- the registry's own knowledge of device keys (receiver/registry.py)
+    dev TEXT NOT NULL,
+    kid BLOB NOT NULL,
+    public_key BLOB NOT NULL,                  -- raw 32-byte Ed25519 public key
+    valid_from_seq INTEGER,                    -- first seq it may sign (NULL: registered, rotation not announced yet)
+    valid_to_seq INTEGER,                      -- last seq it may sign, set when a rotation retired it (NULL: open)
+    revoked_at INTEGER,                        -- epoch ms, every batch it signs is refused from then on
+    revoked_reason TEXT,
+    origin TEXT NOT NULL,                      -- cli | rotation | file (a config or devices_dir key)
+    added_at INTEGER NOT NULL,
+    announced_seq INTEGER,                     -- the batch whose key_rotated record announced it
+    PRIMARY KEY (dev, kid)
+);
+CREATE TABLE registry_log (                    -- every registry change, max(id) being the registry's generation
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    dev TEXT NOT NULL,
+    kid BLOB,
+    action TEXT NOT NULL,
+    seq INTEGER,
+    detail TEXT NOT NULL
+);
+CREATE INDEX registry_log_dev ON registry_log (dev, id);
+CREATE TABLE media_holds (                     -- media an operator holds as evidence (retention never deletes it)
+    did INTEGER NOT NULL,
+    media_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (did, media_id)
+);
+"""
+
+# Several receivers sharing one subscription (issue 10, section 3 and 5): a batch's bytes are looked
+# up by hash before the verifier, and one receiver claims each resend ask.
+_V4 = """
+CREATE INDEX batches_hash ON batches (hash);
+CREATE INDEX pending_hash ON pending (hash);
+ALTER TABLE devices ADD COLUMN resend_asked_at INTEGER
+"""
+
+MIGRATIONS = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+SCHEMA_VERSION = max(MIGRATIONS)
 
 
 def connect(path: Path, *, writer: bool) -> sqlite3.Connection:
@@ -154,6 +194,7 @@ class SqliteDatabase:
     """receiver.database.Database over one SQLite file."""
 
     kind = "sqlite"
+    for_update = ""
     errors: tuple[type[Exception], ...] = (sqlite3.Error,)
 
     def __init__(self, conn: sqlite3.Connection):

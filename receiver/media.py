@@ -7,6 +7,13 @@ come before their manifest (the `media` record travels in a batch, and a held ba
 delays it); those early chunks are capped per device on disk. The file is accepted only
 when its size and SHA-256 match the manifest; then it moves to
 media_dir/SOCIETY/BRANCH/DEVICE/MEDIA_ID.mp4|.jpg and the agent gets `missing: []`.
+
+Receivers that share one subscription get the chunks of one file in turn, and the manifest
+on yet another. So nothing here is known only in memory: the manifest and the file's state
+are read from the database (under the device's row lock, which the worker holds for the
+whole transaction), and the chunks present are the spool folder's listing, which all
+receivers share (media_dir on shared storage: docs/centre-deployment.md). Whichever receiver
+writes the last missing chunk assembles the file. The in-memory Track only times the asks.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ class MediaAssembler:
         idle_s: float,
         retry_max_s: float,
         early_cap_bytes: int,
+        eager_asks: bool = True,
     ):
         self.db = db
         self.media_dir = media_dir
@@ -68,6 +76,9 @@ class MediaAssembler:
         self.idle_s = idle_s
         self.retry_max_s = retry_max_s
         self.early_cap = early_cap_bytes
+        # Ask for the holes as soon as the last chunk comes. Not when receivers share the chunks: the
+        # others may still be writing the earlier ones, so only the idle timer asks.
+        self.eager_asks = eager_asks
         self.outbox = Outbox()
         self._tracks: dict[tuple[str, str], Track] = {}
         self._early: dict[str, int] = {}  # device -> bytes of chunks spooled without a manifest
@@ -118,20 +129,45 @@ class MediaAssembler:
 
     # -- chunks -------------------------------------------------------------------------
 
+    def _row(self, dev: str, media_id: str) -> tuple[str, Manifest] | None:
+        """(state, manifest) of the file as the database has it now (another receiver may have moved it)."""
+        r = self.db.execute(
+            'SELECT m.state, m.camera, m.type, m.start, m."end", m.size, m.sha256, m.chunk, m.chunks, m.record_id '
+            "FROM media m JOIN devices d ON d.did = m.did WHERE d.dev = ? AND m.media_id = ?",
+            (dev, media_id),
+        ).fetchone()
+        if r is None:
+            return None
+        man = Manifest(
+            media=media_id,
+            camera=r[1],
+            type=r[2],
+            start=r[3],
+            end=r[4],
+            size=r[5],
+            sha256=bytes(r[6]),
+            chunk=r[7],
+            chunks=r[8],
+            record_id=r[9],
+        )
+        return str(r[0]), man
+
     def on_chunk(self, dev: str, topic: str, media_id: str, index: int, data: bytes, reject: RejectFn) -> None:
         key = (dev, media_id)
-        track = self._tracks.get(key)
-        if track is None:
-            state = self.db.execute(
-                "SELECT m.state FROM media m JOIN devices d ON d.did = m.did WHERE d.dev = ? AND m.media_id = ?",
-                (dev, media_id),
-            ).fetchone()
-            if state is not None and state[0] == "complete":
-                self._reack_complete(dev, media_id)
-                return
+        row = self._row(dev, media_id)
+        if row is None:
+            self._tracks.pop(key, None)
             self._early_chunk(dev, topic, media_id, index, data, reject)
             return
-        man = track.manifest
+        state, man = row
+        if state == "complete":
+            self._tracks.pop(key, None)
+            self._reack_complete(dev, media_id)
+            return
+        track = self._tracks.get(key)
+        if track is None:  # the manifest came to another receiver (or before our restart)
+            now = time.monotonic()
+            track = self._tracks[key] = Track(dev, man, set(), now + self.idle_s, self.idle_s)
         expected = man.chunk if index < man.chunks - 1 else man.size - man.chunk * (man.chunks - 1)
         if not 0 <= index < man.chunks or len(data) != expected:
             reject(
@@ -143,12 +179,12 @@ class MediaAssembler:
             )
             return
         self._write_chunk(dev, media_id, index, data)
-        track.have.add(index)
+        track.have = self._spooled(dev, media_id)  # with the chunks other receivers spooled
         track.backoff = self.idle_s
         track.next_ask = time.monotonic() + self.idle_s
         if len(track.have) == man.chunks:
             self._assemble(track, topic, reject)
-        elif index == man.chunks - 1:
+        elif index == man.chunks - 1 and self.eager_asks:
             self._ask(track)  # the last chunk came and there are holes: say which now
 
     def _early_chunk(self, dev: str, topic: str, media_id: str, index: int, data: bytes, reject: RejectFn) -> None:
@@ -170,7 +206,7 @@ class MediaAssembler:
     def _write_chunk(self, dev: str, media_id: str, index: int, data: bytes) -> None:
         d = self._spool_dir(dev, media_id)
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f"{index}.tmp"
+        tmp = d / f"{index}.{os.getpid()}.tmp"  # the spool may be shared: one temporary name per process
         tmp.write_bytes(data)
         os.replace(tmp, d / str(index))  # a chunk file is whole or absent, even after a crash
 
@@ -237,7 +273,7 @@ class MediaAssembler:
         src = self._spool_dir(dev, man.media)
         final = self.final_path(dev, man)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(final.name + ".tmp")
+        tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
         digest = hashlib.sha256()
         size = 0
         with open(tmp, "wb") as out:
@@ -269,12 +305,14 @@ class MediaAssembler:
             (str(final), int(time.time() * 1000), man.media, dev),
         )
         shutil.rmtree(src, ignore_errors=True)
-        del self._tracks[(dev, man.media)]
+        self._tracks.pop((dev, man.media), None)
         log.info("media %s of %s complete: %s (%d bytes)", man.media, dev, final.name, size)
         self.outbox.acks.append((dev, man.media, []))
 
     def _ask(self, track: Track) -> None:
-        missing = sorted(set(range(track.manifest.chunks)) - track.have)
+        # Never an empty list here: it would tell the agent the file is complete. Every chunk spooled
+        # but none assembled (its receiver stopped before committing): the last one, sent again, does it.
+        missing = sorted(set(range(track.manifest.chunks)) - track.have) or [track.manifest.chunks - 1]
         self.outbox.acks.append((track.dev, track.manifest.media, missing))
         log.info(
             "media %s of %s: asking again for %d of %d chunks",
@@ -287,8 +325,13 @@ class MediaAssembler:
     def tick(self) -> None:
         """Ask for the holes of every item idle past its deadline; back off while nothing comes."""
         now = time.monotonic()
-        for track in self._tracks.values():
+        for key, track in list(self._tracks.items()):
             if now >= track.next_ask:
+                row = self._row(*key)
+                if row is None or row[0] == "complete":  # completed (or gone) on another receiver
+                    del self._tracks[key]
+                    continue
+                track.have = self._spooled(*key)
                 self._ask(track)
                 track.backoff = min(track.backoff * 2, self.retry_max_s)
                 track.next_ask = now + track.backoff

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,7 @@ class Refused:
     topic: str
     payload: bytes
     reason: str
+    key: Hashable | None = None  # what publish() was given: the server coalesces retries by it
 
 
 def make_client(cfg: ReceiverSection, client_id: str, *, manual_ack: bool) -> mqtt.Client:
@@ -88,8 +89,9 @@ class MqttLink:
         self._subscriptions: list[str] = []
         self._subscribed_ev = threading.Event()
         self._error: str | None = None
-        self._inflight: dict[int, tuple[str, bytes]] = {}
+        self._inflight: dict[int, tuple[str, bytes, Hashable | None]] = {}
         self._refused: list[Refused] = []
+        self._done: list[Hashable] = []  # keys of publishes the broker accepted (PUBACK success)
         self._early_results: dict[int, ReasonCode] = {}
         self.connected = False
 
@@ -164,34 +166,48 @@ class MqttLink:
             sent = self._inflight.pop(mid, None)
             if sent is None:  # the PUBACK beat publish() back to the worker thread
                 self._early_results[mid] = rc
-            elif rc.is_failure:
-                self._refuse(sent[0], sent[1], rc)
+            else:
+                self._outcome(sent[0], sent[1], sent[2], rc)
 
-    def _refuse(self, topic: str, payload: bytes, rc: ReasonCode | str) -> None:
+    def _outcome(self, topic: str, payload: bytes, key: Hashable | None, rc: ReasonCode) -> None:
+        if rc.is_failure:
+            self._refuse(topic, payload, rc, key)
+        elif key is not None:
+            self._done.append(key)
+
+    def _refuse(self, topic: str, payload: bytes, rc: ReasonCode | str, key: Hashable | None = None) -> None:
         log.error("broker refused our publish on %s: %s", topic, rc)
-        self._refused.append(Refused(topic, payload, str(rc)))
+        self._refused.append(Refused(topic, payload, str(rc), key))
 
     def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._on_message(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._gen)
 
     # -- worker side --------------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes) -> None:
-        """QoS 1, not retained. paho queues it while disconnected and sends it on reconnect."""
+    def publish(self, topic: str, payload: bytes, key: Hashable | None = None) -> None:
+        """QoS 1, not retained. paho queues it while disconnected and sends it on reconnect.
+
+        With a key, the broker's verdict comes back by it: take_done() on success, take_refused().
+        """
         info = self._client.publish(topic, payload, qos=1)  # not under self._lock: see _published
         with self._lock:
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                self._refuse(topic, payload, mqtt.error_string(info.rc))
+                self._refuse(topic, payload, mqtt.error_string(info.rc), key)
                 return
             early = self._early_results.pop(info.mid, None)
             if early is None:
-                self._inflight[info.mid] = (topic, payload)
-            elif early.is_failure:
-                self._refuse(topic, payload, early)
+                self._inflight[info.mid] = (topic, payload, key)
+            else:
+                self._outcome(topic, payload, key, early)
 
     def take_refused(self) -> list[Refused]:
         with self._lock:
             out, self._refused = self._refused, []
+        return out
+
+    def take_done(self) -> list[Hashable]:
+        with self._lock:
+            out, self._done = self._done, []
         return out
 
     def ack(self, mid: int, qos: int, gen: int) -> None:

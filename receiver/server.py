@@ -1,31 +1,42 @@
-"""Receiver: the reference central server, one MQTT link and one worker thread.
+"""Receiver: the reference central server, one MQTT link, a screener thread and one worker thread.
 
-paho's network thread only queues inbound messages. The worker takes whatever has queued
-(up to a group cap), judges each message inside one SQLite transaction, commits once
-(synchronous=FULL), and only then publishes the signed acks and PUBACKs the broker: an
-ack never promises more than is on disk, and the fsync is shared by the whole group. The
-queue is bounded (INBOX_MAX); when it is full, paho stops reading and TCP holds the rest
-at the broker.
+paho's network thread only queues inbound messages. The screener (receiver/screen.py) looks
+up the hashes of the queued batches, so bytes already stored skip the verifier, and sends
+the rest to the verifier process. The worker takes whatever is ready (up to a group cap),
+locks the group's devices in one order, judges each message inside one transaction, commits
+once, and only then publishes the signed acks (coalesced per device: receiver/acks.py) and
+PUBACKs the broker: an ack never promises more than is committed, and the fsync is shared by
+the whole group. Both queues are bounded; when they are full, paho stops reading and TCP
+holds the rest at the broker. Every wait is bounded and watches the stop event, so stop()
+completes under any load (issue 10: it hung behind a thread blocked on a full queue).
+
+Several receivers may share the batch and media topics (`shared_group`, MQTT 5 shared
+subscriptions). The database is then the point of order: a device's chain head is read
+under a row lock in each transaction (never trusted from a cache), a batch that comes before
+its predecessor is held in `pending` until the predecessor lands on whichever receiver, and
+an ack says the head the database holds (docs/centre-deployment.md).
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from core.interfaces import Component
+from receiver.acks import AckOutbox
 from receiver.config import ReceiverConfig
 from receiver.database import open_database
 from receiver.keys import DeviceRegistry, load_central_key
 from receiver.media import MediaAssembler
+from receiver.metrics import ReceiverMetrics
 from receiver.mqtt import MqttLink
-from receiver.verifier import Job, Ticket, Verifier
+from receiver.retention import Retention
+from receiver.screen import Inbound, Screener, put_until
+from receiver.verifier import Verifier
 from receiver.writer import Writer
 from wire.batches import MEDIA_ID_RE
 from wire.cose import Signer
@@ -40,18 +51,11 @@ PRUNE_EVERY_S = 60.0
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
 INBOX_MAX = 2 * GROUP_MAX
+READY_MAX = GROUP_MAX
 REFUSED_MIN_S = 1.0
 REFUSED_MAX_S = 60.0
-
-
-@dataclass
-class Inbound:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    gen: int
-    ticket: Ticket | None = None  # a batch sent to the verifier process on arrival
+STOP_WORKER_S = 6.0  # the worker finishes its group within this, or is left (unacked: redelivered)
+STOP_THREAD_S = 2.0
 
 
 class Worker(Component):
@@ -102,7 +106,7 @@ class Worker(Component):
             delay = min(delay * 2, RETRY_MAX_S)
 
     def _take(self, stop: threading.Event) -> list[Inbound]:
-        q = self.rx.inbox
+        q = self.rx.ready
         try:
             first = q.get(timeout=TICK_S)
         except queue.Empty:
@@ -117,7 +121,7 @@ class Worker(Component):
 
 
 class Receiver:
-    """start() returns once subscribed; stop() stops the worker and disconnects."""
+    """start() returns once subscribed; stop() stops the threads and disconnects, within seconds."""
 
     def __init__(self, config: ReceiverConfig):
         self.config = config
@@ -126,9 +130,10 @@ class Receiver:
         self.signer = Signer(load_central_key(cfg.key_file))
         self.registry = DeviceRegistry(config)
         # Bounded: Mosquitto 2.0.11 was measured sending ~375 unacked batches despite ReceiveMaximum 200.
-        # A full inbox blocks paho's network thread, which stops reading the socket: TCP flow control
-        # then holds the rest at the broker instead of in our memory.
+        # A full inbox holds paho's network thread (in bounded waits), which stops reading the socket:
+        # TCP flow control then holds the rest at the broker instead of in our memory.
         self.inbox: queue.Queue[Inbound] = queue.Queue(maxsize=INBOX_MAX)
+        self.ready: queue.Queue[Inbound] = queue.Queue(maxsize=READY_MAX)
         self.writer = Writer(open_database(cfg, writer=True), self.registry, cfg.max_pending_batches)
         self.media = MediaAssembler(
             self.writer.db,
@@ -136,51 +141,95 @@ class Receiver:
             idle_s=cfg.media_idle_s,
             retry_max_s=cfg.media_retry_max_s,
             early_cap_bytes=cfg.max_early_media_mb * 1024 * 1024,
+            eager_asks=cfg.shared_group is None,
         )
         self.media.load()
         self.verifier = Verifier()
+        self.screener = Screener(
+            self.prefix,
+            cfg.max_payload_bytes,
+            self.registry.cached_keys,
+            lambda: open_database(cfg, writer=False),
+            self.verifier,
+            self.inbox,
+            self.ready,
+            GROUP_MAX,
+        )
+        self.acks = AckOutbox(self._publish_ack)
         self.link = MqttLink(cfg, self._on_message)
+        self.metrics = ReceiverMetrics(cfg)
+        self.retention = Retention(config.retention, cfg.media_dir)
+        self.writer.metrics = self.metrics
+        self.metrics.gauge("coop_receiver_inbox_messages", "messages queued for the worker", self.inbox.qsize)
+        self.metrics.gauge("coop_receiver_broker_connected", "1 while connected to the broker",
+                           lambda: float(self.link.connected))
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._last_resend: dict[str, tuple[float, int]] = {}
+        self._threads: list[threading.Thread] = []
+        self._gap_seen: dict[str, tuple[float, int]] = {}
         self._cmd_lock = threading.Lock()
         self.commits = 0
         self.last_error: str | None = None
         self._health_written: dict[str, str] = {}
-        self._refused_delay: dict[tuple[str, bytes], float] = {}
-        self._retry_queue: list[tuple[float, str, bytes]] = []
+        self._refused_delay: dict[Hashable, float] = {}
+        self._retry: dict[Hashable, tuple[float, str, bytes]] = {}  # newest refused publish per key
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    def start(self) -> Receiver:
-        self.verifier.start()
-        self._thread = threading.Thread(
-            target=Worker(self).run, args=(self._stop,), name="receiver-worker", daemon=True
-        )
-        self._thread.start()
+    def subscriptions(self) -> list[str]:
+        """Batches and media through the shared group when one is set; status always to each receiver.
+
+        A retained message is never sent on a shared subscription (MQTT 5, 4.8.2), so each receiver
+        subscribes to status on its own, gets the retained copies, and stores them idempotently.
+        """
         p = self.prefix
+        group = self.config.receiver.shared_group
+        share = f"$share/{group}/" if group else ""
+        return [f"{share}{p}/+/+/+/batch", f"{p}/+/+/+/status", f"{share}{p}/+/+/+/media/+/+"]
+
+    def start(self) -> Receiver:
+        self.metrics.start()
+        self.verifier.start()
+        for name, target in (("receiver-screener", self.screener.run), ("receiver-worker", Worker(self).run)):
+            t = threading.Thread(target=target, args=(self._stop,), name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
         try:
-            self.link.start([f"{p}/+/+/+/batch", f"{p}/+/+/+/status", f"{p}/+/+/+/media/+/+"])
+            self.link.start(self.subscriptions())
         except Exception:
             self.stop()
             raise
-        log.info("receiver up: %d registered devices, prefix %s", len(self.registry.devices()), p)
+        log.info(
+            "receiver up: %d registered devices, prefix %s%s",
+            len(self.registry.devices()),
+            self.prefix,
+            f", shared group {self.config.receiver.shared_group}" if self.config.receiver.shared_group else "",
+        )
         return self
 
     def stop(self) -> None:
-        """Let the worker finish its group (its acks and PUBACKs go out), then disconnect.
+        """Let the worker finish its group (its acks and PUBACKs go out), then disconnect; bounded in time.
 
-        Messages still queued are not PUBACKed: the broker delivers them again next session.
+        Messages still queued are not PUBACKed: the broker delivers them again next session (or, for
+        a shared subscription, the agents' resends reach another receiver). Every thread waits in
+        bounded steps that watch the stop event, so this returns within ~10 s under any load.
         """
         self._stop.set()
         try:
-            if self._thread is not None:
-                self._thread.join(timeout=30)
-                self._thread = None
+            worker = next((t for t in self._threads if t.name == "receiver-worker"), None)
+            if worker is not None:
+                worker.join(timeout=STOP_WORKER_S)
+                if worker.is_alive():
+                    log.warning("the worker did not finish its group within %.0f s; its messages stay unacked",
+                                STOP_WORKER_S)
         finally:
-            self.verifier.stop()  # before link.stop(): paho's thread may be blocked writing to it
+            self.verifier.stop()  # a screener blocked writing to the verifier gets EPIPE now
+            for t in self._threads:
+                if t.name != "receiver-worker":
+                    t.join(timeout=STOP_THREAD_S)
+            self._threads = []
             self.link.stop()
             self.verifier.close()
+            self.metrics.stop()
 
     def __enter__(self) -> Receiver:
         return self.start()
@@ -191,20 +240,26 @@ class Receiver:
     # -- inbound ------------------------------------------------------------------------
 
     def _on_message(self, topic: str, payload: bytes, mid: int, qos: int, gen: int) -> None:
-        job = self._job(topic, payload)
-        item = Inbound(topic, payload, mid, qos, gen, None if job is None else self.verifier.submit(job))
-        while True:
-            try:
-                self.inbox.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                if self._stop.is_set():  # stopping: drop it unacked; the broker sends it again next session
-                    return
+        # paho's thread: never blocks for good. Stopping, the message is dropped unacked (the broker
+        # keeps it for the next session); otherwise wait for room (back-pressure), watching the stop.
+        if not self._stop.is_set():
+            put_until(self.inbox, Inbound(topic, payload, mid, qos, gen), self._stop)
+
+    def _group_devices(self, group: list[Inbound]) -> list[str]:
+        """The registered devices this group writes for, in one order for every receiver (no deadlocks)."""
+        devs = set()
+        for msg in group:
+            t = parse_topic(self.prefix, msg.topic)
+            if t is not None and self.registry.cached_keys(t.dev) is not None:
+                devs.add(t.dev)
+        return sorted(devs)
 
     def process(self, group: list[Inbound]) -> None:
         w = self.writer
+        t0 = time.perf_counter()
         w.begin()
         try:
+            w.lock_devices(self._group_devices(group))
             for msg in group:
                 self._dispatch(msg)
             for dev, seq, man in w.result.manifests:
@@ -216,21 +271,15 @@ class Receiver:
             w.rollback()
             raise
         self.commits += 1
+        self.metrics.committed(len(group), time.perf_counter() - t0)
         # Durable now: tell the agents, then release the broker's copies.
         for dev in sorted(result.ack_devs):
-            self.link.publish(device_topic(self.prefix, dev, "ack"), seq_ack(self.signer, dev, w.state(dev).contiguous))
+            self.acks.want(dev, w.state(dev).contiguous)
+        self._flush_acks()
         self._publish_media_acks()
         for msg in group:
             self.link.ack(msg.mid, msg.qos, msg.gen)
         self._ask_resends()
-
-    def _job(self, topic: str, payload: bytes) -> Job | None:
-        """The check_batch work for the verifier process, for a batch that _dispatch would check."""
-        t = parse_topic(self.prefix, topic)
-        if t is None or t.kind != "batch" or len(payload) > self.config.receiver.max_payload_bytes:
-            return None
-        keys = self.registry.cached_keys(t.dev)  # unknown: the worker rescans and rejects it
-        return None if keys is None else Job(t.dev, payload, keys)
 
     def _dispatch(self, msg: Inbound) -> None:
         w = self.writer
@@ -256,8 +305,14 @@ class Receiver:
         w.db.execute("SAVEPOINT msg")
         try:
             if t.kind == "batch":
-                verdict = None if msg.ticket is None else self.verifier.verdict(msg.ticket)
-                w.on_batch(t.dev, msg.topic, msg.payload, verdict)
+                if msg.known:
+                    w.on_known(t.dev, msg.topic, msg.digest, msg.payload)
+                else:
+                    verdict = None
+                    if msg.ticket is not None:
+                        verdict = self.verifier.verdict(msg.ticket)
+                        self.metrics.verified(time.perf_counter() - msg.arrived)
+                    w.on_batch(t.dev, msg.topic, msg.payload, verdict)
             elif t.kind == "status":
                 if msg.payload:  # an empty retained message only clears the broker's copy
                     w.on_status(t.dev, msg.topic, msg.payload)
@@ -279,21 +334,50 @@ class Receiver:
 
     # -- outbound -----------------------------------------------------------------------
 
+    def _publish_ack(self, dev: str, seq: int) -> None:
+        self.link.publish(device_topic(self.prefix, dev, "ack"), seq_ack(self.signer, dev, seq), key=("ack", dev))
+
+    def _flush_acks(self) -> None:
+        for key in self.link.take_done():
+            if isinstance(key, tuple) and key[0] == "ack":
+                self.acks.accepted(key[1])
+        self.acks.flush()
+
     def _publish_media_acks(self) -> None:
         for dev, media_id, missing in self.media.take_outbox().acks:
-            self.link.publish(device_topic(self.prefix, dev, "ack"), media_ack(self.signer, dev, media_id, missing))
+            key = ("media", dev, media_id)
+            self._retry.pop(key, None)  # this answer supersedes a refused older one
+            self.link.publish(
+                device_topic(self.prefix, dev, "ack"), media_ack(self.signer, dev, media_id, missing), key=key
+            )
 
     def _ask_resends(self) -> None:
-        """One signed resend per device with a gap, at most every resend_interval_s."""
+        """One signed resend per device with a gap, at most every resend_interval_s across all receivers.
+
+        With a shared group, batches of one device reach the receivers out of order, so a gap is
+        normal for a moment: it must last resend_interval_s before we ask, and the ask is claimed in
+        the database so that only one receiver sends it (a resend rewinds the agent: more load).
+        """
         now = time.monotonic()
         interval = self.config.receiver.resend_interval_s
-        for dev, from_seq in self.writer.gaps():
-            last = self._last_resend.get(dev)
-            if last is not None and last[1] == from_seq and now - last[0] < interval:
+        shared = self.config.receiver.shared_group is not None
+        gaps = self.writer.gaps()
+        for dev, from_seq in gaps:
+            seen = self._gap_seen.get(dev)
+            if seen is None or seen[1] != from_seq:
+                self._gap_seen[dev] = seen = (now, from_seq)
+                if shared:
+                    continue
+            elif now - seen[0] < interval:
                 continue
-            self._last_resend[dev] = (now, from_seq)
+            if not self.writer.claim_resend(dev, from_seq, interval):
+                continue
+            self._gap_seen[dev] = (now, from_seq)
             log.info("gap at %s: asking for resend from seq %d", dev, from_seq)
             self.send_command(dev, "resend", {"from_seq": from_seq})
+        if len(self._gap_seen) > len(gaps) + 1000:
+            open_gaps = {d for d, _ in gaps}
+            self._gap_seen = {d: v for d, v in self._gap_seen.items() if d in open_gaps}
 
     def _health(self) -> None:
         """Write the link state and last error to the database when they change (status reads them)."""
@@ -306,24 +390,30 @@ class Receiver:
         self._health()
         self.media.tick()
         self._publish_media_acks()
-        self._ask_resends()
         self._retry_refused()
+        self._flush_acks()
+        self._ask_resends()
 
     def _retry_refused(self) -> None:
-        """Publish again what the broker refused, each message with its own doubling delay (1 s .. 60 s).
+        """Publish again what the broker refused, the newest per key only, each key with its own backoff.
 
-        Acks and commands are idempotent for the agent, so a late or repeated one does no harm; a
-        refusal that will not go away (an ACL) must not become a tight loop of errors.
+        Seq acks go back to the ack outbox (the newest head is sent, never the refused bytes); a
+        media ack is kept per file, the newest answer only; commands each on their own. Delays double
+        from 1 s to 60 s: a refusal that will not go away (an ACL) must not become a tight loop.
         """
         now = time.monotonic()
         for r in self.link.take_refused():
-            key = (r.topic, r.payload)
+            if isinstance(r.key, tuple) and r.key[0] == "ack":
+                self.acks.refused(r.key[1])
+                continue
+            key: Hashable = r.key if r.key is not None else (r.topic, r.payload)
             delay = min(self._refused_delay.get(key, REFUSED_MIN_S / 2) * 2, REFUSED_MAX_S)
             self._refused_delay[key] = delay
-            heapq.heappush(self._retry_queue, (now + delay, r.topic, r.payload))
-        while self._retry_queue and self._retry_queue[0][0] <= now:
-            _, topic, payload = heapq.heappop(self._retry_queue)
-            self.link.publish(topic, payload)
+            self._retry[key] = (now + delay, r.topic, r.payload)
+        for key, (at, topic, payload) in list(self._retry.items()):
+            if at <= now:
+                del self._retry[key]
+                self.link.publish(topic, payload, key=key)
         if len(self._refused_delay) > 10_000:
             self._refused_delay.clear()
 
@@ -338,6 +428,7 @@ class Receiver:
             w.db.rollback()
             raise
         w.db.maintain(int(time.time() * 1000))
+        self.retention.maybe_run(w.db)  # when due ([retention] run_every_s); off unless enabled
 
     def send_command(self, dev: str, cmd: str, args: Mapping[str, Any]) -> str:
         """Publish a signed command to the device (QoS 1); returns its id."""

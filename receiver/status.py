@@ -18,6 +18,22 @@ def _gaps(gaps: list[list[int]]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in gaps)
 
 
+def _extra(s: dict[str, Any]) -> list[str]:
+    """The operator's lines (receiver/branches.py): last seen, chain, drift, backlog, last error, keys."""
+    out = [f"  last seen        {_when(s.get('last_seen'))}", f"  chain            {s.get('chain', '?')}"]
+    if s.get("clock_drift_ms") is not None:
+        out.append(f"  clock drift      {s['clock_drift_ms'] / 1000:+.1f} s (branch clock minus receipt)")
+    if s.get("backlog") is not None:
+        out.append(f"  backlog          {s['backlog']} (reported acked_seq {s.get('reported_acked_seq')})")
+    err = s.get("last_error")
+    if err:
+        out.append(f"  last error       {err['code']}: {err['reason']} ({_when(err['at'])})")
+    for k in s.get("keys", []):
+        span = f"seq {k['valid_from_seq'] or '?'}..{k['valid_to_seq'] or ''}"
+        out.append(f"  key              {k['kid']} {k['state']} {span}")
+    return out
+
+
 def render_status(states: list[dict[str, Any]], health: dict[str, Any] | None = None) -> str:
     lines: list[str] = []
     if health:
@@ -29,9 +45,10 @@ def render_status(states: list[dict[str, Any]], health: dict[str, Any] | None = 
     if not states:
         lines.append("no devices have sent anything yet")
     for s in states:
-        lines.append(s["dev"] + ("" if s.get("registered", True) else "  (NOT REGISTERED: no public key)"))
+        lines.append(s["dev"] + ("" if s.get("registered", True) else "  (NOT REGISTERED: no usable public key)"))
         if not s.get("known"):
             lines.append(f"  nothing accepted yet; {s.get('rejections', 0)} rejections")
+            lines += _extra(s)
             continue
         st = s["last_status"]
         status = (
@@ -52,4 +69,5 @@ def render_status(states: list[dict[str, Any]], health: dict[str, Any] | None = 
             f"  status           {status}, received {_when(s['last_status_received_at'])}",
             f"  media            {s['media_complete']} complete, {s['media_pending']} pending",
         ]
+        lines += _extra(s)
     return "\n".join(lines) + "\n"

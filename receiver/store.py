@@ -56,6 +56,8 @@ class ReceiverStore:
         stored = {(seq, pos) for seq, pos in self.conn.execute("SELECT seq, pos FROM records WHERE did = ?", (did,))}
         out: list[dict[str, Any]] = []
         for seq, cose in self.conn.execute("SELECT seq, cose FROM batches WHERE did = ? ORDER BY seq", (did,)):
+            if not cose:
+                continue  # dropped by retention (receiver/retention.py): only its seq and hash remain
             payload = cbor2.loads(cbor2.loads(cose).value[2])
             for pos, rec in enumerate(payload["records"]):
                 if (seq, pos) in stored:

@@ -6,6 +6,13 @@ opens per group of messages (group commit: one fsync for many batches). The chai
 the stored bytes of N-1. A batch ahead of the chain is held in `pending` (durably, so the
 broker message can be acknowledged) until the gap fills. A used seq with other bytes, or a
 prev that does not match, is a chain break: the batch is kept as evidence, never stored.
+
+Several writers (receivers sharing one subscription, one database) may work at once, so a
+device's chain head is never trusted from memory across transactions: each transaction reads
+it afresh under the device's row lock (SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN
+IMMEDIATE already serializes whole transactions), and the worker takes a group's locks in
+device order before anything else, so two writers neither both extend nor both break a chain,
+and never deadlock over each other's devices.
 """
 
 from __future__ import annotations
@@ -16,8 +23,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from receiver import registry as regdb
 from receiver.database import Database
 from receiver.keys import DeviceRegistry
+from receiver.metrics import NULL as NULL_METRICS
+from receiver.metrics import ReceiverMetrics
 from receiver.verifier import Verdict
 from wire.batches import Batch, Manifest, Rejected, check_batch, check_status, verify_signed
 
@@ -48,18 +58,34 @@ class GroupResult:
 
 
 class Writer:
+    metrics: ReceiverMetrics = NULL_METRICS  # the server sets its own when metrics are on
+
     def __init__(self, db: Database, registry: DeviceRegistry, max_pending: int):
         self.db = db
         self.registry = registry
         self.max_pending = max_pending
         self._states: dict[str, DevState] = {}
         self.result = GroupResult()
+        registry.refresh(db)  # keys added with `coop-receiver device add` exist only in the database
+        self.known = 0  # batches acknowledged again on their hash alone
 
     # -- transactions -------------------------------------------------------------------
 
     def begin(self) -> None:
         self.db.begin()
         self.result = GroupResult()
+        self.registry.refresh(self.db)  # a `device revoke` takes effect at the next group
+        self._states.clear()  # another receiver may have moved any chain since our last commit
+
+    def lock_devices(self, devs: list[str]) -> None:
+        """Take the row locks of these devices now, in this order (sorted by the caller: no deadlock).
+
+        Only devices that have a row: a device is made (and locked) when something of it is accepted,
+        so one whose messages are all rejected stays unknown.
+        """
+        for dev in devs:
+            if dev not in self._states:
+                self._load(dev, create=False)
 
     def commit(self) -> GroupResult:
         self.flush_states()
@@ -69,19 +95,25 @@ class Writer:
     def rollback(self) -> None:
         self.db.rollback()
         self._states.clear()  # reload from the database: the cached states may hold rolled-back values
+        self.registry.invalidate()  # and a rotation applied in the undone transaction
 
     # -- device state -------------------------------------------------------------------
 
     def state(self, dev: str) -> DevState:
-        st = self._states.get(dev)
-        if st is not None:
-            return st
-        row = self.db.execute(
-            "SELECT did, contiguous, last_hash, highest_seen FROM devices WHERE dev = ?", (dev,)
-        ).fetchone()
-        if row is None:
-            did = self.db.execute("INSERT INTO devices (dev) VALUES (?) RETURNING did", (dev,)).fetchone()[0]
-            row = (did, 0, b"\x00" * 32, 0)
+        st = self._states.get(dev) or self._load(dev, create=True)
+        assert st is not None
+        return st
+
+    def _load(self, dev: str, *, create: bool) -> DevState | None:
+        """Read the device's chain head under its row lock (made first if create), and cache it for this transaction."""
+        # for_update is the driver's own constant (" FOR UPDATE" or ""), never input
+        select = "SELECT did, contiguous, last_hash, highest_seen FROM devices WHERE dev = ?" + self.db.for_update  # noqa: S608
+        row = self.db.execute(select, (dev,)).fetchone()
+        if row is None and not create:
+            return None
+        if row is None:  # another receiver may insert it at the same moment: one row wins, both use it
+            self.db.execute("INSERT INTO devices (dev) VALUES (?) ON CONFLICT (dev) DO NOTHING", (dev,))
+            row = self.db.execute(select, (dev,)).fetchone()
         pending = self.db.execute("SELECT count(*) FROM pending WHERE did = ?", (row[0],)).fetchone()[0]
         st = DevState(did=row[0], dev=dev, contiguous=row[1], last_hash=row[2], highest_seen=row[3], pending=pending)
         self._states[dev] = st
@@ -99,6 +131,7 @@ class Writer:
     def forget(self, dev: str) -> None:
         """Drop the cached state of dev (after a rollback to a savepoint); it is read again when needed."""
         self._states.pop(dev, None)
+        self.registry.invalidate()
 
     def set_health(self, values: dict[str, str]) -> None:
         """Record the receiver's own state (broker link, last error) in its own small transaction."""
@@ -115,6 +148,20 @@ class Writer:
             self.rollback()
             raise
 
+    def claim_resend(self, dev: str, from_seq: int, interval_s: float) -> bool:
+        """True for the one receiver that may ask dev to resend from from_seq now (at most every interval_s).
+
+        Its own statement outside the group's transaction: the claim is a courtesy between receivers,
+        not part of what an ack promises.
+        """
+        at = now_ms()
+        cur = self.db.execute(
+            "UPDATE devices SET resend_asked_at = ? WHERE dev = ? AND contiguous + 1 = ? "
+            "AND (resend_asked_at IS NULL OR resend_asked_at <= ?)",
+            (at, dev, from_seq, at - int(interval_s * 1000)),
+        )
+        return cur.rowcount == 1
+
     def gaps(self) -> list[tuple[str, int]]:
         """(device, first missing seq) for every device with verified batches beyond its chain."""
         rows = self.db.execute("SELECT dev, contiguous FROM devices WHERE highest_seen > contiguous").fetchall()
@@ -124,6 +171,7 @@ class Writer:
 
     def reject(self, dev: str, topic: str, code: str, reason: str, seq: int | None = None) -> None:
         log.warning("rejected from %s on %s: %s: %s", dev, topic, code, reason)
+        self.metrics.rejected(code)
         self.db.execute(
             "INSERT INTO rejections (at, dev, topic, code, reason, seq) VALUES (?, ?, ?, ?, ?, ?)",
             (now_ms(), dev, topic, code, reason, seq),
@@ -160,6 +208,12 @@ class Writer:
                 verdict = check_batch(cose, dev, keys)
             except Rejected as exc:
                 verdict = exc
+        elif isinstance(verdict, Rejected) and verdict.code == "unknown_kid":
+            # Checked ahead with the keys of its arrival: a rotation stored since may have made it known.
+            try:
+                verdict = check_batch(cose, dev, self.registry.keys_for(dev) or {})
+            except Rejected as exc:
+                verdict = exc
         if isinstance(verdict, Rejected):
             if verdict.code == "chain_break" and verdict.seq is not None:
                 st = self.state(dev)
@@ -170,6 +224,8 @@ class Writer:
         if not isinstance(verdict, Batch):
             raise verdict  # a bug while checking: the server rejects this message as internal_error
         batch = verdict
+        if self._kid_refused(topic, batch):
+            return
         st = self.state(dev)
         if batch.seq > st.highest_seen:
             st.highest_seen = batch.seq
@@ -182,10 +238,29 @@ class Writer:
         else:
             self._hold(st, topic, batch)
 
+    def on_known(self, dev: str, topic: str, digest: bytes, cose: bytes) -> None:
+        """A batch whose exact bytes the screener found stored or held: acknowledge, without a second check.
+
+        Its bytes were verified when they were stored. Under the device's lock, make sure they still
+        are (retention may have removed them since the lookup); if not, judge the batch in full.
+        """
+        st = self.state(dev)
+        if self.db.execute(
+            "SELECT 1 FROM batches WHERE did = ? AND hash = ? "
+            "UNION ALL SELECT 1 FROM pending WHERE did = ? AND hash = ?",
+            (st.did, digest, st.did, digest),
+        ).fetchone() is None:
+            self.on_batch(dev, topic, cose)
+            return
+        log.debug("%s: batch stored already (same bytes); acknowledged again without checking it twice", dev)
+        self.known += 1
+        self.result.ack_devs.add(dev)
+
     def _seen_before(self, st: DevState, topic: str, batch: Batch) -> None:
         row = self.db.execute("SELECT hash FROM batches WHERE did = ? AND seq = ?", (st.did, batch.seq)).fetchone()
         if row is not None and row[0] == batch.hash:
             log.debug("duplicate %s seq %d; re-ack", st.dev, batch.seq)
+            self.metrics.outcome("duplicate")
         else:
             self._chain_break(
                 st,
@@ -231,8 +306,21 @@ class Writer:
             (inserted, dups, now_ms(), did),
         )
         st.contiguous, st.last_hash, st.dirty = seq, batch.hash, True
+        self.metrics.stored(inserted)
         self.result.ack_devs.add(st.dev)
         self.result.manifests.extend((st.dev, seq, m) for m in batch.media)
+        if regdb.on_stored(
+            db, st.dev, topic, batch, self.registry.entries(st.dev), self.registry.rotation_policy, self.reject
+        ):
+            self.registry.refresh(db, force=True)  # the next batch of this group may be signed by the new key
+        return True
+
+    def _kid_refused(self, topic: str, batch: Batch) -> bool:
+        """Refuse (recorded, not acked) a batch whose key may not sign its seq: revoked, retired, not yet valid."""
+        problem = self.registry.check_kid(batch.dev, batch.kid, batch.seq)
+        if problem is None:
+            return False
+        self.reject(batch.dev, topic, problem[0], problem[1], batch.seq)
         return True
 
     def _hold(self, st: DevState, topic: str, batch: Batch) -> None:
@@ -262,6 +350,7 @@ class Writer:
             (st.did, batch.seq, batch.hash, batch.cose, now_ms()),
         )
         st.pending += 1
+        self.metrics.outcome("held")
         log.info("%s seq %d held: waiting for seq %d", st.dev, batch.seq, st.contiguous + 1)
 
     def _drain_pending(self, st: DevState, topic: str) -> None:
@@ -280,6 +369,8 @@ class Writer:
             except Rejected as exc:
                 self.reject(st.dev, topic, exc.code, f"held batch: {exc.reason}", exc.seq)
                 return
+            if self._kid_refused(topic, batch):
+                return
             if not self._append(st, topic, batch):
                 return
 
@@ -291,10 +382,14 @@ class Writer:
             self.reject(dev, topic, "unknown_device", "status from a device with no registered key")
             return
         try:
-            _, payload = verify_signed(cose, dev, keys)
+            kid, payload = verify_signed(cose, dev, keys)
             check_status(payload)
         except Rejected as exc:
             self.reject(dev, topic, exc.code, exc.reason)
+            return
+        entry = self.registry.entries(dev).get(kid)
+        if entry is not None and entry.revoked_at is not None:  # a status has no seq: only revocation applies
+            self.reject(dev, topic, "key_revoked", f"status signed by revoked kid {kid.hex()}")
             return
         st = self.state(dev)
         self.db.execute(

@@ -8,6 +8,7 @@ PKGS=(
   ffmpeg                               # stream-copy recording and clip cutting, ffprobe
   socat sqlite3 openssl wrk            # pty pairs, buffer inspection, test CA, HTTP load
   postgresql                           # PostgreSQL 15: the centre's store; tests run initdb in a temp folder
+  prometheus                           # promtool: checks and unit-tests the receiver's alert rules
   python3-venv shellcheck              # venvs for install.sh (Debian splits ensurepip out); script lint
   python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp   # GStreamer RTSP test server
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-tools

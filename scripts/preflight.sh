@@ -57,6 +57,7 @@ if [ "$what" = test ]; then
     [ -x "/usr/lib/postgresql/15/bin/$b" ] \
       || missing+=("program '/usr/lib/postgresql/15/bin/$b' from postgresql-15 (Debian package postgresql): the receiver's PostgreSQL tests")
   done
+  need_prog promtool prometheus "checks and unit-tests the receiver's alert rules (receiver/alerts.rules.yml)"
   need_prog openssl openssl "the tests' own certificate authority"
   need_prog wrk wrk "HTTP load in the API tests"
   need_prog shellcheck shellcheck "lint of the shell scripts"

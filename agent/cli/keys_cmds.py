@@ -44,3 +44,25 @@ def keys_show(config_path: Path | None, pem: bool) -> None:
     click.echo(f"device  {cfg.agent.device}")
     click.echo(f"kid     {kid_for(pub).hex()}")
     click.echo(f"public  {public_raw(pub).hex()}")
+
+
+@keys.command("rotate")
+@config_option
+@click.option("--keep-old", is_flag=True, help="keep the old private key as KEY.retired-KID (default: delete it)")
+@handle_errors
+def keys_rotate(config_path: Path | None, keep_old: bool) -> None:
+    """Replace the device key without breaking the chain (run with the agent stopped).
+
+    The last batch signed by the old key announces the new one (a key_rotated device_event);
+    seq and prev continue. Give the new public key (`keys show --pem`) to the centre if it
+    registers rotations (`coop-receiver device rotate`).
+    """
+    from agent.keyrotation import rotate
+
+    cfg = resolve_config(config_path)
+    r = rotate(cfg, keep_old=keep_old)
+    if r.finished_only:
+        click.echo(f"finished an interrupted rotation to kid {r.new_kid.hex()}")
+    else:
+        click.echo(f"rotated: kid {r.old_kid.hex()} signed up to seq {r.seq} (announcing kid {r.new_kid.hex()})")
+    click.echo(f"new kid {r.new_kid.hex()}; batches from seq {r.seq + 1} are signed with it")

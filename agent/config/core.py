@@ -75,7 +75,8 @@ class UplinkSection(BrokerUrl, Section):
     backoff_max_s: Annotated[float, Field(gt=0, le=3600, description="reconnect/retry delay cap (jittered)")] = 60.0
     status_interval_s: Annotated[float, Field(ge=1, le=3600, description="retained status every ...")] = 60.0
     resend_after_s: Annotated[float, Field(ge=1, le=86400, description=(
-        "no central ack this long while batches are out: resend from the lowest unacked seq"))] = 30.0
+        "no central ack this long while batches are out (all PUBACKed): resend from the lowest unacked seq; "
+        "the wait doubles while acks stay away, up to 16x"))] = 30.0
     command_max_skew_s: Annotated[int, Field(ge=1, le=86400, description=(
         "a central command whose `at` is further than this from our clock is refused"))] = 300
     refusal_records_per_minute: Annotated[int, Field(ge=1, le=600, description=(

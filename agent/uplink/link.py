@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 AUTH_FAILURES = {0x86, 0x87, 0x8C}  # bad user name or password, not authorized, bad auth method
 AUTH_RETRY_S = 300.0  # credentials will not fix themselves: retry slowly, say so loudly
+RESEND_MAX_FACTOR = 16  # the no-ack resend timer doubles up to 16 x resend_after_s while acks stay away
 
 
 @dataclass
@@ -92,6 +93,8 @@ class Uplink(Component):
         self._mids: dict[int, tuple[str, Any]] = {}
         self._next_seq = 1
         self._last_seq_cache = 0
+        self.resends = 0  # times the no-ack timer resent the window (not counting reconnects or commands)
+        self._resend_wait = self.ucfg.resend_after_s
         self._reset_tracking()
 
     # -- called from other threads -----------------------------------------------
@@ -345,6 +348,7 @@ class Uplink(Component):
             del self._out[seq]
         self._next_seq = max(self._next_seq, ack.seq + 1)
         self._last_progress = time.monotonic()
+        self._resend_wait = self.ucfg.resend_after_s  # acks flow again: patience back to normal
         if self.media is not None:
             self._wake.set()
 
@@ -394,13 +398,23 @@ class Uplink(Component):
             elif kind == "status":
                 self._status_force = True
         now = time.monotonic()
-        # Safety net: nothing acked for resend_after_s while batches are out -> resend from
-        # the lowest unacked (a broker restarted without persistence PUBACKed and forgot them).
+        # Safety net: nothing acked for a while although the broker took our batches -> resend from
+        # the lowest unacked (the receiver's session that held them was dropped: a shared-subscription
+        # receiver that died, a broker that forgot them). Never while a batch still waits for its
+        # PUBACK on this live connection: the broker has not even taken it, and paho sends it again
+        # by itself after a reconnect. The wait doubles at each resend that brings no ack, up to
+        # RESEND_MAX_FACTOR x resend_after_s, with jitter: in the storm of issue 10, branches resending
+        # on a fixed timer multiplied the centre's work while it was slow, and queued gigabytes at
+        # the broker.
         oldest = min((o.since for o in self._out.values()), default=now)
-        if self._out and now - max(self._last_progress, oldest) > self.ucfg.resend_after_s:
-            log.warning("no central ack for %.0f s; resending from seq %d", now - self._last_progress,
-                        self.store.acked_seq() + 1)
+        waiting = any(o.state == "inflight" for o in self._out.values())
+        if self._out and not waiting and now - max(self._last_progress, oldest) > self._resend_wait:
+            log.warning("no central ack for %.0f s; resending from seq %d (next time after %.0f s)",
+                        now - self._last_progress, self.store.acked_seq() + 1, self._resend_wait * 2)
+            self.resends += 1
             self._resend(self.store.acked_seq() + 1)
+            cap = self.ucfg.resend_after_s * RESEND_MAX_FACTOR
+            self._resend_wait = min(cap, self._resend_wait * 2) * self.rng.uniform(1.0, 1.1)
         for seq, out in sorted(self._out.items()):
             if out.state == "refused" and out.retry_at <= now:
                 self._publish_batches(client, seq, 1, retry=True)

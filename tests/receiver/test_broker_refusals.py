@@ -66,3 +66,35 @@ def test_refused_ack_publish_is_logged_and_retried(
         assert agent.messages == []
     finally:
         agent.close()
+
+
+def test_refused_acks_are_coalesced_per_device_and_a_retry_sends_the_newest(
+    tmp_path: Path, read_only_acks: Mosquitto
+) -> None:
+    """Issue 10's storm: the broker refused the receiver's acks, and every refused ack was queued for a
+    retry of its own, stale ones too, feeding the queue that refused them. A seq ack is cumulative: ten
+    commits while the broker refuses make one ack in flight at a time, each retry (after a doubling
+    delay) carries the newest head, and the seqs published never go back."""
+    import math
+    import time
+
+    dev = DeviceSim("soc-a/branch-1/agent-1")
+    cfg = load_receiver_config(write_config(tmp_path, read_only_acks.url, [dev]))
+    agent = AgentSide(read_only_acks.port)
+    try:
+        with Receiver(cfg) as rx:
+            published: list[int] = []
+            real = rx.acks._publish
+            rx.acks._publish = lambda d, seq: (published.append(seq), real(d, seq))[1]  # type: ignore[method-assign]
+            t = time.monotonic()
+            with ReceiverStore(cfg.receiver) as s:
+                for n in range(1, 11):  # ten commits, one batch each
+                    agent.publish("batch", dev.dev, dev.next_batch(1))
+                    wait_for(lambda n=n: s.device_state(dev.dev).get("acked_seq") == n, what=f"seq {n} stored")
+            elapsed = time.monotonic() - t
+            wait_for(lambda: published and published[-1] == 10, timeout=15, what="a retry with the newest head")
+            assert published == sorted(published), published
+            assert len(published) <= 3 + math.log2(1 + elapsed + 15), (published, elapsed)
+            assert rx.acks.coalesced >= 5
+    finally:
+        agent.close()
