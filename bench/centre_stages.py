@@ -26,6 +26,7 @@ from pathlib import Path
 # The stages, in the order the report shows them, with what each one means.
 STAGES: dict[str, str] = {
     "mqtt": "paho's network thread: reading, parsing and queueing inbound PUBLISHes, writing queued packets",
+    "screen": "the screener thread: each batch's SHA-256 and the lookup of already stored ones (its SQL too)",
     "verifier_ipc": "handing batches to the verifier process and verdicts back (pickle, pipes)",
     "decode": "COSE_Sign1 and payload CBOR decoding",
     "determinism": "the deterministic-encoding check of the payload (RFC 8949 4.2.1)",
@@ -58,6 +59,11 @@ RULES: list[Rule] = [
     # the batch's hash is for the chain (prev of the next batch, duplicate detection)
     Rule("chain", "~:<built-in method _hashlib.openssl_sha256>", "wire/batches.py:check_batch"),
     Rule("chain", "~:<method 'digest' of '_hashlib.HASH' objects>", "wire/batches.py:check_batch"),
+    # the screener (receiver/screen.py): its lookup's SQL is its own; its handing over to the worker
+    # queue is its; paho's thread putting into the screener's inbox is MQTT receive
+    Rule("screen", "receiver/db.py:*", "receiver/screen.py:*"),
+    Rule("screen", "receiver/pg.py:*", "receiver/screen.py:*"),
+    Rule("mqtt", "receiver/screen.py:put_until", "receiver/server.py:_on_message"),
     Rule("determinism", "wire/deterministic.py:is_deterministic"),
     Rule("decode", "wire/sign1.py:open_sign1"),
     Rule("decode", "wire/batches.py:verify_signed"),
@@ -74,6 +80,7 @@ RULES: list[Rule] = [
     Rule("verifier_ipc", "receiver/verifier.py:_redeem"),
     Rule("verifier_ipc", "receiver/verifier.py:verdict"),
     Rule("startup", "receiver/verifier.py:start"),
+    Rule("screen", "receiver/screen.py:*"),
     Rule("commit", "receiver/db.py:commit"),
     Rule("commit", "receiver/pg.py:commit"),
     Rule("database", "receiver/db.py:*"),
@@ -101,7 +108,7 @@ RULES: list[Rule] = [
     Rule("startup", "logging/__init__.py:basicConfig"),
     Rule("startup", "receiver/server.py:start"),
     Rule("startup", "receiver/mqtt.py:start"),
-    Rule("startup", "<frozen importlib._bootstrap>:*"),
+    Rule("startup", "<frozen importlib._bootstrap*>:*"),
     Rule("startup", "receiver/server.py:stop"),  # shutdown, counted with startup: both once per process
 ]
 

@@ -123,7 +123,9 @@ def test_a_tiny_storm_profiled_adds_up_within_the_receivers_cpu(tmp_path: Path) 
     assert set(factors) == {"receiver", "verifier"} and all(f is not None and f > 0.8 for f in factors.values()), r
     # scaled back per process, the stages fit within the plain run's CPU
     assert sum(r["stages_us_per_record_scaled"].values()) <= r["plain_total_us_per_record"] * 1.02, r
-    # the estimate takes the verifier's checks from the unprofiled timings and keeps the process totals
+    # the estimate takes the verifier's checks from the unprofiled timings, and the rest of each process's
+    # CPU from its scaled profile: never less in all than the scaled stages (more only when, on a tiny
+    # and noisy run, the warm in-process timings exceed what the verifier process used)
     est = r["stages_us_per_record_estimate"]
     assert all(est[s] >= inproc[s] for s in bench_centre_cpu.UNPROFILED_STAGES), (est, inproc)
-    assert sum(est.values()) == pytest.approx(sum(r["stages_us_per_record_scaled"].values()), rel=0.02)
+    assert sum(est.values()) >= sum(r["stages_us_per_record_scaled"].values()) * 0.98, r
