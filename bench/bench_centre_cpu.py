@@ -280,13 +280,18 @@ def table(setup: str, a: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def from_profiles(root: Path, show_unmatched: bool) -> None:
+def from_profiles(root: Path, show_unmatched: bool) -> list[dict[str, Any]]:
+    """Attribute kept profiles again (after a change of RULES), with the runs' totals kept beside them."""
+    results = []
     for meta_path in sorted(root.glob("*/meta.json")):
         meta = json.loads(meta_path.read_text())
         a = analyse(meta.get("plain"), meta["profiled"], meta_path.parent, show_unmatched, meta.get("inproc"))
         print(table(meta["setup"], a))
         if show_unmatched:
             print("  'other', by function:", json.dumps(a["other_top_us_per_record"], indent=1))
+        results.append({"setup": meta["setup"], "plain": meta["plain"], "profiled": meta["profiled"], **a,
+                        "inproc": meta.get("inproc")})
+    return results
 
 
 def measure(work: Path, setups: list[str], branches: list[Branch], policy: Policy, timeout: float,
@@ -323,7 +328,10 @@ def main(argv: list[str] | None = None) -> None:
     record.add_argument(ap)
     args = ap.parse_args(argv)
     if args.from_profiles is not None:
-        from_profiles(args.from_profiles, args.show_unmatched)
+        results = from_profiles(args.from_profiles, args.show_unmatched)
+        if args.results is not None:  # only when asked: the default file holds the last full run
+            record.Run("centre-cpu", args.results).write({"reattributed_from": str(args.from_profiles),
+                                                          "runs": results})
         return
     raise_fd_limit()
     run = record.Run("centre-cpu", args.results)

@@ -150,73 +150,77 @@ def match(rules: Iterable[Rule], callee: Key, caller: Key | None) -> str | None:
 
 
 class Attribution:
-    """Stage shares of one profile (one thread); seconds of thread CPU per stage."""
+    """Stage shares of one profile (one thread); seconds of thread CPU per stage.
+
+    The share of the time inside a function that belongs to each stage, D(f), is the mix over
+    its callers c (weighted by the time spent in f under c) of: the stage a rule gives the edge
+    c -> f, or else D(c). Recursion (nested imports, recursive checks) makes that a system of
+    equations rather than a walk, so it is solved by iteration until nothing moves.
+    """
+
+    ITERATIONS = 200
 
     def __init__(self, stats: pstats.Stats, rules: list[Rule] | None = None, root_stage: str = "other"):
         self.rules = RULES if rules is None else rules
         self.root_stage = root_stage
         self.table = stats.stats  # type: ignore[attr-defined]
-        self._inclusive: dict[Key, dict[str, float]] = {}
         self.stages: dict[str, float] = {}
         # profiled calls whose own time went to each stage (same shares), of Python functions and of builtins
         self.calls: dict[str, float] = {}
         self.builtin_calls: dict[str, float] = {}
         self.unmatched: dict[str, float] = {}  # function whose own time went to "other" -> seconds
+        self._matched: dict[tuple[Key, Key | None], str | None] = {}
+        inside = self._solve()
         for key, (_, nc, tt, _, callers) in self.table.items():
             if tt <= 0 and nc == 0:
                 continue
-            for stage, share in self._own(key, callers).items():
+            weights = {c: v[2] for c, v in callers.items() if c != key}
+            if sum(weights.values()) <= 0:
+                weights = {c: v[3] for c, v in callers.items() if c != key}
+            for stage, share in self._mix(key, weights, inside).items():
                 self.stages[stage] = self.stages.get(stage, 0.0) + tt * share
                 into = self.builtin_calls if key[0] == "~" else self.calls
                 into[stage] = into.get(stage, 0.0) + nc * share
                 if stage == "other":
                     self.unmatched[label(key)] = self.unmatched.get(label(key), 0.0) + tt * share
 
-    def _edge(self, callee: Key, caller: Key | None, stack: frozenset[Key]) -> dict[str, float]:
-        stage = match(self.rules, callee, caller)
-        if stage is not None:
-            return {stage: 1.0}
-        if caller is None:
-            return {self.root_stage: 1.0}
-        return self._climb(caller, stack)
+    def _solve(self) -> dict[Key, dict[str, float]]:
+        edges = {k: {c: v[3] for c, v in e[4].items() if c != k} for k, e in self.table.items()}
+        inside: dict[Key, dict[str, float]] = {k: {} for k in self.table}
+        for _ in range(self.ITERATIONS):
+            moved = 0.0
+            for k, weights in edges.items():
+                new = self._mix(k, weights, inside)
+                old = inside[k]
+                moved = max(moved, max((abs(new.get(s, 0.0) - old.get(s, 0.0)) for s in new.keys() | old.keys()),
+                                       default=0.0))
+                inside[k] = new
+            if moved < 1e-9:
+                break
+        return inside
 
-    def _own(self, key: Key, callers: dict[Key, tuple[int, int, float, float]]) -> dict[str, float]:
-        """Shares of key's own time: split over its callers by the own time spent under each."""
-        if not callers:
-            return self._edge(key, None, frozenset())
-        weights = {c: v[2] for c, v in callers.items()}
-        if sum(weights.values()) <= 0:
-            weights = {c: v[3] for c, v in callers.items()}
-        return self._mix(key, weights, frozenset((key,)))
+    def _match(self, key: Key, caller: Key | None) -> str | None:
+        edge = (key, caller)
+        if edge not in self._matched:
+            self._matched[edge] = match(self.rules, key, caller)
+        return self._matched[edge]
 
-    def _climb(self, key: Key, stack: frozenset[Key]) -> dict[str, float]:
-        """Shares of the time spent inside key (with its callees), from key's own callers."""
-        if key in self._inclusive:
-            return self._inclusive[key]
-        if key in stack:  # recursion: the outer call decides
-            return {}
-        entry = self.table.get(key)
-        callers = entry[4] if entry is not None else {}
-        if not callers:
-            out = self._edge(key, None, stack)
-        else:
-            out = self._mix(key, {c: v[3] for c, v in callers.items()}, stack | {key})
-        self._inclusive[key] = out
-        return out
-
-    def _mix(self, key: Key, weights: dict[Key, float], stack: frozenset[Key]) -> dict[str, float]:
+    def _mix(self, key: Key, weights: dict[Key, float], inside: dict[Key, dict[str, float]]) -> dict[str, float]:
+        """Stage shares of key's time called with these caller weights (none: a root)."""
+        if not weights:
+            return {self._match(key, None) or self.root_stage: 1.0}
         total = sum(weights.values())
         out: dict[str, float] = {}
-        parts = [(c, w / total if total > 0 else 1 / len(weights)) for c, w in weights.items()]
-        for caller, w in parts:
-            if caller == key:
-                continue
-            for stage, share in self._edge(key, caller, stack).items():
-                out[stage] = out.get(stage, 0.0) + w * share
+        for caller, w in weights.items():
+            share = w / total if total > 0 else 1 / len(weights)
+            stage = self._match(key, caller)
+            if stage is not None:
+                out[stage] = out.get(stage, 0.0) + share
+            else:
+                for s, v in inside.get(caller, {}).items():
+                    out[s] = out.get(s, 0.0) + share * v
         norm = sum(out.values())
-        if norm <= 0:
-            return {"other": 1.0}
-        return {s: v / norm for s, v in out.items()}
+        return {s: v / norm for s, v in out.items()} if norm > 0 else {}
 
 
 def total_seconds(stats: pstats.Stats) -> float:

@@ -69,6 +69,27 @@ def test_a_shared_leaf_is_split_by_its_callers_and_unnamed_roots_are_other() -> 
     assert a2.stages["A"] == pytest.approx(0.02, rel=0.5)
 
 
+def _recurse(n: int) -> None:
+    if n:
+        _recurse(n - 1)
+    else:
+        _busy(0.02)
+
+
+def _stage_c() -> None:
+    _recurse(5)
+
+
+def test_recursion_goes_to_the_stage_of_the_outer_caller() -> None:
+    prof = cProfile.Profile(time.thread_time)
+    prof.enable()
+    _stage_c()
+    prof.disable()
+    a = Attribution(pstats.Stats(prof), [Rule("C", f"{HERE}:_stage_c")])
+    assert a.stages["C"] == pytest.approx(0.02, rel=0.5)
+    assert a.stages.get("other", 0.0) < 0.2 * a.stages["C"], a.stages
+
+
 def test_the_hook_is_off_without_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(profiling.ENV, raising=False)
     before = threading.Thread.run
