@@ -126,7 +126,10 @@ def config_check(config_path: Path | None) -> None:
 @handle_errors
 def run(config_path: Path | None) -> None:
     """Run the receiver until SIGTERM or SIGINT."""
+    from receiver import profiling
     from receiver.server import Receiver
+
+    profiling.install("receiver")  # only with COOP_RECEIVER_PROFILE set (bench/bench_centre_cpu.py)
 
     cfg = resolve(config_path)
     logging.basicConfig(level=cfg.receiver.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

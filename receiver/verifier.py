@@ -38,6 +38,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from receiver import profiling
 from wire.batches import Batch, Rejected, check_batch
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def _raw(keys: Mapping[bytes, Ed25519PublicKey]) -> dict[bytes, bytes]:
 def _serve(requests: Connection, replies: Connection) -> None:
     """The child's loop: (dev, {kid: raw key}) and the COSE bytes in; a pickled verdict out."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the parent, which then closes our pipe
+    profiling.install_child("verifier")  # only with COOP_RECEIVER_PROFILE set (bench/bench_centre_cpu.py)
     _grow(requests)
     _grow(replies)
     cache: dict[bytes, Ed25519PublicKey] = {}
