@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import os
 import random
+import signal
 import sqlite3
 import threading
 import time
@@ -346,6 +347,10 @@ class MixedBranch:
         partial files, and media files the buffer does not know."""
         data = self.branch.data_dir
         found = [str(p.relative_to(data)) for pat in HALF_WRITTEN for p in data.rglob(pat)]
+        work = data / "recordings" / ".work"  # the cameras' scratch: only the pending clip list stays
+        if work.is_dir():
+            found += [str(p.relative_to(data)) for p in work.iterdir()
+                      if p.name != "pending-clips.json" and str(p.relative_to(data)) not in found]
         con = sqlite3.connect(f"file:{self.buffer_path()}?mode=ro", uri=True)
         try:
             known = {Path(p).name for (p,) in con.execute("SELECT path FROM media WHERE state != 'evicted'")}
@@ -473,3 +478,36 @@ def sample(pid: int) -> dict[str, Any]:
         "children": len(tree) - 1,
     }
 
+
+
+# The kill test's load: more, shorter everything than the soak, so that a few seconds between
+# kills see sales, a receiving step, a clip being cut or uploaded and a broker restart.
+KILLS_PLAN = LoadPlan(tills=3, sales_per_post=5, post_every_s=0.2, dock_every_s=3.0, cameras=1,
+                      clip_every_s=3.0, clip_len_s=2.0, broker_every_s=15.0, broker_down_s=1.0)
+
+
+def kill_loop(mb: MixedBranch, kills: int, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Start the agent and the load, SIGKILL the agent `kills` times at random moments (most
+    within 3 s of its start, one in four after a longer run so clips get cut and uploaded),
+    restarting it each time; then drain, stop it cleanly and judge. Returns a report."""
+    t0 = time.monotonic()
+    mb.start_agent()
+    mb.start_load()
+    for i in range(kills):
+        wait = mb.rng.uniform(5.0, 12.0) if mb.rng.random() < 0.25 else mb.rng.uniform(0.0, 3.0)
+        time.sleep(wait)  # noqa: TID251 - a random kill moment, not a wait for an event
+        rc = mb.branch.kill_agent_process(signal.SIGKILL)
+        assert rc == -signal.SIGKILL, f"kill {i + 1}: the agent had exited ({rc}): {mb.branch.agent_log()[-2000:]}"
+        if log:
+            log(f"kill {i + 1}/{kills} after {wait:.1f} s; sales acked {len(mb.acked_sales())}")
+        mb.start_agent()
+    mb.stop_load()
+    load_s = time.monotonic() - t0
+    mb.settle()
+    last_rc = mb.branch.kill_agent_process(signal.SIGTERM)
+    verdict = mb.verdict()
+    return {"kills": kills, "load_s": round(load_s, 1), "total_s": round(time.monotonic() - t0, 1),
+            "last_rc": last_rc, "broker_restarts": mb.flapper.restarts if mb.flapper else 0,
+            "sales_failures": sum(t.failures for t in mb.tills),
+            "sales_refused": [r for t in mb.tills for r in t.refused][:10],
+            "verdict": verdict.summary(), "problems": verdict.problems()}
