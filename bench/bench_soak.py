@@ -77,6 +77,11 @@ def run(minutes: float, sample_s: float, warmup_s: float, plan: LoadPlan, workdi
         agent_log = mb.branch.agent_log()
     finally:
         mb.close()
+    problems = verdict.problems()
+    # no kills here: every delivery note scanned and every weight placed reached the centre
+    if (verdict.notes_sent, verdict.weights_placed) != (verdict.notes_at_centre, verdict.weights_at_centre):
+        problems.append(f"device records: {verdict.notes_sent} notes scanned, {verdict.notes_at_centre} at the "
+                        f"centre; {verdict.weights_placed} weights placed, {verdict.weights_at_centre} at the centre")
     after = min(warmup_s, max(0.0, samples[-1]["t_s"] / 3))
     keys = ("rss_mb", "pss_tree_mb", "fds", "fds_tree", "threads", "backlog_records")
     tail = [s for s in samples if s["t_s"] >= after]
@@ -90,7 +95,7 @@ def run(minutes: float, sample_s: float, warmup_s: float, plan: LoadPlan, workdi
         "sales_failures": sum(t.failures for t in mb.tills),
         "sales_refused": [r for t in mb.tills for r in t.refused][:10],
         "drain_s": round(drain_s, 1),
-        "verdict": verdict.summary(), "problems": verdict.problems(),
+        "verdict": verdict.summary(), "problems": problems,
         "agent_errors": [ln for ln in agent_log.splitlines() if " ERROR " in ln or "Traceback" in ln][:20],
         "uptime": Path("/proc/loadavg").read_text().strip(), "cpus": os.cpu_count(),
         "samples": samples,

@@ -134,11 +134,12 @@ class Dock(threading.Thread):
                 if self.stop_ev.wait(step):
                     return
                 action()
-            self.notes.append(note)
 
     def _scan(self, code: str) -> None:
         self.scanner.scan(code)
         self.codes += 1
+        if code.startswith("INV-"):
+            self.notes.append(code)
 
     def _place(self, grams: int) -> None:
         self.scale.place(grams)
@@ -277,7 +278,7 @@ class MixedBranch:
         return self
 
     def start_agent(self) -> int:
-        proc = self.branch.start_agent_process(**self.over)
+        proc = self.branch.start_agent_process(start_timeout=90, **self.over)
         return proc.pid
 
     @property

@@ -1,0 +1,37 @@
+"""The soak benchmark, shortened (issue 13, "Long runs"): two minutes of the whole branch
+under mixed load with the broker restarting, against real peers (bench/bench_soak.py).
+The one-hour run is `python -m bench.bench_soak --minutes 60` (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import bench_soak
+from tests.peers.mixed import LoadPlan
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_short_soak_loses_nothing_and_holds_its_descriptors(tmp_path: Path) -> None:
+    plan = LoadPlan(broker_every_s=40, broker_down_s=2, clip_every_s=20)
+    result = bench_soak.run(2.0, 5.0, 30.0, plan, tmp_path / "run", log=io.StringIO())
+    v = result["verdict"]
+    assert not result["problems"], result["problems"]
+    assert v["sales_lost"] == v["committed_lost"] == v["duplicates"] == v["unexpected"] == 0
+    assert v["sales_acked"] > 300 and v["notes_at_centre"] == v["notes_sent"] >= 10
+    assert v["weights_at_centre"] == v["weights_placed"] >= 10
+    assert v["media_announced"] >= 3 and v["media_missing"] == v["media_bad"] == 0
+    assert result["broker_restarts"] >= 2
+    assert result["sales_refused"] == []
+    # descriptors after the warm-up: flat (a clip cut's pipes or a reconnect come and go)
+    fds = [s["fds"] for s in result["samples"] if s["t_s"] >= result["warmup_s"]]
+    assert len(fds) >= 10 and max(fds) - min(fds) <= 4 and fds[-1] <= fds[0] + 2, fds
+    assert all(s["rss_mb"] > 0 and s["pss_tree_mb"] >= s["rss_mb"] * 0.5 for s in result["samples"])
+    bench_soak.write(result, tmp_path / "soak")
+    saved = json.loads((tmp_path / "soak.json").read_text())
+    assert saved["verdict"] == v
+    assert len((tmp_path / "soak.csv").read_text().splitlines()) == len(result["samples"]) + 1
