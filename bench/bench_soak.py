@@ -9,7 +9,8 @@ the agent cleanly and checks the centre: records lost and duplicated (both must 
 complete and verified, no half-written file left, the buffer's integrity_check.
 
 Growth per hour is the least-squares slope over the samples after the warm-up (the first
-`--warmup-s`: the cameras' rings fill, SQLite's page cache grows to its working set).
+`--warmup-s`: SQLite's page caches and the status page's event ring fill), and again over
+the second half of the run alone (the camera rings, `ring_minutes` = 10 here, are full by then).
 
 Run: .venv/bin/python -m bench.bench_soak --minutes 60
 Writes OUT.json (summary and every sample) and OUT.csv (samples); OUT defaults to
@@ -88,6 +89,8 @@ def run(minutes: float, sample_s: float, warmup_s: float, plan: LoadPlan, workdi
     return {
         "minutes": minutes, "sample_s": sample_s, "warmup_s": after, "plan": plan.__dict__,
         "growth_per_hour": {k: slope_per_hour(samples, k, after) for k in keys},
+        # the second half alone: what is left once every bounded cache and ring has filled
+        "growth_per_hour_second_half": {k: slope_per_hour(samples, k, samples[-1]["t_s"] / 2) for k in keys},
         "first_after_warmup": {k: tail[0][k] for k in keys} if tail else {},
         "last": {k: samples[-1][k] for k in keys},
         "max": {k: max((s[k] for s in samples if s[k] is not None), default=None) for k in keys},

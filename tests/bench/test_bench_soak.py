@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,11 @@ def test_a_short_soak_loses_nothing_and_holds_its_descriptors(tmp_path: Path) ->
     assert v["media_announced"] >= 3 and v["media_missing"] == v["media_bad"] == 0
     assert result["broker_restarts"] >= 2
     assert result["sales_refused"] == []
-    # descriptors after the warm-up: flat (a clip cut's pipes or a reconnect come and go)
+    # descriptors after the warm-up: flat. A clip cut's pipes or a reconnect come and go, so
+    # compare medians: one descriptor kept per clip (6) or per broker restart (3) would show.
     fds = [s["fds"] for s in result["samples"] if s["t_s"] >= result["warmup_s"]]
-    assert len(fds) >= 10 and max(fds) - min(fds) <= 4 and fds[-1] <= fds[0] + 2, fds
+    third = len(fds) // 3
+    assert third >= 3 and statistics.median(fds[-third:]) <= statistics.median(fds[:third]) + 1, fds
     assert all(s["rss_mb"] > 0 and s["pss_tree_mb"] >= s["rss_mb"] * 0.5 for s in result["samples"])
     bench_soak.write(result, tmp_path / "soak")
     saved = json.loads((tmp_path / "soak.json").read_text())
