@@ -84,7 +84,7 @@ def run(minutes: float, sample_s: float, warmup_s: float, plan: LoadPlan, workdi
         problems.append(f"device records: {verdict.notes_sent} notes scanned, {verdict.notes_at_centre} at the "
                         f"centre; {verdict.weights_placed} weights placed, {verdict.weights_at_centre} at the centre")
     after = min(warmup_s, max(0.0, samples[-1]["t_s"] / 3))
-    keys = ("rss_mb", "pss_tree_mb", "fds", "fds_tree", "threads", "backlog_records")
+    keys = ("rss_mb", "pss_tree_mb", "uss_tree_mb", "fds", "fds_tree", "threads", "backlog_records")
     tail = [s for s in samples if s["t_s"] >= after]
     return {
         "minutes": minutes, "sample_s": sample_s, "warmup_s": after, "plan": plan.__dict__,

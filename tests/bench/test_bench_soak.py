@@ -35,7 +35,7 @@ def test_a_short_soak_loses_nothing_and_holds_its_descriptors(tmp_path: Path) ->
     fds = [s["fds"] for s in result["samples"] if s["t_s"] >= result["warmup_s"]]
     third = len(fds) // 3
     assert third >= 3 and statistics.median(fds[-third:]) <= statistics.median(fds[:third]) + 1, fds
-    assert all(s["rss_mb"] > 0 and s["pss_tree_mb"] >= s["rss_mb"] * 0.5 for s in result["samples"])
+    assert all(s["rss_mb"] > 0 and s["pss_tree_mb"] >= s["uss_tree_mb"] > 0 for s in result["samples"])
     bench_soak.write(result, tmp_path / "soak")
     saved = json.loads((tmp_path / "soak.json").read_text())
     assert saved["verdict"] == v

@@ -461,7 +461,7 @@ def _kb(path: str, key: str) -> int:
 
 
 def sample(pid: int) -> dict[str, Any]:
-    """RSS and open descriptors of the agent process; PSS and descriptors of its whole tree."""
+    """RSS and open descriptors of the agent process; PSS, USS and descriptors of its whole tree."""
     tree = process_tree(pid)
 
     def fds(p: int) -> int:
@@ -473,6 +473,10 @@ def sample(pid: int) -> dict[str, Any]:
     return {
         "rss_mb": round(_kb(f"/proc/{pid}/status", "VmRSS:") / 1024, 2),
         "pss_tree_mb": round(sum(_kb(f"/proc/{p}/smaps_rollup", "Pss:") for p in tree) / 1024, 2),
+        # private pages only (USS): unlike PSS, it does not move when other processes that map
+        # the same libraries come and go on the machine
+        "uss_tree_mb": round(sum(_kb(f"/proc/{p}/smaps_rollup", "Private_Clean:")
+                                 + _kb(f"/proc/{p}/smaps_rollup", "Private_Dirty:") for p in tree) / 1024, 2),
         "fds": fds(pid),
         "fds_tree": sum(fds(p) for p in tree),
         "threads": _kb(f"/proc/{pid}/status", "Threads:"),
