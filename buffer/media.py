@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -29,6 +30,7 @@ from wire.records import new_id
 log = logging.getLogger(__name__)
 
 EXT = MEDIA_TYPES
+OWN_ID_RE = re.compile(r"^[0-9a-f]{32}$")  # the MEDIA_IDs add_media gives: a UUIDv7's hex
 
 
 def media_class(held: int, state: str) -> EvictClass:
@@ -73,6 +75,7 @@ class MediaStore:
         # Deleted under disk pressure by the writer thread (buffer.diskpolicy): the outbox drops
         # its cursor on one of these without taking _lock (on_ack holds it while it waits on the writer).
         self._gone: set[str] = set()
+        self.swept = sweep_orphans(self.store, self.dir)
 
     # -- MediaSink -----------------------------------------------------------------
     def add_media(self, path: Path, *, camera: str, media_type: Literal["video/mp4", "image/jpeg"],
@@ -275,6 +278,27 @@ class MediaStore:
         if done:
             self.store.call(op)
         return len(rows)
+
+
+def sweep_orphans(store: Store, media_dir: Path) -> list[str]:
+    """Delete media files that no live media row names, before anything is added.
+
+    add_media moves the file in, then commits its row; an agent killed in between leaves a
+    file nobody announced, tracks or counts in the quota (found by tests/e2e/test_kills.py).
+    An eviction commits first and unlinks after, with the same window. Only names add_media
+    gives (32 hex digits + a media extension) are touched: [media] dir may be shared."""
+    live = {Path(p).name for (p,) in store.reader().execute("SELECT path FROM media WHERE state != 'evicted'")}
+    gone = []
+    exts = tuple(EXT.values())
+    for path in media_dir.iterdir():
+        stem, ext = os.path.splitext(path.name)
+        if ext in exts and OWN_ID_RE.match(stem) and path.name not in live and path.is_file():
+            path.unlink(missing_ok=True)
+            gone.append(path.name)
+    if gone:
+        log.info("media dir: removed %d files no media row names (an interrupted run): %s", len(gone),
+                 ", ".join(sorted(gone)))
+    return sorted(gone)
 
 
 def _hash_file(path: Path) -> tuple[int, bytes]:

@@ -31,6 +31,27 @@ log = logging.getLogger(__name__)
 EventFn = Callable[[str, str, dict[str, Any]], None]  # (camera, event, detail)
 
 
+# What a cut or a snapshot writes in the work dir before the media sink takes the file (or
+# the pending list's temporary copy). An agent killed meanwhile leaves them; nobody else
+# would ever delete them. Everything else there (pending-clips.json) is kept.
+LEFTOVERS = ("clip-*.mp4", "*.ffconcat", "snap-*.jpg", "*.tmp")
+
+
+def sweep_work_dir(work_dir: Path) -> list[str]:
+    """Delete what an earlier, killed agent left half-written in the cameras' work dir.
+
+    Called before the clipper runs: one agent owns the data dir, so nothing of these is being
+    written now; a pending request is cut again from the ring, into a new file."""
+    gone = []
+    for pattern in LEFTOVERS:
+        for path in work_dir.glob(pattern):
+            path.unlink(missing_ok=True)
+            gone.append(path.name)
+    if gone:
+        log.info("camera work dir: removed %d files left by an interrupted run: %s", len(gone), ", ".join(sorted(gone)))
+    return sorted(gone)
+
+
 @dataclass
 class ClipRequest:
     camera: str
@@ -59,6 +80,7 @@ class Clipper(Component):
         self.on_event = on_event
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.pending_path = work_dir / "pending-clips.json"
+        self.swept = sweep_work_dir(work_dir)
         self._pending: list[ClipRequest] = self._load()
         self._lock = threading.Lock()
         self._wake = threading.Event()

@@ -13,6 +13,7 @@ import pytest
 
 from core.interfaces import StoredRecord
 from drivers.camera.clipper import Clipper, ClipRequest
+from drivers.camera.clips import cut_clip
 from drivers.camera.config import ClipRuleConfig, RecordingConfig
 from drivers.camera.ring import Ring
 from drivers.camera.rules import RuleListener, matches
@@ -148,3 +149,29 @@ def test_rule_matching() -> None:
         ("store", -5000, 1000, "cs-1"),
         ("dock", -10_000, 10_000, "sm-1"),
     ]
+
+
+def test_leftovers_of_a_killed_agent_are_swept_and_the_pending_list_kept(tmp_path: Path) -> None:
+    """A SIGKILL mid-cut leaves clip-ID.mp4 half-written (and maybe the concat listing, a
+    snapshot on its way to the media sink, the pending list's temporary copy): the next
+    start removes them. Found by tests/e2e/test_kills.py; a command's clip is never retried,
+    so its file stayed in the data dir for good."""
+    cfg = RecordingConfig(segment_s=1, io_timeout_s=1)
+    ring = Ring(tmp_path / "rec" / "dock", 60, 2**30)
+    work = tmp_path / "work"
+    first = Clipper({"dock": ring}, KeepingMedia(tmp_path / "media"), cfg, work)
+    req = ClipRequest("dock", BASE, BASE + 2000, {"record": "r-3"})
+    first.request(req)
+    fill_ring(ring, 3)
+    # a cut killed half-way: the first half of a real MP4 cut
+    full = cut_clip(ring, BASE, BASE + 2000, work / "whole.mp4")
+    data = full.path.read_bytes()
+    full.path.unlink()
+    leftovers = [f"clip-{req.id}.mp4", "tmpab12.ffconcat", "snap-dock-1-2.jpg", "pending-clips.tmp"]
+    (work / leftovers[0]).write_bytes(data[: len(data) // 2])
+    for name in leftovers[1:]:
+        (work / name).write_bytes(b"x")
+    restarted = Clipper({"dock": ring}, KeepingMedia(tmp_path / "media"), cfg, work)
+    assert restarted.swept == sorted(leftovers)
+    assert sorted(p.name for p in work.iterdir()) == ["pending-clips.json"]
+    assert [r.id for r in restarted.pending()] == [req.id]  # the request itself is kept and cut again

@@ -152,8 +152,10 @@ class Branch:
             self.agent.stop()
             self.agent = None
 
-    def start_agent_process(self, prefix: Sequence[str] = (), **over: Any) -> subprocess.Popen[bytes]:
-        """`prefix` runs the agent under another command, e.g. ("prlimit", "--nofile=1024:1024", "--")."""
+    def start_agent_process(self, prefix: Sequence[str] = (), start_timeout: float = 20,
+                            **over: Any) -> subprocess.Popen[bytes]:
+        """`prefix` runs the agent under another command, e.g. ("prlimit", "--nofile=1024:1024", "--");
+        `start_timeout`: how long its API may take to listen (a loaded machine starts it slowly)."""
         cfg = self.write_agent_config(**over)
         log = open(self.root / "agent.log", "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -161,7 +163,7 @@ class Branch:
                                      stdout=log, stderr=log, env=env)
         log.close()
         wait_for(lambda: port_open(self.api_port) or self.proc is None or self.proc.poll() is not None,
-                 timeout=20, what="the agent process's API")
+                 timeout=start_timeout, what="the agent process's API")
         if self.proc.poll() is not None:
             raise RuntimeError(f"agent exited {self.proc.returncode}: {self.agent_log()[-3000:]}")
         return self.proc
