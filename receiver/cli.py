@@ -46,7 +46,7 @@ def resolve(config_path: Path | None) -> ReceiverConfig:
 
 
 # Operator-fixable errors: one clear message on stderr, exit 2, no traceback (core.cli).
-handle_errors = user_errors(StoreMissing, MqttError, ValueError)
+handle_errors = user_errors(StoreMissing, MqttError, ValueError)  # AccountError is a ValueError
 
 
 def parse_time(value: str, name: str) -> int:
@@ -205,6 +205,15 @@ def request_clip(config_path: Path | None, device: str, camera: str, start: str,
     cfg = resolve(config_path)
     args = {"camera": camera, "start": parse_time(start, "start"), "end": parse_time(end, "end")}
     click.echo(_send(cfg, check_device(device), "clip", args))
+
+
+def _web_commands() -> None:
+    from receiver.web.cli import register
+
+    register(cli, config_option, resolve, handle_errors)
+
+
+_web_commands()
 
 
 def main() -> None:
