@@ -97,9 +97,10 @@ class WebState:
             raise Forbidden("This form was not sent by a page of this session (CSRF check failed). "
                             "Reload the page and send it again.")
 
-    def page(self, request: Request, name: str, s: Session | None, status: int = 200, **ctx: Any) -> HTMLResponse:
+    def page(self, request: Request, template: str, s: Session | None, status: int = 200,
+             **ctx: Any) -> HTMLResponse:
         return self.templates.TemplateResponse(
-            request, name, {"s": s, "account": s.account if s else None, **ctx}, status_code=status
+            request, template, {"s": s, "account": s.account if s else None, **ctx}, status_code=status
         )
 
 
