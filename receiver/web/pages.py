@@ -206,13 +206,7 @@ def register(app: FastAPI, state: WebState) -> None:
         g = s.account.grants.societies
         return state.page(request, "compliance_index.html", s, societies=[x for x in socs if g is None or x in g])
 
-    @app.get("/compliance/{society}", response_class=HTMLResponse)
-    async def compliance_page(request: Request, society: str, sort: str = "problems", dir: str = "desc") -> Response:
-        s = state.session(request)
-        rows = _compliance(state, s, society, sort, dir)
-        return state.page(request, "compliance.html", s, society=society, rows=rows, columns=compliance.COLUMNS,
-                          sort=sort, dir=dir, cfg=state.config.web)
-
+    # Before /compliance/{society}: that pattern would take "soc-a.csv" as a society.
     @app.get("/compliance/{society}.csv")
     async def compliance_csv(request: Request, society: str, sort: str = "problems", dir: str = "desc") -> Response:
         s = state.session(request)
@@ -220,6 +214,12 @@ def register(app: FastAPI, state: WebState) -> None:
         return Response(compliance.to_csv(rows), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="compliance-{society}.csv"'})
 
+    @app.get("/compliance/{society}", response_class=HTMLResponse)
+    async def compliance_page(request: Request, society: str, sort: str = "problems", dir: str = "desc") -> Response:
+        s = state.session(request)
+        rows = _compliance(state, s, society, sort, dir)
+        return state.page(request, "compliance.html", s, society=society, rows=rows, columns=compliance.COLUMNS,
+                          sort=sort, dir=dir, cfg=state.config.web)
 
 def _compliance(state: WebState, s: Any, society: str, sort: str, direction: str) -> list[compliance.Row]:
     if not PART.match(society):
