@@ -35,8 +35,9 @@ SEARCH_COLUMNS = (
     "did", "seq", "pos", "id", "kind", "at", "society", "branch", "flag", "receipt", "till", "doc",
     "camera", "ref", "state", "t0", "t1", "total",
 )
+_COLS, _MARKS = ", ".join(SEARCH_COLUMNS), ", ".join("?" * len(SEARCH_COLUMNS))
 INSERT_SEARCH = (
-    f"INSERT INTO record_search ({', '.join(SEARCH_COLUMNS)}) VALUES ({', '.join('?' * len(SEARCH_COLUMNS))}) "
+    f"INSERT INTO record_search ({_COLS}) VALUES ({_MARKS}) "  # noqa: S608 - our own column names
     "ON CONFLICT (did, seq, pos) DO NOTHING"
 )
 INSERT_GTIN = "INSERT INTO record_gtins (gtin, at, did, seq, pos) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
@@ -56,6 +57,11 @@ def _text(v: Any) -> str | None:
     if v is None or isinstance(v, (dict, list, bytes)):
         return None
     return str(v)[:200]
+
+
+def mapping(v: Any) -> dict[str, Any]:
+    """v if it is a map, else an empty one (a kind's optional map field)."""
+    return v if isinstance(v, dict) else {}
 
 
 def _int(v: Any) -> int | None:
@@ -81,7 +87,8 @@ def extract(rec: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     f: dict[str, Any] = {}
     gtins: list[str] = []
     if kind == "sale":
-        f["receipt"], f["till"], f["total"] = _text(data.get("receipt")), _text(data.get("till")), _int(data.get("total"))
+        f["receipt"], f["till"] = _text(data.get("receipt")), _text(data.get("till"))
+        f["total"] = _int(data.get("total"))
         f["flag"] = "void" if data.get("void") else "refund" if data.get("refund") else None
         gtins = [str(ln["gtin"]) for ln in data.get("lines") or [] if isinstance(ln, dict) and ln.get("gtin")]
     elif kind == "stock_move":
@@ -97,7 +104,7 @@ def extract(rec: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     elif kind == "scan":
         gtins = [str(data["gtin"])] if data.get("gtin") else []
     elif kind == "media":
-        reason = data.get("reason") if isinstance(data.get("reason"), dict) else {}
+        reason = mapping(data.get("reason"))
         f["camera"], f["t0"], f["t1"] = _text(data.get("camera")), _int(data.get("start")), _int(data.get("end"))
         f["doc"] = _text(data.get("media"))
         f["ref"] = _text(reason.get("record") or reason.get("command"))
@@ -106,7 +113,7 @@ def extract(rec: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         f["camera"], f["t0"], f["t1"] = _text(data.get("camera")), _int(data.get("start")), _int(data.get("end"))
         f["doc"], f["state"] = _text(data.get("media")), _text(data.get("what"))
     elif kind == "device_event":
-        detail = data.get("detail") if isinstance(data.get("detail"), dict) else {}
+        detail = mapping(data.get("detail"))
         f["state"] = _text(data.get("event"))
         f["ref"] = _text(detail.get("command"))
         f["camera"] = _text(detail.get("camera"))

@@ -192,10 +192,10 @@ def create_app(config: ReceiverConfig, *, rdb: Database | None = None, db: Datab
             return resp
         audit.append(state.db, account, "login", account.name)
         token = accounts.open_session(state.db, account)
-        resp = RedirectResponse(then, status_code=303)
-        resp.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=config.web.secure_cookies, path="/")
-        resp.delete_cookie(LOGIN_CSRF, path="/login")
-        return resp
+        ok = RedirectResponse(then, status_code=303)
+        ok.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=config.web.secure_cookies, path="/")
+        ok.delete_cookie(LOGIN_CSRF, path="/login")
+        return ok
 
     @app.post("/logout")
     async def logout(request: Request) -> Response:

@@ -34,7 +34,8 @@ class WebSection(Section):
         int, Field(ge=1, le=7 * 24 * 60, description="compliance: a branch is silent after this long without a batch")
     ] = 15
     late_minutes: Annotated[
-        int, Field(ge=1, le=7 * 24 * 60, description="compliance: a batch is late when received this long after sealing")
+        int,
+        Field(ge=1, le=7 * 24 * 60, description="compliance: a batch is late when received this long after sealing"),
     ] = 10
     clock_off_ms: Annotated[
         int, Field(ge=1, le=86_400_000, description="compliance: a device clock this far from the centre's is off")

@@ -17,10 +17,11 @@ import cbor2
 
 from receiver.database import Database
 from receiver.keys import DeviceRegistry
-from receiver.search import Grants, split_dev
+from receiver.search import Grants, mapping, split_dev
 from wire.batches import Rejected, verify_signed
 
 ZERO = b"\x00" * 32
+MAX_SPAN_MS = 7 * 86_400_000  # the longest clip or gap a record's page looks back for
 
 
 @dataclass
@@ -125,7 +126,8 @@ def load_record(rdb: Database, registry: DeviceRegistry, media_dir: Path, did: i
     chain = _chain(rdb, did, seq, cose, bytes(stored_hash), payload["prev"], int(contiguous))
     clock = _clock(rdb, did, int(rec["at"]), int(sealed), int(received_at), status_json, status_at)
     show_media = grants.kinds is None or "media" in grants.kinds
-    media, gaps = _media_and_gaps(rdb, media_dir, did, society, branch, str(rec["id"]), int(rec["at"]), window_ms, requests)
+    media, gaps = _media_and_gaps(rdb, media_dir, did, society, branch, str(rec["id"]), int(rec["at"]), window_ms,
+                                  requests)
     return RecordView(did, dev, society, branch, seq, pos, plain(rec), int(sealed), int(received_at), sig, chain,
                       clock, media if show_media else [], gaps if show_media else [], requests)
 
@@ -193,24 +195,29 @@ def _clock(rdb: Database, did: int, at: int, sealed: int, received_at: int, stat
     return lines
 
 
-def _media_and_gaps(rdb: Database, media_dir: Path, did: int, society: str, branch: str, rid: str, at: int, window_ms: int,
-                    requests: list[Request]) -> tuple[list[Media], list[Gap]]:
-    """Media of the branch overlapping [at - window, at + window], or naming this record or a request of it."""
+def _media_and_gaps(rdb: Database, media_dir: Path, did: int, society: str, branch: str, rid: str, at: int,
+                    window_ms: int, requests: list[Request]) -> tuple[list[Media], list[Gap]]:
+    """Media and gaps of the branch overlapping [at - window, at + window], or naming this record or a request of it.
+
+    Spans are looked up by their start within MAX_SPAN_MS before the window, so the index range
+    stays small however long the branch's history: a gap that began earlier than that (a camera
+    dead for over a week) is not shown here, the compliance page is where that shows.
+    """
     lo, hi = at - window_ms, at + window_ms
     cids = [r.cid for r in requests]
     refs = [rid, *cids]
     rows = rdb.execute(
-        "SELECT s.did, s.seq, s.pos, s.kind, s.camera, s.t0, s.t1, s.doc, s.ref, d.dev FROM record_search s "
+        "SELECT s.did, s.seq, s.pos, s.kind, s.camera, s.t0, s.t1, s.doc, s.ref, d.dev FROM record_search s "  # noqa: S608
         "JOIN devices d ON d.did = s.did WHERE s.society = ? AND s.branch = ? AND s.t0 IS NOT NULL "
-        "AND s.t0 <= ? AND s.kind IN ('media', 'gap') AND (s.t1 >= ? OR s.t1 IS NULL) "
-        f"UNION SELECT s.did, s.seq, s.pos, s.kind, s.camera, s.t0, s.t1, s.doc, s.ref, d.dev FROM record_search s "  # noqa: S608
-        f"JOIN devices d ON d.did = s.did WHERE s.did = ? AND s.ref IN ({', '.join('?' * len(refs))}) "
+        "AND s.t0 BETWEEN ? AND ? AND s.kind IN ('media', 'gap') AND (s.t1 >= ? OR s.t1 IS NULL) "
+        "UNION SELECT s.did, s.seq, s.pos, s.kind, s.camera, s.t0, s.t1, s.doc, s.ref, d.dev FROM record_search s "
+        f"JOIN devices d ON d.did = s.did WHERE s.did = ? AND s.ref IN ({', '.join('?' * len(refs))}) "  # noqa: S608
         "AND s.kind IN ('media', 'gap')",
-        (society, branch, hi, lo, did, *refs),
+        (society, branch, lo - MAX_SPAN_MS, hi, lo, did, *refs),
     ).fetchall()
     media: list[Media] = []
     gaps: list[Gap] = []
-    for m_did, m_seq, m_pos, kind, camera, t0, t1, doc, ref, m_dev in sorted(rows, key=lambda r: (r[5] or 0, r[7] or "")):
+    for m_did, m_seq, m_pos, kind, camera, t0, t1, doc, _ref, m_dev in sorted(rows, key=lambda r: (r[5], r[7] or "")):
         if kind == "gap":
             rec = _record_data(rdb, m_did, m_seq, m_pos)
             gaps.append(Gap(camera or "?", t0, t1, str(rec.get("reason", ""))))
@@ -218,7 +225,7 @@ def _media_and_gaps(rdb: Database, media_dir: Path, did: int, society: str, bran
         st = rdb.execute("SELECT type, state, chunk, chunks FROM media WHERE did = ? AND media_id = ?",
                          (m_did, doc)).fetchone()
         rec = _record_data(rdb, m_did, m_seq, m_pos)
-        reason = rec.get("reason") if isinstance(rec.get("reason"), dict) else {}
+        reason = mapping(rec.get("reason"))
         why = ("asked for by the centre (command " + str(reason["command"]) + ")" if reason.get("command")
                else "made for this record" if reason.get("record") == rid
                else f"made by rule {reason['rule']}" if reason.get("rule") else "recorded at the branch")
@@ -262,7 +269,7 @@ def request_states(rdb: Database, did: int, requests: list[Request]) -> None:
             r.state = "arrived"
         elif ans is not None:
             data = _record_data(rdb, did, ans[0], ans[1])
-            detail = data.get("detail") if isinstance(data.get("detail"), dict) else {}
+            detail = mapping(data.get("detail"))
             result = detail.get("result")
             if result in ("failed", "error", "refused") or detail.get("error"):
                 r.state = "failed"

@@ -28,8 +28,8 @@ from receiver.media import MediaAssembler
 from receiver.web import accounts
 from receiver.web.schema import open_web_state
 from receiver.writer import Writer
-from tests.receiver.conftest import pg_server, store_kind, store_toml  # noqa: F401 - fixtures
 from tests.peers.net import free_port, wait_for
+from tests.receiver.conftest import pg_server, store_kind, store_toml  # noqa: F401 - fixtures
 from tests.receiver.helpers import DeviceSim, write_config
 
 T0 = 1_764_000_000_000  # 2025-11-24 16:00:00 UTC: every record of the fixture is near it
