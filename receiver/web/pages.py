@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 PART = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
 try:  # the evidence bundle export (receiver/evidence/export.py) may not be in this build yet
-    from receiver.evidence.export import export_bundle
+    from receiver.evidence.export import ExportError, export_bundle
+    from receiver.evidence.keys import lookup_for
 except ImportError:  # pragma: no cover - depends on the build
     export_bundle = None
 
@@ -190,8 +191,14 @@ def register(app: FastAPI, state: WebState) -> None:
         fd, tmp = tempfile.mkstemp(prefix="coop-bundle-", suffix=".cbor")
         try:
             with os.fdopen(fd, "wb") as out:
+                # keys: the devices' keys as this centre's config registers them (the library's default
+                # would read the installed config, not the one this application was started with).
                 export_bundle(state.rdb, state.media_dir, selection, signer, out,
-                              exporter_name=f"{state.config.web.exporter_name} ({s.account.name})")
+                              exporter_name=f"{state.config.web.exporter_name} ({s.account.name})",
+                              keys=lookup_for(state.config))
+        except ExportError as exc:
+            os.unlink(tmp)
+            raise BadRequest(f"The bundle could not be made: {exc}", 409) from None
         except BaseException:
             os.unlink(tmp)
             raise

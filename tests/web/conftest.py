@@ -20,6 +20,11 @@ from typing import Any
 
 import pytest
 import uvicorn
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from receiver.config import ReceiverConfig, load_receiver_config
 from receiver.database import open_database
@@ -28,12 +33,15 @@ from receiver.media import MediaAssembler
 from receiver.web import accounts
 from receiver.web.schema import open_web_state
 from receiver.writer import Writer
+from tests.page.conftest import CHROMIUM_ARGS
 from tests.peers.net import free_port, wait_for
 from tests.receiver.conftest import pg_server, store_kind, store_toml  # noqa: F401 - fixtures
 from tests.receiver.helpers import DeviceSim, write_config
 
 T0 = 1_764_000_000_000  # 2025-11-24 16:00:00 UTC: every record of the fixture is near it
 PASSWORD = "correct horse battery"
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUT = ROOT / "test-output" / "evidence-web"  # screenshots, kept for a person to look at (ignored by git)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -193,3 +201,54 @@ def web(centre: Centre) -> Iterator[Web]:
         server.should_exit = True
         thread.join(timeout=10)
         app.state.web.close()
+
+
+class Browser:
+    def __init__(self, driver: webdriver.Chrome, base: str, shots: Path, test: str) -> None:
+        self.d = driver
+        self.base = base
+        self.shots = shots
+        self.test = test
+        self.n = 0
+
+    def get(self, path: str) -> None:
+        self.d.get(self.base + path)
+
+    def shot(self, name: str) -> Path:
+        self.n += 1
+        path = self.shots / f"{self.test}-{self.n:02d}-{name}.png"
+        self.d.save_screenshot(str(path))
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, OUTPUT / path.name)
+        return path
+
+    def text(self) -> str:
+        return str(self.d.find_element(By.TAG_NAME, "body").text)
+
+    def wait(self, pred: object, timeout: float = 15) -> None:
+        WebDriverWait(self.d, timeout).until(pred)  # type: ignore[arg-type]
+
+    def login(self, name: str, password: str = PASSWORD) -> None:
+        self.get("/login")
+        self.d.find_element(By.ID, "name").send_keys(name)
+        self.d.find_element(By.ID, "password").send_keys(password)
+        self.d.find_element(By.ID, "login").click()
+        self.wait(lambda d: "/login" not in d.current_url or d.find_elements(By.CSS_SELECTOR, "#message.error"))
+
+
+@pytest.fixture
+def browser(web: Web, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Browser]:
+    opts = Options()
+    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for arg in [*CHROMIUM_ARGS, f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                "--autoplay-policy=no-user-gesture-required"]:
+        opts.add_argument(arg)
+    service = Service(shutil.which("chromedriver") or "/usr/bin/chromedriver",
+                      log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=opts)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    try:
+        yield Browser(driver, web.url, shots, request.node.name.removeprefix("test_")[:40])
+    finally:
+        driver.quit()

@@ -22,8 +22,7 @@ from receiver.server import Receiver
 from tests.peers.mosquitto import Mosquitto
 from tests.peers.net import wait_for
 from tests.receiver.helpers import AgentSide
-from tests.web.conftest import Centre, Web, make_mp4
-from tests.web.test_browser import Browser, browser  # noqa: F401 - the fixture
+from tests.web.conftest import Browser, Centre, Web, make_mp4
 
 pytestmark = pytest.mark.slow
 DEV = "soc-a/branch-1/agent-1"
@@ -96,7 +95,7 @@ def test_operator_asks_for_a_clip_and_sees_it_arrive(live: Receiver, branch: Age
     b.wait(lambda d: d.find_elements(By.CSS_SELECTOR, "tr.request[data-state=arrived]"), timeout=30)
     players = b.d.find_elements(By.CSS_SELECTOR, "video.player")
     assert len(players) == 2
-    asked = next(v for v in players if "asked-1" in v.get_attribute("src"))
+    asked = next(v for v in players if "asked-1" in (v.get_attribute("src") or ""))
     caption = asked.find_element(By.XPATH, "..").text
     assert f"asked for by the centre (command {cmd['id']})" in caption
     b.d.execute_script("arguments[0].play()", asked)
