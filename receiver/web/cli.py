@@ -72,7 +72,8 @@ def register(cli: click.Group, config_option: Callable[[Any], Any], resolve: Cal
         """Create an account (or set its role, authority and password)."""
         cfg = resolve(config_path)
         if password_file is not None:
-            password = password_file.read_text().splitlines()[0] if password_file.read_text() else ""
+            lines = password_file.read_text().splitlines()
+            password = lines[0] if lines else ""
         else:
             password = click.prompt("password", hide_input=True, confirmation_prompt=True)
         db = open_web_state(cfg.receiver.database_url, cfg.receiver.database_password(), cfg.web.db)
