@@ -118,10 +118,12 @@ CREATE TABLE record_search (
 );
 CREATE INDEX record_search_at ON record_search (at);
 CREATE INDEX record_search_branch ON record_search (society, branch, at);
+CREATE INDEX record_search_society ON record_search (society, at);
 CREATE INDEX record_search_kind ON record_search (kind, at);
 CREATE INDEX record_search_receipt ON record_search (receipt) WHERE receipt IS NOT NULL;
 CREATE INDEX record_search_doc ON record_search (doc) WHERE doc IS NOT NULL;
 CREATE INDEX record_search_flag ON record_search (at) WHERE flag IS NOT NULL;
+CREATE INDEX record_search_flag_branch ON record_search (society, branch, at) WHERE flag IS NOT NULL;
 CREATE INDEX record_search_ref ON record_search (ref) WHERE ref IS NOT NULL;
 CREATE INDEX record_search_span ON record_search (society, branch, t0) WHERE t0 IS NOT NULL;
 CREATE TABLE record_gtins (

@@ -268,7 +268,9 @@ def search(db: Database, q: Query, grants: Grants) -> list[dict[str, Any]]:
     if q.exceptions:
         where.append("s.flag IS NOT NULL")
     if q.before is not None:
-        where.append(f"({t}.at < ? OR ({t}.at = ? AND ({t}.did, {t}.seq, {t}.pos) < (?, ?, ?)))")
+        # `at <= ?` first: an OR alone is no index bound, and the next page then scanned from the newest
+        # row (963 ms at 10M rows, bench_search's first run); with it the scan starts at the page's edge.
+        where.append(f"{t}.at <= ? AND ({t}.at < ? OR ({t}.did, {t}.seq, {t}.pos) < (?, ?, ?))")
         params.extend([q.before[0], q.before[0], q.before[1], q.before[2], q.before[3]])
     source = "record_search s"
     if q.gtin:

@@ -170,7 +170,9 @@ def _clock(rdb: Database, did: int, at: int, sealed: int, received_at: int, stat
            status_at: int | None) -> list[str]:
     from receiver.web.fmt import ts
 
-    lines = [f"recorded {ts(at)}, sealed {ts(sealed)} ({(sealed - at) / 1000:.1f} s later), "
+    sealing = (f"{(sealed - at) / 1000:.1f} s later" if sealed >= at else
+               f"{(at - sealed) / 1000:.1f} s BEFORE the record's own time: its clock or its source's was off")
+    lines = [f"recorded {ts(at)}, sealed {ts(sealed)} ({sealing}), "
              f"received {ts(received_at)} ({(received_at - sealed) / 1000:.1f} s after sealing)"]
     day = 86_400_000
     jumps = rdb.execute(
