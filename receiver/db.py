@@ -129,7 +129,8 @@ CREATE INDEX record_search_span ON record_search (society, branch, t0) WHERE t0 
 CREATE TABLE record_gtins (
     gtin TEXT NOT NULL, at INTEGER NOT NULL, did INTEGER NOT NULL, seq INTEGER NOT NULL, pos INTEGER NOT NULL,
     PRIMARY KEY (gtin, at, did, seq, pos)
-)
+);
+CREATE INDEX record_gtins_device ON record_gtins (gtin, did, at)
 """
 
 MIGRATIONS = {1: _V1, 2: _V2, 3: _V3}

@@ -152,7 +152,8 @@ CREATE INDEX record_search_span ON record_search (society, branch, t0) WHERE t0 
 CREATE TABLE record_gtins (
     gtin TEXT NOT NULL, at BIGINT NOT NULL, did INTEGER NOT NULL, seq BIGINT NOT NULL, pos INTEGER NOT NULL,
     PRIMARY KEY (gtin, at, did, seq, pos)
-)
+);
+CREATE INDEX record_gtins_device ON record_gtins (gtin, did, at)
 """
 
 # (version, what it does, SQL). Append only: a released migration is never edited.

@@ -62,6 +62,8 @@ def test_search_by_each_field(auditor: httpx.Client) -> None:
     assert q(till="7") == ["R-9001"]
     assert q(doc="W-77") == ["W-77"]
     assert q(gtin="06291041500299") == ["R-1002"]
+    assert q(gtin="06291041500213", society="soc-a", branch="branch-2") == ["R-2001"]
+    assert q(gtin="06291041500213", society="soc-b") == ["R-9001"]
     assert q(society="soc-a", branch="branch-2") == ["R-2001"]
     assert q(kind="stock_move") == ["W-77"]
     # [16:00:05, 16:00:25): the voids of branch-2 and branch-9, newest first
