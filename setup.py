@@ -19,7 +19,7 @@ setup(
     description="Branch edge agent: durable, signed, hash-chained uplink of stock, sales and camera evidence",
     python_requires=">=3.11",
     packages=find_packages(include=["core*", "wire*", "agent*", "buffer*", "drivers*", "receiver*", "coopverify*"]),
-    package_data={"agent": ["py.typed"], "": ["*.sql", "*.toml", "*.yml"]},
+    package_data={"agent": ["py.typed"], "": ["*.sql", "*.toml", "*.yml"], "receiver.web": ["templates/*.html", "static/*"]},
     install_requires=[
         "paho-mqtt>=2.1,<3",
         "cryptography>=42,<51",
@@ -44,6 +44,9 @@ setup(
         "rlPyCairo>=0.4,<1",  # reportlab 5's only PNG backend (barcode sheets); builds pycairo
         "tomli-w>=1.0,<2",
         "psycopg[binary]>=3.2,<4",  # the receiver's PostgreSQL store (binary COPY); SQLite stays the default
+        "jinja2>=3.1,<4",  # the centre's evidence view: server-rendered pages (receiver/web)
+        "python-multipart>=0.0.9,<1",  # its HTML forms (FastAPI's form parsing)
+        "argon2-cffi>=23.1,<26",  # its account passwords (argon2id)
     ],
     extras_require={
         "test": [

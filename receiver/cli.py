@@ -47,7 +47,7 @@ def resolve(config_path: Path | None) -> ReceiverConfig:
 
 
 # Operator-fixable errors: one clear message on stderr, exit 2, no traceback (core.cli).
-handle_errors = user_errors(StoreMissing, MqttError, ValueError)
+handle_errors = user_errors(StoreMissing, MqttError, ValueError)  # AccountError is a ValueError
 
 
 def parse_time(value: str, name: str) -> int:
@@ -264,6 +264,15 @@ def export(config_path: Path | None, records: tuple[str, ...], out_path: Path, e
     )
     for m in summary.missing_clips:
         click.echo(f"warning: media {m} is not complete at the centre; the bundle names it without its file", err=True)
+
+
+def _web_commands() -> None:
+    from receiver.web.cli import register
+
+    register(cli, config_option, resolve, handle_errors)
+
+
+_web_commands()
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from core.config.base import BrokerUrl, BrokerURLStr, Section, TopicPrefixStr, r
 from core.config.errors import ConfigError as ConfigError  # re-exported: receiver.cli catches it
 from core.config.errors import config_error, read_toml
 from receiver.retention import RetentionSection
+from receiver.web.config import WebSection
 
 DEVICE_PART = r"[a-z0-9][a-z0-9-]{0,31}"
 DEVICE_RE = re.compile(rf"^{DEVICE_PART}/{DEVICE_PART}/{DEVICE_PART}$")
@@ -198,6 +199,7 @@ class DeviceEntry(Section):
 class ReceiverConfig(Section):
     receiver: ReceiverSection = Field(default_factory=ReceiverSection)
     retention: RetentionSection = Field(default_factory=RetentionSection)
+    web: WebSection = Field(default_factory=WebSection)  # the evidence view (receiver/web/)
     devices: list[DeviceEntry] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -235,7 +237,8 @@ class ReceiverConfig(Section):
             }
         )
         devs = [d.model_copy(update={"public_key": [fix(p) for p in d.public_key]}) for d in self.devices]
-        return self.model_copy(update={"receiver": r, "devices": devs})
+        web = self.web.model_copy(update={"db": fix(self.web.db)})
+        return self.model_copy(update={"receiver": r, "devices": devs, "web": web})
 
 
 def parse_receiver_config(data: dict[str, Any], path: Path | None = None) -> ReceiverConfig:

@@ -145,7 +145,35 @@ CREATE INDEX pending_hash ON pending (hash);
 ALTER TABLE devices ADD COLUMN resend_asked_at INTEGER
 """
 
-MIGRATIONS = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+
+# The search index (receiver/search.py): filled by the writer; `coop-receiver search-backfill` for older rows.
+_V5 = """
+CREATE TABLE record_search (
+    did INTEGER NOT NULL, seq INTEGER NOT NULL, pos INTEGER NOT NULL,
+    id TEXT NOT NULL, kind TEXT NOT NULL, at INTEGER NOT NULL,
+    society TEXT NOT NULL, branch TEXT NOT NULL,
+    flag TEXT, receipt TEXT, till TEXT, doc TEXT, camera TEXT, ref TEXT, state TEXT,
+    t0 INTEGER, t1 INTEGER, total INTEGER,
+    PRIMARY KEY (did, seq, pos)
+);
+CREATE INDEX record_search_at ON record_search (at);
+CREATE INDEX record_search_branch ON record_search (society, branch, at);
+CREATE INDEX record_search_society ON record_search (society, at);
+CREATE INDEX record_search_kind ON record_search (kind, at);
+CREATE INDEX record_search_receipt ON record_search (receipt) WHERE receipt IS NOT NULL;
+CREATE INDEX record_search_doc ON record_search (doc) WHERE doc IS NOT NULL;
+CREATE INDEX record_search_flag ON record_search (at) WHERE flag IS NOT NULL;
+CREATE INDEX record_search_flag_branch ON record_search (society, branch, at) WHERE flag IS NOT NULL;
+CREATE INDEX record_search_ref ON record_search (ref) WHERE ref IS NOT NULL;
+CREATE INDEX record_search_span ON record_search (society, branch, t0) WHERE t0 IS NOT NULL;
+CREATE TABLE record_gtins (
+    gtin TEXT NOT NULL, at INTEGER NOT NULL, did INTEGER NOT NULL, seq INTEGER NOT NULL, pos INTEGER NOT NULL,
+    PRIMARY KEY (gtin, at, did, seq, pos)
+);
+CREATE INDEX record_gtins_device ON record_gtins (gtin, did, at)
+"""
+
+MIGRATIONS = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

@@ -162,6 +162,33 @@ CREATE TABLE media_holds (                      -- media an operator holds as ev
 )
 """
 
+# The search index (receiver/search.py); indexes chosen by measurement over 10M rows (bench/bench_search.py).
+_SEARCH = r"""
+CREATE TABLE record_search (
+    did INTEGER NOT NULL, seq BIGINT NOT NULL, pos INTEGER NOT NULL,
+    id TEXT NOT NULL, kind TEXT NOT NULL, at BIGINT NOT NULL,
+    society TEXT NOT NULL, branch TEXT NOT NULL,
+    flag TEXT, receipt TEXT, till TEXT, doc TEXT, camera TEXT, ref TEXT, state TEXT,
+    t0 BIGINT, t1 BIGINT, total BIGINT,
+    PRIMARY KEY (did, seq, pos)
+);
+CREATE INDEX record_search_at ON record_search (at);
+CREATE INDEX record_search_branch ON record_search (society, branch, at);
+CREATE INDEX record_search_society ON record_search (society, at);
+CREATE INDEX record_search_kind ON record_search (kind, at);
+CREATE INDEX record_search_receipt ON record_search (receipt) WHERE receipt IS NOT NULL;
+CREATE INDEX record_search_doc ON record_search (doc) WHERE doc IS NOT NULL;
+CREATE INDEX record_search_flag ON record_search (at) WHERE flag IS NOT NULL;
+CREATE INDEX record_search_flag_branch ON record_search (society, branch, at) WHERE flag IS NOT NULL;
+CREATE INDEX record_search_ref ON record_search (ref) WHERE ref IS NOT NULL;
+CREATE INDEX record_search_span ON record_search (society, branch, t0) WHERE t0 IS NOT NULL;
+CREATE TABLE record_gtins (
+    gtin TEXT NOT NULL, at BIGINT NOT NULL, did INTEGER NOT NULL, seq BIGINT NOT NULL, pos INTEGER NOT NULL,
+    PRIMARY KEY (gtin, at, did, seq, pos)
+);
+CREATE INDEX record_gtins_device ON record_gtins (gtin, did, at)
+"""
+
 # (version, what it does, SQL). Append only: a released migration is never edited.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "devices, batches, record_keys, records by month, pending, chain_breaks, rejections, media, health", _V1),
@@ -172,6 +199,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "CREATE INDEX batches_hash ON batches (hash); CREATE INDEX pending_hash ON pending (hash); "
         "ALTER TABLE devices ADD COLUMN resend_asked_at BIGINT",
     ),
+    (4, "search index: record_search, record_gtins", _SEARCH),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -28,6 +28,13 @@ class ReceiverStore:
             else SqliteDatabase.connect(Path(target), writer=False)
         )
 
+    @classmethod
+    def over(cls, conn: Database) -> ReceiverStore:
+        """The read side over a connection already open (the web application's); closing it is the caller's."""
+        store = cls.__new__(cls)
+        store.conn = conn
+        return store
+
     def close(self) -> None:
         self.conn.close()
 

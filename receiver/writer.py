@@ -28,6 +28,7 @@ from receiver.database import Database
 from receiver.keys import DeviceRegistry
 from receiver.metrics import NULL as NULL_METRICS
 from receiver.metrics import ReceiverMetrics
+from receiver.search import index_batch
 from receiver.verifier import Verdict
 from wire.batches import Batch, Manifest, Rejected, check_batch, check_status, verify_signed
 
@@ -291,6 +292,7 @@ class Writer:
         did, seq = st.did, batch.seq
         inserted = db.insert_records([(did, r[0], seq, i, r[1], r[2], r[3]) for i, r in enumerate(batch.rows)])
         dups = len(batch.rows) - inserted
+        index_batch(db, did, st.dev, seq, batch.cose, all_new=not dups)  # the search index (receiver/search.py)
         if dups:
             log.warning("%s seq %d: %d record ids were already stored from an earlier batch", st.dev, seq, dups)
             self.reject(

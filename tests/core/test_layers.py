@@ -38,8 +38,9 @@ MAY_IMPORT = {
 ALLOWED_BACK: set[tuple[str, str]] = set()
 # What the agent's device families need and the centre must never install or import.
 DEVICE_LIBS = {"cv2", "onvif", "wsdiscovery", "ifaddr", "serial", "reportlab", "numpy", "biip", "rlPyCairo", "uuid6"}
+# fastapi, uvicorn and uvloop are the centre's too since its evidence view (receiver/web, issue 11).
 DEVICE_DISTS = {"opencv-python-headless", "opencv-python", "onvif-zeep-async", "wsdiscovery", "ifaddr", "pyserial",
-                "reportlab", "rlpycairo", "numpy", "biip", "uuid6", "fastapi", "uvicorn", "uvloop"}
+                "reportlab", "rlpycairo", "numpy", "biip", "uuid6"}
 
 
 def modules(package: str) -> list[Path]:
