@@ -49,13 +49,14 @@ from wire.keys import generate_key_file
 PREFIX = "coop/v1"
 SHARE_GROUP = "coop-centre"
 
-# The broker settings docs/centre-deployment.md gives for a centre (bounded memory).
-BROKER_SETTINGS = """
-max_inflight_messages 20
-max_queued_messages 1000
-max_queued_bytes 67108864
-message_size_limit 262144
-"""
+DEPLOYMENT = Path(__file__).resolve().parent.parent / "docs" / "centre-deployment.md"
+
+
+def broker_settings() -> str:
+    """The mosquitto.conf block of docs/centre-deployment.md section 3, as written there (one source)."""
+    text = DEPLOYMENT.read_text()
+    block = text.split("## 3.", 1)[1].split("```conf\n", 1)[1].split("```", 1)[0]
+    return "\n".join(ln for ln in block.splitlines() if not ln.startswith(("persistence ", "autosave")))
 
 
 def proc_mem_mb(pid: int, field_name: str = "VmRSS") -> float:
@@ -132,7 +133,8 @@ class Centre:
 
     def start(self) -> Centre:
         self.work.mkdir(parents=True, exist_ok=True)
-        self.broker = Mosquitto(self.work / "broker", extra=BROKER_SETTINGS, persistence=True).start()
+        self.broker = Mosquitto(self.work / "broker", extra=broker_settings(), persistence=True,
+                                max_queued=int(broker_settings().split("max_queued_messages", 1)[1].split()[0])).start()
         if self.store == "pg":
             self.pg = Postgres(durable=True).start()
             self.dburl = self.pg.url("postgres", with_password=False)
@@ -257,6 +259,7 @@ def reset(branches: list[Branch], central: Any, policy: Policy) -> None:
         b.policy = policy
         b.resend_wait = policy.first_wait
         b.verifier = CentralVerifier(central, b.dev)
+        b.done_commands.clear()
         b.sealed_at = [time.monotonic()] * len(b.batches)
 
 
@@ -302,6 +305,7 @@ def storm_once(work: Path, setup: str, branches: list[Branch], policy: Policy, t
             "all_connected_s": round(connected_at[0], 2) if connected_at else None,
             "connects": fleet.totals.connects, "connect_failures": fleet.totals.connect_failures,
             "published": fleet.totals.published, "resent": fleet.totals.resent, "acks": fleet.totals.acks,
+            "resend_commands": fleet.totals.resend_commands, "commands": fleet.totals.commands,
             "receiver_cpu_us_per_record": round(cpu / max(1, records) * 1e6, 1),
             "fleet_cpu_s": round(fleet_cpu, 1), "load": os.getloadavg()[0],
             **{f"{k}_cpu_us_per_record": round(v / max(1, records) * 1e6, 1) for k, v in others.items()},

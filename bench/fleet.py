@@ -5,7 +5,8 @@ its acks while it is away) and its own hash chain. It seals real spec batches wi
 package (deterministic CBOR, COSE_Sign1, `prev` = SHA-256 of the previous batch), publishes
 them at QoS 1 within a window of batches not yet acked by the centre, verifies every ack
 with the centre's public key and moves its window on the highest acked seq, as the agent
-does (agent/uplink/link.py).
+does (agent/uplink/link.py); a signed `resend` command rewinds it, and every command is
+answered with a device_event record, carried out at most once per id.
 
 Why one thread and paho's external loop: a thousand clients with a thread each spend the
 machine's two cores on the GIL and on a thousand select() calls; here one selector serves
@@ -67,6 +68,9 @@ class Totals:
     resent: int = 0
     acks: int = 0
     acks_refused: int = 0
+    commands: int = 0
+    commands_refused: int = 0
+    resend_commands: int = 0
     connects: int = 0
     connect_failures: int = 0
     disconnects: int = 0
@@ -121,6 +125,7 @@ class Branch:
         self.reconnect_at = 0.0
         self.next_drop = 0.0
         self.tried = False
+        self.done_commands: set[str] = set()
 
     @property
     def client_id(self) -> str:
@@ -137,6 +142,17 @@ class Branch:
         for _ in range(n_records):
             self.made += 1
             recs.append(sale(self.rng, now_ms - n_records + len(recs), 1 + self.made % 8, self.made))
+        self.seal_records(recs, now_ms)
+
+    def answer(self, cmd_id: str, cmd: str, result: str) -> None:
+        """The spec's answer to a command: a device_event naming its id, sealed in a batch of its own."""
+        ms = int(time.time() * 1000)
+        rec = {"id": uuid7(ms, self.rng), "kind": "device_event", "at": ms, "src": "agent",
+               "data": {"device": "agent", "event": "command", "detail": {"command": cmd_id, "cmd": cmd,
+                                                                          "result": result}}}
+        self.seal_records([rec], ms)
+
+    def seal_records(self, recs: list[dict[str, Any]], now_ms: int) -> None:
         seq = len(self.batches) + 1
         payload = dumps_deterministic({"v": 1, "dev": self.dev, "seq": seq, "prev": self.prev, "sealed": now_ms,
                                        "records": recs})
@@ -144,7 +160,7 @@ class Branch:
         self.prev = hashlib.sha256(cose).digest()
         self.batches.append(cose)
         self.sealed_at.append(time.monotonic())
-        self.records.append(n_records)
+        self.records.append(len(recs))
 
     @property
     def total_records(self) -> int:
@@ -268,6 +284,9 @@ class Fleet:
         b.reconnect_at = time.monotonic() + 0.5 + b.rng.random() * 2
 
     def _on_message(self, client: mqtt.Client, b: Branch, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == b.topics.cmd:
+            self._on_command(b, msg.payload)
+            return
         if msg.topic != b.topics.ack:
             return
         try:
@@ -286,6 +305,33 @@ class Fleet:
         b.next_send = max(b.next_send, b.acked + 1)
         b.last_progress = now
         b.resend_wait = b.policy.first_wait
+        self.pump(b)
+
+    def _on_command(self, b: Branch, payload: bytes) -> None:
+        """As the agent does: verify, carry out a command id at most once, answer with a device_event.
+
+        `resend` {from_seq} rewinds the window to from_seq (the centre saw a gap: the broker
+        dropped a batch, or a receiver died holding it); other commands are answered, not done.
+        """
+        try:
+            cmd = b.verifier.command(payload, int(time.time() * 1000), 300_000)
+        except Refused:
+            self.totals.commands_refused += 1
+            return
+        if cmd.id in b.done_commands:
+            return
+        b.done_commands.add(cmd.id)
+        self.totals.commands += 1
+        result = "not carried out by the fleet simulator"
+        if cmd.cmd == "resend":
+            from_seq = cmd.args.get("from_seq")
+            if type(from_seq) is int and b.acked < from_seq <= len(b.batches):
+                b.next_send = min(b.next_send, from_seq)
+                for seq in [s for s in b.inflight if s >= from_seq]:
+                    del b.inflight[seq]
+                self.totals.resend_commands += 1
+                result = "done"
+        b.answer(cmd.id, cmd.cmd, result)
         self.pump(b)
 
     # -- publishing ----------------------------------------------------------------------

@@ -3,9 +3,10 @@
 `records` is only an index of where each record sits (its content stays in `batches.cose`,
 the signed bytes kept once), so nothing in it says which receipt, till, GTIN or document a
 record is about. `record_search` holds one row per stored record with those fields, and
-`record_gtins` one row per (record, GTIN) since a sale has many lines. The writer fills both
-in the transaction that stores the batch (`index_batch`, one call in receiver/writer.py);
-`backfill` fills them for rows stored before the index existed.
+`record_gtins` one row per (record, GTIN) since a sale has many lines. The receiver's worker
+fills both after the batch is committed and acked (`Writer.index_stored`, when it is idle or
+the oldest waits longer than INDEX_MAX_LAG_S: ingest first, search a little later); `backfill`
+fills them for rows stored before the index existed or before a crash, at every start.
 
 `flag` marks the exceptions an auditor looks at first: voids, refunds, waste, adjustments,
 stock-take variances, and clips the centre asked for (a media record whose reason names a
@@ -163,6 +164,39 @@ def index_batch(db: Database, did: int, dev: str, seq: int, cose: bytes, all_new
         db.executemany(INSERT_GTIN, grows)
 
 
+def backfill_step(db: Database, after: tuple[int, int], chunk: int) -> tuple[int, tuple[int, int] | None]:
+    """Index up to `chunk` stored batches after (did, seq) that have no search rows; one transaction.
+
+    Returns (records indexed, the cursor for the next step, or None when nothing is left).
+    """
+    todo = db.execute(
+        "SELECT b.did, b.seq, d.dev FROM batches b JOIN devices d ON d.did = b.did "
+        "WHERE (b.did > ? OR (b.did = ? AND b.seq > ?)) AND NOT EXISTS "
+        "(SELECT 1 FROM record_search s WHERE s.did = b.did AND s.seq = b.seq) "
+        "ORDER BY b.did, b.seq LIMIT ?",
+        (after[0], after[0], after[1], chunk),
+    ).fetchall()
+    if not todo:
+        return 0, None
+    done = 0
+    db.begin()
+    try:
+        for did, seq, dev in todo:
+            cose = db.execute("SELECT cose FROM batches WHERE did = ? AND seq = ?", (did, seq)).fetchone()[0]
+            positions = [r[0] for r in db.execute("SELECT pos FROM records WHERE did = ? AND seq = ?", (did, seq))]
+            rows, grows = rows_for(did, dev, seq, batch_records(bytes(cose)), positions)
+            if rows:
+                db.executemany(INSERT_SEARCH, rows)
+            if grows:
+                db.executemany(INSERT_GTIN, grows)
+            done += len(rows)
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+    return done, (int(todo[-1][0]), int(todo[-1][1]))
+
+
 def backfill(db: Database, *, chunk: int = 200) -> int:
     """Index every stored batch that has no row in record_search yet; one transaction per `chunk` batches.
 
@@ -171,34 +205,13 @@ def backfill(db: Database, *, chunk: int = 200) -> int:
     Returns how many records were indexed.
     """
     done = 0
-    last: tuple[int, int] = (0, 0)
-    while True:
-        todo = db.execute(
-            "SELECT b.did, b.seq, d.dev FROM batches b JOIN devices d ON d.did = b.did "
-            "WHERE (b.did > ? OR (b.did = ? AND b.seq > ?)) AND NOT EXISTS "
-            "(SELECT 1 FROM record_search s WHERE s.did = b.did AND s.seq = b.seq) "
-            "ORDER BY b.did, b.seq LIMIT ?",
-            (last[0], last[0], last[1], chunk),
-        ).fetchall()
-        if not todo:
-            return done
-        db.begin()
-        try:
-            for did, seq, dev in todo:
-                cose = db.execute("SELECT cose FROM batches WHERE did = ? AND seq = ?", (did, seq)).fetchone()[0]
-                positions = [r[0] for r in db.execute("SELECT pos FROM records WHERE did = ? AND seq = ?", (did, seq))]
-                rows, grows = rows_for(did, dev, seq, batch_records(bytes(cose)), positions)
-                if rows:
-                    db.executemany(INSERT_SEARCH, rows)
-                if grows:
-                    db.executemany(INSERT_GTIN, grows)
-                done += len(rows)
-            db.commit()
-        except BaseException:
-            db.rollback()
-            raise
-        last = (int(todo[-1][0]), int(todo[-1][1]))
-        log.info("search index: %d records indexed so far", done)
+    cursor: tuple[int, int] | None = (0, 0)
+    while cursor is not None:
+        n, cursor = backfill_step(db, cursor, chunk)
+        done += n
+        if cursor is not None:
+            log.info("search index: %d records indexed so far", done)
+    return done
 
 
 @dataclass(frozen=True)

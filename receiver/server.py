@@ -27,6 +27,7 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 from core.interfaces import Component
+from receiver import search
 from receiver.acks import AckOutbox
 from receiver.config import ReceiverConfig
 from receiver.database import open_database
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 
 GROUP_MAX = 50  # messages per transaction: up to ~25,000 records, one fsync, acks within ~0.5 s
 TICK_S = 0.25  # housekeeping when idle: media asks, resends, refused publishes
+INDEX_IDLE_BATCHES = 50  # search index: batches indexed per idle tick
+INDEX_MAX_LAG_S = 300.0  # ... and while busy, once the oldest unindexed batch is this old
+INDEX_BUSY_BATCHES = 10
 PRUNE_EVERY_S = 60.0
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
@@ -73,6 +77,7 @@ class Worker(Component):
                 if group:
                     self._process_until_done(group, stop)
                 try:
+                    rx.index_search(idle=not group)
                     rx.housekeeping()
                     if time.monotonic() - last_prune >= PRUNE_EVERY_S:
                         last_prune = time.monotonic()
@@ -164,6 +169,7 @@ class Receiver:
         self.metrics.gauge("coop_receiver_broker_connected", "1 while connected to the broker",
                            lambda: float(self.link.connected))
         self._stop = threading.Event()
+        self._backfill: tuple[int, int] | None = (0, 0)  # search index: batches stored before a crash
         self._threads: list[threading.Thread] = []
         self._gap_seen: dict[str, tuple[float, int]] = {}
         self._cmd_lock = threading.Lock()
@@ -385,6 +391,20 @@ class Receiver:
         if now != self._health_written:
             self.writer.set_health(now)
             self._health_written = now
+
+    def index_search(self, *, idle: bool) -> None:
+        """Fill the search index after the ack: when idle, or when it lags INDEX_MAX_LAG_S behind.
+
+        In a storm the agents' acks come first and search trails by at most about INDEX_MAX_LAG_S;
+        at start, the batches a crash left unindexed are backfilled in idle time.
+        """
+        w = self.writer
+        if w.unindexed and (idle or w.index_lag_s() >= INDEX_MAX_LAG_S):
+            w.index_stored(INDEX_IDLE_BATCHES if idle else INDEX_BUSY_BATCHES)
+        elif idle and self._backfill is not None:
+            n, self._backfill = search.backfill_step(w.db, self._backfill, INDEX_IDLE_BATCHES)
+            if n:
+                log.info("search index: %d records of earlier batches indexed", n)
 
     def housekeeping(self) -> None:
         self._health()

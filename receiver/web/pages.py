@@ -13,6 +13,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.background import BackgroundTask
 
+from receiver.evidence.export import ExportError, export_bundle
+from receiver.evidence.keys import lookup_for
 from receiver.search import FLAGS, Query, search, split_dev
 from receiver.web import audit, compliance, evidence
 from receiver.web.app import BadRequest, Forbidden
@@ -25,11 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PART = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
-try:  # the evidence bundle export (receiver/evidence/export.py) may not be in this build yet
-    from receiver.evidence.export import ExportError, export_bundle
-    from receiver.evidence.keys import lookup_for
-except ImportError:  # pragma: no cover - depends on the build
-    export_bundle = None
 
 
 def _query(params: dict[str, str], exceptions: bool) -> Query:
@@ -80,7 +77,7 @@ def register(app: FastAPI, state: WebState) -> None:
         evidence.request_states(state.rdb, did, reqs)
         cameras = sorted({m.camera for m in view.media} | {g.camera for g in view.gaps} | _cameras(state, did))
         return state.page(request, "record.html", s, v=view, flags=FLAGS, cameras=cameras,
-                          export_ready=export_bundle is not None)
+                          export_ready=True)
 
     @app.get("/record/{did}/{seq}/{pos}/requests.json")
     async def record_requests(request: Request, did: int, seq: int, pos: int) -> Response:
@@ -180,8 +177,6 @@ def register(app: FastAPI, state: WebState) -> None:
             selection.append((row[0], row[1]))
         if not selection:
             raise Forbidden(f"None of the selected records is granted to your authority ({s.account.authority}).")
-        if export_bundle is None:
-            raise BadRequest("Evidence bundle export is not part of this build of coop-receiver.", 501)
         from receiver.keys import load_central_key
         from wire.cose import Signer
 
@@ -191,11 +186,11 @@ def register(app: FastAPI, state: WebState) -> None:
         fd, tmp = tempfile.mkstemp(prefix="coop-bundle-", suffix=".cbor")
         try:
             with os.fdopen(fd, "wb") as out:
-                # keys: the devices' keys as this centre's config registers them (the library's default
-                # would read the installed config, not the one this application was started with).
+                # keys: the devices' keys as this centre's config and registry hold them (the library's
+                # default would read the installed config, not the one this application was started with).
                 export_bundle(state.rdb, state.media_dir, selection, signer, out,
                               exporter_name=f"{state.config.web.exporter_name} ({s.account.name})",
-                              keys=lookup_for(state.config))
+                              keys=lookup_for(state.config, state.rdb))
         except ExportError as exc:
             os.unlink(tmp)
             raise BadRequest(f"The bundle could not be made: {exc}", 409) from None
@@ -259,7 +254,7 @@ def _results(request: Request, state: WebState, exceptions: bool) -> Response:
                "before": f"{last['at']}:{last['did']}:{last['seq']}:{last['pos']}"}
     kinds = [k for k in KINDS if g.kinds is None or k in g.kinds]
     return state.page(request, "search.html", s, rows=rows, p=params, exceptions=exceptions, searched=searched,
-                      took_ms=took_ms, next=nxt, kinds=kinds, flags=FLAGS, export_ready=export_bundle is not None)
+                      took_ms=took_ms, next=nxt, kinds=kinds, flags=FLAGS, export_ready=True)
 
 
 def _granted_record(state: WebState, grants: Any, did: int, seq: int, pos: int) -> dict[str, Any]:

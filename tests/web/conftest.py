@@ -107,6 +107,7 @@ class Centre:
                     media.on_chunk(dev, f"coop/v1/{dev}/media/{media_id}/{i}", media_id, i,
                                    blob[i * size:(i + 1) * size], writer.reject)
             writer.commit()
+            writer.index_stored(1000)  # what the receiver's worker does after the ack
             did = int(writer.state(dev).did)
             rej = db.execute("SELECT code, reason FROM rejections").fetchall()
             assert not rej, rej

@@ -12,8 +12,6 @@ import json
 import re
 from contextlib import closing
 
-import pytest
-
 from tests.web.conftest import Web
 from tests.web.test_http import csrf_of, login
 
@@ -49,7 +47,6 @@ def test_export_without_csrf_is_refused(web: Web) -> None:
 
 
 def test_export_bundle_holds_only_the_granted_records(web: Web) -> None:
-    pytest.importorskip("receiver.evidence.export", reason="the evidence bundle library is not in this build")
     soc_b_void = _ref(web, "R-9001", "pat")
     with closing(login(web, "pat")) as c:
         r = c.post("/export", data={"csrf": csrf_of(c), "rec": [web.centre.ids["void"], soc_b_void]})
