@@ -55,7 +55,7 @@ def test_a_batch_is_acked_then_indexed(centre: Centre, mosquitto: Mosquitto) -> 
 
 
 def test_batches_a_crash_left_unindexed_are_backfilled_at_start(centre: Centre, mosquitto: Mosquitto) -> None:
-    """Stored and committed, never indexed (the receiver died between the ack and the index): the next start fills it."""
+    """Committed, never indexed (the receiver died between the ack and the index): the next start fills it."""
     sim = centre.devices[DEV]
     db = open_database(centre.config.receiver, writer=True)
     try:
