@@ -56,6 +56,7 @@ RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
 INBOX_MAX = 2 * GROUP_MAX
 READY_MAX = GROUP_MAX
+RESEND_ASK_MAX_S = 600.0  # the longest wait between two resend asks for the same gap
 REFUSED_MIN_S = 1.0
 REFUSED_MAX_S = 60.0
 STOP_WORKER_S = 6.0  # the worker finishes its group within this, or is left (unacked: redelivered)
@@ -171,7 +172,7 @@ class Receiver:
         self._stop = threading.Event()
         self._backfill: tuple[int, int] | None = (0, 0)  # search index: batches stored before a crash
         self._threads: list[threading.Thread] = []
-        self._gap_seen: dict[str, tuple[float, int]] = {}
+        self._gap_seen: dict[str, tuple[float, int, int]] = {}  # dev -> (since, from_seq, asks so far)
         self._cmd_lock = threading.Lock()
         self.commits = 0
         self.last_error: str | None = None
@@ -361,24 +362,30 @@ class Receiver:
         """One signed resend per device with a gap, at most every resend_interval_s across all receivers.
 
         With a shared group, batches of one device reach the receivers out of order, so a gap is
-        normal for a moment: it must last resend_interval_s before we ask, and the ask is claimed in
-        the database so that only one receiver sends it (a resend rewinds the agent: more load).
+        normal for a while: its predecessor may sit in another receiver's queue for as long as
+        that queue takes to drain. So we never ask while we are busy ourselves (a storm: the first
+        1,000-branch storm asked 24,000 resends in 5 minutes, each rewinding a branch and adding
+        work, a loop that fed itself), a gap must last resend_interval_s, each further ask for the
+        same gap waits twice as long (capped at RESEND_ASK_MAX_S), and the ask is claimed in the
+        database so that only one receiver sends it.
         """
+        shared = self.config.receiver.shared_group is not None
+        if shared and (self.ready.qsize() or self.inbox.qsize()):
+            return
         now = time.monotonic()
         interval = self.config.receiver.resend_interval_s
-        shared = self.config.receiver.shared_group is not None
         gaps = self.writer.gaps()
         for dev, from_seq in gaps:
             seen = self._gap_seen.get(dev)
             if seen is None or seen[1] != from_seq:
-                self._gap_seen[dev] = seen = (now, from_seq)
+                self._gap_seen[dev] = seen = (now, from_seq, 0)
                 if shared:
                     continue
-            elif now - seen[0] < interval:
+            elif now - seen[0] < min(interval * 2 ** seen[2], RESEND_ASK_MAX_S):
                 continue
             if not self.writer.claim_resend(dev, from_seq, interval):
                 continue
-            self._gap_seen[dev] = (now, from_seq)
+            self._gap_seen[dev] = (now, from_seq, seen[2] + 1)
             log.info("gap at %s: asking for resend from seq %d", dev, from_seq)
             self.send_command(dev, "resend", {"from_seq": from_seq})
         if len(self._gap_seen) > len(gaps) + 1000:
