@@ -295,3 +295,31 @@ def test_a_burst_of_full_size_batches_does_not_deadlock_the_screener_and_the_ver
         assert rx.verifier.use_process is False or rx.verifier._child is not None
     with ReceiverStore(cfg.receiver) as s:
         check_chain(s.batch_bytes(devices[0].dev), sent[devices[0].dev])
+
+
+def test_a_busy_shared_receiver_does_not_ask_for_resends(
+    tmp_path: Path, mosquitto: Mosquitto, devices: list[DeviceSim], store_toml: str, agent: AgentSide,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a group, a gap's predecessor may sit in another receiver's queue: no ask while we are busy.
+
+    The first 1,000-branch storm on two receivers asked 24,000 resends in 5 minutes (each rewinds
+    a branch and adds work). Here a group of one holds seq 2 (a gap) while its ready queue reports
+    work; for five resend intervals it asks nothing (an observation window, the only way to see a
+    thing not happen); once idle it asks for seq 1, once, with a signed command.
+    """
+    (cfg_path,) = receiver_configs(shared_config(tmp_path, mosquitto, devices, store_toml, resend_interval_s=0.3), 1)
+    cfg = load_receiver_config(cfg_path)
+    central = load_central_key(cfg.receiver.key_file).public_key()
+    dev = devices[0]
+    sent = [dev.next_batch(2) for _ in range(2)]
+    with Receiver(cfg) as rx:
+        monkeypatch.setattr(rx.ready, "qsize", lambda: 1)  # busy, as in a storm
+        agent.publish("batch", dev.dev, sent[1])
+        with ReceiverStore(cfg.receiver) as s:
+            wait_for(lambda: s.device_state(dev.dev).get("held_batches") == 1, what="seq 2 held")
+        time.sleep(1.5)
+        assert not agent.decoded(central, "cmd"), "asked for a resend while busy"
+        monkeypatch.undo()
+        cmds = wait_for(lambda: agent.decoded(central, "cmd"), timeout=10, what="the resend ask once idle")
+        assert [(c["cmd"], c["args"]) for c in cmds] == [("resend", {"from_seq": 1})]
