@@ -30,9 +30,9 @@ def test_a_small_storm_drains_exactly_once(tmp_path: Path) -> None:
 
 
 def test_impatient_branches_resend_and_nothing_is_stored_twice(tmp_path: Path) -> None:
-    policy = Policy(window=4, resend="impatient", resend_s=0.3, reconnect_every_s=1.0)
+    policy = Policy(window=4, resend="impatient", resend_s=0.3, reconnect_every_s=0.2)
     branches = bench_fleet.make_branches(6, policy)
-    bench_fleet.seal_backlog(branches, 2000, 100)
+    bench_fleet.seal_backlog(branches, 8000, 100)
     r = bench_fleet.storm_once(tmp_path, "sqlite:1", branches, policy, timeout=180)
     assert r["drained"] and r["exactly_once"], r
     assert r["resent"] > 0 and r["connects"] > 6, r
