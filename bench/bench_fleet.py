@@ -312,7 +312,10 @@ def storm_once(work: Path, setup: str, branches: list[Branch], policy: Policy, t
             "broker_peak_mb": round(sampler.broker_peak), "receiver_peak_mb": round(sampler.receiver_peak),
             "receivers_peak_mb": round(sampler.receivers_peak),
             "stored_records": records, "stored_batches": batches,
-            "exactly_once": records == total_records and batches == sum(len(b.batches) for b in branches),
+            # Against what was sealed by the end: the answers to the centre's commands are records too.
+            "sealed_records": sum(b.total_records for b in branches),
+            "exactly_once": records == sum(b.total_records for b in branches)
+            and batches == sum(len(b.batches) for b in branches),
         }
     finally:
         if sampler.is_alive():
