@@ -101,8 +101,28 @@ class Postgres:
         return self
 
     def start(self) -> Postgres:
+        """Start the server; on a first start whose free port was taken meanwhile, try another port.
+
+        free_port() only finds a port that was free a moment ago: a busy machine (a fleet of 1,000
+        MQTT clients takes ephemeral ports by the thousand) can take it before postgres binds it.
+        A restart keeps its port: the clients hold the URL.
+        """
+        first = self.proc is None and not getattr(self, "_started", False)
+        for _ in range(3 if first else 1):
+            mark = self.log.stat().st_size if self.log.exists() else 0
+            try:
+                return self._start_once()
+            except RuntimeError:
+                tail = self.log.read_bytes()[mark:].decode(errors="replace") if self.log.exists() else ""
+                if not first or "could not bind" not in tail:
+                    raise
+                self.port = free_port()
+        return self._start_once()
+
+    def _start_once(self) -> Postgres:
         if not self.data.exists():
             self.init()
+        self._started = True
         log = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             self._as_user(
