@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from core.interfaces import EVICT_ORDER, BufferFull
 from drivers.camera.clipper import ClipRequest
 from drivers.camera.reclaim import RingReclaimer
 from drivers.camera.ring import Ring, final_name
+from tests.peers.tmpfs import mounted_tmpfs
 from wire.cose import decode_unverified
 
 MiB = 2**20
@@ -36,17 +36,8 @@ SEG = 512 * 1024
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A real 48 MiB file system; unmounted at the end."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)], check=True,
-                       capture_output=True)
-    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {exc}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", 48) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def free_of(mnt: Path) -> int:

@@ -8,7 +8,6 @@ deletion is a signed gap record at the centre, and the SQLite buffer stays intac
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from tests.camera.test_e2e import finals
 from tests.peers.agent import Branch, sale
 from tests.peers.net import wait_for
 from tests.peers.rtsp_server import RtspCamera
+from tests.peers.tmpfs import mounted_tmpfs
 
 pytestmark = pytest.mark.slow
 
@@ -33,17 +33,8 @@ RESERVE_MB = 16
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], check=True,
-                       capture_output=True)
-    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {exc}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", 64) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ of deleted evidence read from the buffer."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,22 +18,14 @@ from buffer.store import Store
 from buffer.writer import SealOptions
 from core.doctor import Finding
 from tests.buffer.test_diskpolicy import MiB, set_free
+from tests.peers.tmpfs import mounted_tmpfs
 from wire.cose import Signer
 
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mnt)], check=True,
-                       capture_output=True)
-    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {exc}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", 32) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def findings(data: Path, status: dict[str, object] | None = None) -> dict[str, Finding]:

@@ -4,7 +4,6 @@ tmpfs filled to the last byte, a buffer written by the real agent, then damaged 
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,22 +13,14 @@ from agent.doctor import identity
 from tests.doctor.conftest import Pc
 from tests.peers.agent import Branch, sale
 from tests.peers.net import wait_for
+from tests.peers.tmpfs import mounted_tmpfs
 
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A real 80 MiB file system (tmpfs), so "full" is the kernel's ENOSPC and not a mock."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(mnt)], check=True,
-                       capture_output=True)
-    except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {exc}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", 80) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def _fill(mnt: Path, leave_bytes: int) -> None:
