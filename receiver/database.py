@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 # One record of the index: (did, id, seq, pos, kind, at, src)
 RecordRow = tuple[int, str, int, int, str, int, str]
+# One stored batch: (did, seq, hash, sealed, n_records, received_at, cose)
+StoredBatch = tuple[int, int, bytes, int, int, int, bytes]
 
 
 class Rows(Protocol):
@@ -50,6 +52,13 @@ class Database(Protocol):
 
     def insert_records(self, rows: Sequence[RecordRow]) -> int:
         """Insert a batch's record index, skipping (did, id) already stored; returns how many were new."""
+
+    def insert_stored(self, batches: Sequence[StoredBatch], records: Sequence[Sequence[RecordRow]]) -> list[int]:
+        """Insert a group's batches and each one's record index (records[i] belongs to batches[i]).
+
+        Skips (did, id) already stored; returns, per batch, how many of its records were new.
+        The caller has dropped ids repeated within the group, keeping the first.
+        """
 
     def maintain(self, now_ms: int) -> None:
         """Housekeeping in its own transaction (PostgreSQL: the coming months' partitions)."""

@@ -259,6 +259,17 @@ class SqliteDatabase:
         )
         return self.conn.total_changes - before
 
+    def insert_stored(
+        self,
+        batches: Sequence[tuple[int, int, bytes, int, int, int, bytes]],
+        records: Sequence[Sequence[tuple[int, str, int, int, str, int, str]]],
+    ) -> list[int]:
+        self.conn.executemany(
+            "INSERT INTO batches (did, seq, hash, sealed, n_records, received_at, cose) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            batches,
+        )
+        return [self.insert_records(rows) for rows in records]  # in-process: a statement costs no round trip
+
     def maintain(self, now_ms: int) -> None:
         """Nothing to prepare: SQLite's tables are not partitioned."""
 

@@ -167,8 +167,9 @@ class Receiver:
         self.retention = Retention(config.retention, cfg.media_dir)
         self.writer.metrics = self.metrics
         self.metrics.gauge("coop_receiver_inbox_messages", "messages queued for the worker", self.inbox.qsize)
-        self.metrics.gauge("coop_receiver_broker_connected", "1 while connected to the broker",
-                           lambda: float(self.link.connected))
+        self.metrics.gauge(
+            "coop_receiver_broker_connected", "1 while connected to the broker", lambda: float(self.link.connected)
+        )
         self._stop = threading.Event()
         self._backfill: tuple[int, int] | None = (0, 0)  # search index: batches stored before a crash
         self._threads: list[threading.Thread] = []
@@ -226,8 +227,9 @@ class Receiver:
             if worker is not None:
                 worker.join(timeout=STOP_WORKER_S)
                 if worker.is_alive():
-                    log.warning("the worker did not finish its group within %.0f s; its messages stay unacked",
-                                STOP_WORKER_S)
+                    log.warning(
+                        "the worker did not finish its group within %.0f s; its messages stay unacked", STOP_WORKER_S
+                    )
         finally:
             self.verifier.stop()  # a screener blocked writing to the verifier gets EPIPE now
             for t in self._threads:
@@ -269,6 +271,7 @@ class Receiver:
             w.lock_devices(self._group_devices(group))
             for msg in group:
                 self._dispatch(msg)
+            w.flush_appends()  # the group's batches, in a few statements, before their media rows
             for dev, seq, man in w.result.manifests:
                 self.media.on_manifest(
                     dev, w.state(dev).did, seq, man, device_topic(self.prefix, dev, "batch"), w.reject
@@ -308,8 +311,7 @@ class Receiver:
                 f"{len(msg.payload)} bytes; the cap is {self.config.receiver.max_payload_bytes}",
             )
             return
-        w.flush_states()  # so a rollback to the savepoint can reload this device's state from the DB
-        w.db.execute("SAVEPOINT msg")
+        w.begin_message(t.dev)  # a savepoint only if the message writes (receiver/scope.py)
         try:
             if t.kind == "batch":
                 if msg.known:
@@ -329,13 +331,11 @@ class Receiver:
                 w.reject(dev, msg.topic, "bad_topic", "MEDIA_ID must match [A-Za-z0-9_-]{1,64}, INDEX be decimal")
             else:
                 self.media.on_chunk(t.dev, msg.topic, t.media_id, t.index, msg.payload, w.reject)
-            w.db.execute("RELEASE msg")
+            w.end_message()
         except w.db.errors:
             raise  # the database, not the message: the whole group is retried
         except Exception as exc:  # one poison message must not block everything queued behind it
-            w.db.execute("ROLLBACK TO msg")
-            w.db.execute("RELEASE msg")
-            w.forget(t.dev)
+            w.abort_message()
             log.exception("internal error on %s", msg.topic)
             w.reject(dev, msg.topic, "internal_error", f"{type(exc).__name__}: {exc}")
 

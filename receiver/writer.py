@@ -22,18 +22,21 @@ import json
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from receiver import registry as regdb
-from receiver.database import Database
+from receiver.database import Database, RecordRow, StoredBatch
 from receiver.keys import DeviceRegistry
 from receiver.metrics import NULL as NULL_METRICS
 from receiver.metrics import ReceiverMetrics
+from receiver.scope import ScopedDatabase
 from receiver.search import index_batch
 from receiver.verifier import Verdict
 from wire.batches import Batch, Manifest, Rejected, check_batch, check_status, verify_signed
 
 log = logging.getLogger(__name__)
+
+LOCK_CHUNK = 500  # devices locked and read per statement at the start of a group
 
 
 def now_ms() -> int:
@@ -52,6 +55,16 @@ class DevState:
 
 
 @dataclass
+class Staged:
+    """A batch that extends its chain, judged and waiting to be written with the rest of its group."""
+
+    st: DevState
+    topic: str
+    batch: Batch
+    received_at: int
+
+
+@dataclass
 class GroupResult:
     """What a committed group obliges the server to publish."""
 
@@ -63,7 +76,7 @@ class Writer:
     metrics: ReceiverMetrics = NULL_METRICS  # the server sets its own when metrics are on
 
     def __init__(self, db: Database, registry: DeviceRegistry, max_pending: int):
-        self.db = db
+        self.db = ScopedDatabase(db)
         self.registry = registry
         self.max_pending = max_pending
         self._states: dict[str, DevState] = {}
@@ -74,12 +87,19 @@ class Writer:
         # batches committed and not yet indexed, oldest first (did, dev, seq, all ids new, committed at).
         self.unindexed: deque[tuple[int, str, int, bool, float]] = deque()
         self._stored_now: list[tuple[int, str, int, bool, float]] = []
+        # Batches that extend their chains are written once per group (flush_appends), not one by one.
+        self._staged: list[Staged] = []
+        self._staged_hash: dict[tuple[int, int], bytes] = {}
+        self._message: tuple[str | None, DevState | None, int, int] | None = None
+        # Set when a message flushed the group's staged batches (a key rotation): what to restage if it fails.
+        self._flushed_in_message: tuple[list[Staged], int] | None = None
 
     # -- transactions -------------------------------------------------------------------
 
     def begin(self) -> None:
         self.db.begin()
         self._stored_now = []
+        self._staged, self._staged_hash = [], {}
         self.result = GroupResult()
         self.registry.refresh(self.db)  # a `device revoke` takes effect at the next group
         self._states.clear()  # another receiver may have moved any chain since our last commit
@@ -90,11 +110,12 @@ class Writer:
         Only devices that have a row: a device is made (and locked) when something of it is accepted,
         so one whose messages are all rejected stays unknown.
         """
-        for dev in devs:
-            if dev not in self._states:
-                self._load(dev, create=False)
+        todo = [dev for dev in devs if dev not in self._states]
+        for i in range(0, len(todo), LOCK_CHUNK):
+            self._load_many(todo[i : i + LOCK_CHUNK])
 
     def commit(self) -> GroupResult:
+        self.flush_appends()
         self.flush_states()
         self.db.commit()
         self.unindexed.extend(self._stored_now)
@@ -104,6 +125,8 @@ class Writer:
     def rollback(self) -> None:
         self.db.rollback()
         self._stored_now = []
+        self._staged, self._staged_hash = [], {}
+        self._message = None
         self._states.clear()  # reload from the database: the cached states may hold rolled-back values
         self.registry.invalidate()  # and a rotation applied in the undone transaction
 
@@ -159,6 +182,28 @@ class Writer:
         self._states[dev] = st
         return st
 
+    def _load_many(self, devs: list[str]) -> None:
+        """Lock and read the chain heads of existing devices in one statement (in dev order: no deadlock)."""
+        marks = ", ".join("?" * len(devs))
+        select = (
+            f"SELECT did, dev, contiguous, last_hash, highest_seen FROM devices WHERE dev IN ({marks}) "  # noqa: S608
+            f"ORDER BY dev{self.db.for_update}"
+        )
+        rows = self.db.execute(select, devs).fetchall()
+        if not rows:
+            return
+        dids = ", ".join("?" * len(rows))
+        held = dict(
+            self.db.execute(
+                f"SELECT did, count(*) FROM pending WHERE did IN ({dids}) GROUP BY did",  # noqa: S608
+                [r[0] for r in rows],
+            ).fetchall()
+        )
+        for r in rows:
+            self._states[r[1]] = DevState(
+                did=r[0], dev=r[1], contiguous=r[2], last_hash=r[3], highest_seen=r[4], pending=held.get(r[0], 0)
+            )
+
     def flush_states(self) -> None:
         rows = [(s.contiguous, s.last_hash, s.highest_seen, s.did) for s in self._states.values() if s.dirty]
         if rows:
@@ -169,9 +214,95 @@ class Writer:
             s.dirty = False
 
     def forget(self, dev: str) -> None:
-        """Drop the cached state of dev (after a rollback to a savepoint); it is read again when needed."""
+        """Drop the cached state of dev; it is read again when needed."""
         self._states.pop(dev, None)
         self.registry.invalidate()
+
+    # -- one message of the group --------------------------------------------------------
+
+    def begin_message(self, dev: str | None) -> None:
+        """Remember what handling one message may change, so abort_message can undo exactly that."""
+        st = self._states.get(dev) if dev is not None else None
+        self._message = (dev, replace(st) if st is not None else None, len(self._staged), len(self.result.manifests))
+        self._flushed_in_message = None
+        self.db.begin_message()
+
+    def end_message(self) -> None:
+        self.db.end_message()
+        self._message = self._flushed_in_message = None
+
+    def abort_message(self) -> None:
+        """Undo one message: its writes (the savepoint), its staged batches and its device's cached head."""
+        self.db.abort_message()
+        if self._message is None:
+            return
+        dev, snapshot, staged, manifests = self._message
+        self._message = None
+        if self._flushed_in_message is not None:
+            # The savepoint's rollback undid the earlier messages' batches written by that flush: stage them again.
+            flushed, stored_now = self._flushed_in_message
+            self._flushed_in_message = None
+            self._staged = flushed[:staged]
+            del self._stored_now[stored_now:]
+        else:
+            del self._staged[staged:]
+        self._staged_hash = {(i.st.did, i.batch.seq): i.batch.hash for i in self._staged}
+        del self.result.manifests[manifests:]
+        if dev is not None:
+            if snapshot is not None:
+                self._states[dev] = snapshot
+            else:
+                self._states.pop(dev, None)
+        self.registry.invalidate()
+
+    def flush_appends(self) -> None:
+        """Write the group's staged batches and their record index: a few statements for the whole group.
+
+        A record id already stored, or repeated earlier in this group, is skipped (the first is kept)
+        and reported as duplicate_record_id, as the spec's "unique per device" asks.
+        """
+        if not self._staged:
+            return
+        staged, self._staged, self._staged_hash = self._staged, [], {}
+        if self._message is not None and self._flushed_in_message is None:
+            self._flushed_in_message = (staged, len(self._stored_now))
+        seen: set[tuple[int, str]] = set()
+        batches: list[StoredBatch] = []
+        records: list[list[RecordRow]] = []
+        for item in staged:
+            did, b = item.st.did, item.batch
+            batches.append((did, b.seq, b.hash, b.sealed, len(b.rows), item.received_at, b.cose))
+            rows: list[RecordRow] = []
+            for i, r in enumerate(b.rows):
+                if (did, r[0]) not in seen:
+                    seen.add((did, r[0]))
+                    rows.append((did, r[0], b.seq, i, r[1], r[2], r[3]))
+            records.append(rows)
+        new = self.db.insert_stored(batches, records)
+        per_dev: dict[int, list[int]] = {}
+        at = now_ms()
+        for item, inserted in zip(staged, new, strict=True):
+            st, b = item.st, item.batch
+            dups = len(b.rows) - inserted
+            self._stored_now.append((st.did, st.dev, b.seq, not dups, time.monotonic()))  # for the search index
+            if dups:
+                log.warning("%s seq %d: %d record ids were already stored from an earlier batch", st.dev, b.seq, dups)
+                self.reject(
+                    st.dev,
+                    item.topic,
+                    "duplicate_record_id",
+                    f"{dups} record ids of seq {b.seq} were stored before; kept the first",
+                    b.seq,
+                )
+            totals = per_dev.setdefault(st.did, [0, 0])
+            totals[0] += inserted
+            totals[1] += dups
+            self.metrics.stored(inserted)
+        self.db.executemany(
+            "UPDATE devices SET records = records + ?, duplicate_ids = duplicate_ids + ?, last_batch_at = ? "
+            "WHERE did = ?",
+            [(n, d, at, did) for did, (n, d) in sorted(per_dev.items())],
+        )
 
     def set_health(self, values: dict[str, str]) -> None:
         """Record the receiver's own state (broker link, last error) in its own small transaction."""
@@ -285,11 +416,15 @@ class Writer:
         are (retention may have removed them since the lookup); if not, judge the batch in full.
         """
         st = self.state(dev)
-        if self.db.execute(
-            "SELECT 1 FROM batches WHERE did = ? AND hash = ? "
-            "UNION ALL SELECT 1 FROM pending WHERE did = ? AND hash = ?",
-            (st.did, digest, st.did, digest),
-        ).fetchone() is None:
+        if (
+            digest not in self._staged_hash.values()
+            and self.db.execute(
+                "SELECT 1 FROM batches WHERE did = ? AND hash = ? "
+                "UNION ALL SELECT 1 FROM pending WHERE did = ? AND hash = ?",
+                (st.did, digest, st.did, digest),
+            ).fetchone()
+            is None
+        ):
             self.on_batch(dev, topic, cose)
             return
         log.debug("%s: batch stored already (same bytes); acknowledged again without checking it twice", dev)
@@ -297,8 +432,11 @@ class Writer:
         self.result.ack_devs.add(dev)
 
     def _seen_before(self, st: DevState, topic: str, batch: Batch) -> None:
-        row = self.db.execute("SELECT hash FROM batches WHERE did = ? AND seq = ?", (st.did, batch.seq)).fetchone()
-        if row is not None and row[0] == batch.hash:
+        stored = self._staged_hash.get((st.did, batch.seq))
+        if stored is None:
+            row = self.db.execute("SELECT hash FROM batches WHERE did = ? AND seq = ?", (st.did, batch.seq)).fetchone()
+            stored = bytes(row[0]) if row is not None else None
+        if stored == batch.hash:
             log.debug("duplicate %s seq %d; re-ack", st.dev, batch.seq)
             self.metrics.outcome("duplicate")
         else:
@@ -323,37 +461,18 @@ class Writer:
                 f"prev of seq {batch.seq} is not SHA-256 of the stored seq {batch.seq - 1}",
             )
             return False
-        db = self.db
-        db.execute(
-            "INSERT INTO batches (did, seq, hash, sealed, n_records, received_at, cose) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (st.did, batch.seq, batch.hash, batch.sealed, len(batch.rows), now_ms(), batch.cose),
-        )
-        did, seq = st.did, batch.seq
-        inserted = db.insert_records([(did, r[0], seq, i, r[1], r[2], r[3]) for i, r in enumerate(batch.rows)])
-        dups = len(batch.rows) - inserted
-        self._stored_now.append((did, st.dev, seq, not dups, time.monotonic()))  # for the search index, later
-        if dups:
-            log.warning("%s seq %d: %d record ids were already stored from an earlier batch", st.dev, seq, dups)
-            self.reject(
-                st.dev,
-                topic,
-                "duplicate_record_id",
-                f"{dups} record ids of seq {seq} were stored before; kept the first",
-                seq,
-            )
-        db.execute(
-            "UPDATE devices SET records = records + ?, duplicate_ids = duplicate_ids + ?, last_batch_at = ? "
-            "WHERE did = ?",
-            (inserted, dups, now_ms(), did),
-        )
-        st.contiguous, st.last_hash, st.dirty = seq, batch.hash, True
-        self.metrics.stored(inserted)
+        self._staged.append(Staged(st, topic, batch, now_ms()))
+        self._staged_hash[(st.did, batch.seq)] = batch.hash
+        st.contiguous, st.last_hash, st.dirty = batch.seq, batch.hash, True
         self.result.ack_devs.add(st.dev)
-        self.result.manifests.extend((st.dev, seq, m) for m in batch.media)
+        self.result.manifests.extend((st.dev, batch.seq, m) for m in batch.media)
+        if not regdb.rotation_records(batch):
+            return True
+        self.flush_appends()  # a rotation's registry rows follow their batch, as when it was written alone
         if regdb.on_stored(
-            db, st.dev, topic, batch, self.registry.entries(st.dev), self.registry.rotation_policy, self.reject
+            self.db, st.dev, topic, batch, self.registry.entries(st.dev), self.registry.rotation_policy, self.reject
         ):
-            self.registry.refresh(db, force=True)  # the next batch of this group may be signed by the new key
+            self.registry.refresh(self.db, force=True)  # the next batch of this group may be signed by the new key
         return True
 
     def _kid_refused(self, topic: str, batch: Batch) -> bool:
