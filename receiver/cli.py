@@ -164,7 +164,7 @@ def status(config_path: Path | None, as_json: bool, devices: tuple[str, ...]) ->
         states = [branch_state(store, registry, d) for d in devs]
         health = store.health()
     if as_json:
-        click.echo(json.dumps({"receiver": health, "devices": states}, indent=2, sort_keys=True))
+        click.echo(json.dumps({"receivers": health, "devices": states}, indent=2, sort_keys=True))
     else:
         click.echo(render_status(states, health), nl=False)
 

@@ -396,7 +396,7 @@ class Receiver:
         """Write the link state and last error to the database when they change (status reads them)."""
         now = {"broker": "connected" if self.link.connected else "disconnected", "last_error": self.last_error or ""}
         if now != self._health_written:
-            self.writer.set_health(now)
+            self.writer.set_health(now, self.config.receiver.client_id)
             self._health_written = now
 
     def index_search(self, *, idle: bool) -> None:

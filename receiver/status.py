@@ -36,10 +36,10 @@ def _extra(s: dict[str, Any]) -> list[str]:
 
 def render_status(states: list[dict[str, Any]], health: dict[str, Any] | None = None) -> str:
     lines: list[str] = []
-    if health:
-        broker = health.get("broker", {})
-        lines.append(f"receiver: broker {broker.get('value', '?')} (since {_when(broker.get('at'))})")
-        err = health.get("last_error", {})
+    for who, rx in sorted((health or {}).items()):
+        broker = rx.get("broker", {})
+        lines.append(f"receiver {who}: broker {broker.get('value', '?')} (since {_when(broker.get('at'))})")
+        err = rx.get("last_error", {})
         if err.get("value"):
             lines.append(f"  last error       {err['value']} ({_when(err.get('at'))})")
     if not states:

@@ -198,9 +198,16 @@ class ReceiverStore:
             "media_pending": int(media.get("pending", 0)),
         }
 
-    def health(self) -> dict[str, Any]:
-        """What the running receiver last wrote about itself: broker link and last error, with times."""
-        return {k: {"value": v, "at": at} for k, v, at in self.conn.execute("SELECT key, value, at FROM health")}
+    def health(self) -> dict[str, dict[str, Any]]:
+        """What each receiver last wrote about itself, by client id: broker link and last error, with times.
+
+        Rows written before the key held the client id (a bare NAME) are shown under "receiver".
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for key, value, at in self.conn.execute("SELECT key, value, at FROM health ORDER BY key"):
+            who, _, name = str(key).rpartition(":")
+            out.setdefault(who or "receiver", {})[name] = {"value": value, "at": at}
+        return out
 
     def rejecting_senders(self) -> list[str]:
         """Every topic device that has a rejection, whether or not anything of it was ever accepted."""

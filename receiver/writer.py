@@ -304,15 +304,19 @@ class Writer:
             [(n, d, at, did) for did, (n, d) in sorted(per_dev.items())],
         )
 
-    def set_health(self, values: dict[str, str]) -> None:
-        """Record the receiver's own state (broker link, last error) in its own small transaction."""
+    def set_health(self, values: dict[str, str], receiver: str) -> None:
+        """Record this receiver's own state (broker link, last error) in its own small transaction.
+
+        Keyed by the receiver's client id (RECEIVER:NAME), so receivers sharing one database each keep
+        their own row instead of overwriting one another's.
+        """
         at = now_ms()
         self.db.begin()
         try:
             self.db.executemany(
                 "INSERT INTO health (key, value, at) VALUES (?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, at = excluded.at",
-                [(k, v, at) for k, v in values.items()],
+                [(f"{receiver}:{k}", v, at) for k, v in values.items()],
             )
             self.db.commit()
         except BaseException:

@@ -64,3 +64,25 @@ def test_held_batches_are_capped(tmp_path: Path, store_toml: str) -> None:
     with ReceiverStore(cfg.receiver) as s:
         assert s.device_state(dev.dev)["gaps"] == [[5, 6]] and s.record_count(dev.dev) == 4
     w.db.close()
+
+
+def test_receivers_sharing_a_database_each_keep_their_health(tmp_path: Path, store_toml: str) -> None:
+    """Two receivers of one shared group write their own link state; neither overwrites the other."""
+    from receiver.status import render_status
+
+    dev = DeviceSim("soc-a/branch-1/agent-1")
+    cfg = config_for(tmp_path, dev, store_toml)
+    w0, w1 = writer_for(cfg), writer_for(cfg)
+    w0.set_health({"broker": "connected", "last_error": ""}, "centre-rx0")
+    w1.set_health({"broker": "disconnected", "last_error": "OperationalError: server closed"}, "centre-rx1")
+    w0.set_health({"broker": "connected", "last_error": ""}, "centre-rx0")
+    with ReceiverStore(cfg.receiver) as s:
+        health = s.health()
+    assert sorted(health) == ["centre-rx0", "centre-rx1"]
+    assert health["centre-rx0"]["broker"]["value"] == "connected"
+    assert health["centre-rx1"]["broker"]["value"] == "disconnected"
+    text = render_status([], health)
+    assert "receiver centre-rx0: broker connected" in text and "receiver centre-rx1: broker disconnected" in text
+    assert "OperationalError: server closed" in text
+    w0.db.close()
+    w1.db.close()
