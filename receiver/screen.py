@@ -45,6 +45,8 @@ class Inbound:
     known: bool = False  # a batch whose exact bytes are stored or held already: no second check
     digest: bytes = b""
     arrived: float = field(default_factory=time.perf_counter)  # for the verify latency metric
+    deferred_at: float | None = None  # monotonic time it was first found ahead of its chain (shared group)
+    retry_at: float = 0.0  # a deferred batch is judged again from then on
 
 
 def put_until(q: queue.Queue[Inbound], item: Inbound, stop: threading.Event) -> bool:

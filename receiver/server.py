@@ -59,6 +59,13 @@ READY_MAX = GROUP_MAX
 RESEND_ASK_MAX_S = 600.0  # the longest wait between two resend asks for the same gap
 REFUSED_MIN_S = 1.0
 REFUSED_MAX_S = 60.0
+# Receivers sharing a subscription get one device's batches in turn, so a batch often comes just
+# before its predecessor lands on the other receiver. Holding it in `pending` costs a write of the
+# whole batch, a read and a second check; deferring it (unacked, in memory, its verdict kept) to a
+# later group costs a lock. Past DEFER_MAX_S, or with DEFER_MAX batches deferred, it is held as before.
+DEFER_RETRY_S = 0.05
+DEFER_MAX_S = 2.0
+DEFER_MAX = GROUP_MAX
 STOP_WORKER_S = 6.0  # the worker finishes its group within this, or is left (unacked: redelivered)
 STOP_THREAD_S = 2.0
 
@@ -112,18 +119,21 @@ class Worker(Component):
             delay = min(delay * 2, RETRY_MAX_S)
 
     def _take(self, stop: threading.Event) -> list[Inbound]:
+        """New messages first, then the deferred ones whose time has come (their predecessors may be among the new)."""
         q = self.rx.ready
+        due = self.rx.due_deferred(time.monotonic())
+        wait = self.rx.next_deferred_s(time.monotonic()) if not due else 0.0
         try:
-            first = q.get(timeout=TICK_S)
+            first = q.get(timeout=min(TICK_S, wait)) if wait > 0 else q.get_nowait()
         except queue.Empty:
-            return []
+            return due
         group = [first]
-        while len(group) < GROUP_MAX:
+        while len(group) + len(due) < GROUP_MAX:
             try:
                 group.append(q.get_nowait())
             except queue.Empty:
                 break
-        return group
+        return group + due
 
 
 class Receiver:
@@ -176,6 +186,9 @@ class Receiver:
         self._gap_seen: dict[str, tuple[float, int, int]] = {}  # dev -> (since, from_seq, asks so far)
         self._cmd_lock = threading.Lock()
         self.commits = 0
+        self.deferrals = 0  # times a batch ahead of its chain was kept for a later group instead of held
+        self._deferred: list[Inbound] = []  # not acked at the broker; judged again from retry_at
+        self._deferring: list[Inbound] = []  # those of the group being processed
         self.last_error: str | None = None
         self._health_written: dict[str, str] = {}
         self._refused_delay: dict[Hashable, float] = {}
@@ -266,6 +279,7 @@ class Receiver:
     def process(self, group: list[Inbound]) -> None:
         w = self.writer
         t0 = time.perf_counter()
+        self._deferring = []
         w.begin()
         try:
             w.lock_devices(self._group_devices(group))
@@ -287,9 +301,39 @@ class Receiver:
             self.acks.want(dev, w.state(dev).contiguous)
         self._flush_acks()
         self._publish_media_acks()
+        kept = {id(m) for m in self._deferring}
+        now = time.monotonic()
+        for msg in self._deferring:
+            msg.deferred_at = now if msg.deferred_at is None else msg.deferred_at
+            msg.retry_at = now + DEFER_RETRY_S
+        self._deferred.extend(self._deferring)
+        self.deferrals += len(self._deferring)
         for msg in group:
-            self.link.ack(msg.mid, msg.qos, msg.gen)
+            if id(msg) not in kept:
+                self.link.ack(msg.mid, msg.qos, msg.gen)
         self._ask_resends()
+
+    def due_deferred(self, now: float) -> list[Inbound]:
+        """Take the deferred batches whose retry time has come (the worker's thread only)."""
+        if not self._deferred:
+            return []
+        due = [m for m in self._deferred if m.retry_at <= now]
+        if due:
+            self._deferred = [m for m in self._deferred if m.retry_at > now]
+        return due
+
+    def next_deferred_s(self, now: float) -> float:
+        """Seconds until a deferred batch is due (TICK_S when none waits)."""
+        return max(0.0, min((m.retry_at for m in self._deferred), default=now + TICK_S) - now)
+
+    def _may_defer(self, msg: Inbound) -> bool:
+        if self.config.receiver.shared_group is None:
+            return False  # one receiver gets a device's batches in order: a gap is a loss, hold it at once
+        if msg.ticket is None:
+            return False  # checked in the worker (no verifier process): judging it again would check it again
+        if msg.deferred_at is not None:
+            return time.monotonic() - msg.deferred_at < DEFER_MAX_S
+        return len(self._deferred) + len(self._deferring) < DEFER_MAX
 
     def _dispatch(self, msg: Inbound) -> None:
         w = self.writer
@@ -319,9 +363,11 @@ class Receiver:
                 else:
                     verdict = None
                     if msg.ticket is not None:
-                        verdict = self.verifier.verdict(msg.ticket)
-                        self.metrics.verified(time.perf_counter() - msg.arrived)
-                    w.on_batch(t.dev, msg.topic, msg.payload, verdict)
+                        verdict = self.verifier.verdict(msg.ticket)  # kept on the ticket: a deferred batch reuses it
+                        if msg.deferred_at is None:
+                            self.metrics.verified(time.perf_counter() - msg.arrived)
+                    if w.on_batch(t.dev, msg.topic, msg.payload, verdict, defer_ahead=self._may_defer(msg)):
+                        self._deferring.append(msg)
             elif t.kind == "status":
                 if msg.payload:  # an empty retained message only clears the broker's copy
                     w.on_status(t.dev, msg.topic, msg.payload)

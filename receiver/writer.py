@@ -83,6 +83,7 @@ class Writer:
         self.result = GroupResult()
         registry.refresh(db)  # keys added with `coop-receiver device add` exist only in the database
         self.known = 0  # batches acknowledged again on their hash alone
+        self.held = 0  # batches held in `pending` (ahead of their chain)
         # The search index (receiver/search.py) is filled after the ack, not in the ingest transaction:
         # batches committed and not yet indexed, oldest first (did, dev, seq, all ids new, committed at).
         self.unindexed: deque[tuple[int, str, int, bool, float]] = deque()
@@ -372,13 +373,20 @@ class Writer:
 
     # -- batches ------------------------------------------------------------------------
 
-    def on_batch(self, dev: str, topic: str, cose: bytes, verdict: Verdict | None = None) -> None:
-        """Judge and store one batch; `verdict` is check_batch's outcome when the verifier process made it."""
+    def on_batch(
+        self, dev: str, topic: str, cose: bytes, verdict: Verdict | None = None, *, defer_ahead: bool = False
+    ) -> bool:
+        """Judge and store one batch; `verdict` is check_batch's outcome when the verifier process made it.
+
+        With defer_ahead, a batch ahead of its chain is neither held nor counted: True is returned
+        and the caller keeps the message (unacked at the broker) to judge it again shortly, when
+        its predecessor has likely landed on another receiver (receiver/server.py).
+        """
         if verdict is None:
             keys = self.registry.keys_for(dev)
             if keys is None:
                 self.reject(dev, topic, "unknown_device", "no public key registered for this device")
-                return
+                return False
             try:
                 verdict = check_batch(cose, dev, keys)
             except Rejected as exc:
@@ -395,13 +403,15 @@ class Writer:
                 self._chain_break(st, topic, verdict.seq, hashlib.sha256(cose).digest(), cose, verdict.reason)
             else:
                 self.reject(dev, topic, verdict.code, verdict.reason, verdict.seq)
-            return
+            return False
         if not isinstance(verdict, Batch):
             raise verdict  # a bug while checking: the server rejects this message as internal_error
         batch = verdict
         if self._kid_refused(topic, batch):
-            return
+            return False
         st = self.state(dev)
+        if defer_ahead and batch.seq > st.contiguous + 1:
+            return True
         if batch.seq > st.highest_seen:
             st.highest_seen = batch.seq
             st.dirty = True
@@ -412,6 +422,7 @@ class Writer:
                 self._drain_pending(st, topic)
         else:
             self._hold(st, topic, batch)
+        return False
 
     def on_known(self, dev: str, topic: str, digest: bytes, cose: bytes) -> None:
         """A batch whose exact bytes the screener found stored or held: acknowledge, without a second check.
@@ -514,6 +525,7 @@ class Writer:
             (st.did, batch.seq, batch.hash, batch.cose, now_ms()),
         )
         st.pending += 1
+        self.held += 1
         self.metrics.outcome("held")
         log.info("%s seq %d held: waiting for seq %d", st.dev, batch.seq, st.contiguous + 1)
 

@@ -323,3 +323,29 @@ def test_a_busy_shared_receiver_does_not_ask_for_resends(
         monkeypatch.undo()
         cmds = wait_for(lambda: agent.decoded(central, "cmd"), timeout=10, what="the resend ask once idle")
         assert [(c["cmd"], c["args"]) for c in cmds] == [("resend", {"from_seq": 1})]
+
+
+def test_a_batch_just_before_its_predecessor_is_deferred_not_held(
+    tmp_path: Path, mosquitto: Mosquitto, devices: list[DeviceSim], store_toml: str, agent: AgentSide
+) -> None:
+    """Shared receivers get a device's batches in turn, so seq N often comes just before N-1 lands.
+
+    Holding it in `pending` writes, reads and checks the whole batch again; a receiver instead keeps
+    it unacked for a later group (receiver/server.py, DEFER_MAX_S). Here seq 2 comes first and seq 1
+    within that time: both are stored with nothing ever held, and the chain is the one sent.
+    """
+    a, b = receiver_configs(shared_config(tmp_path, mosquitto, devices, store_toml), 2)
+    dev = devices[0]
+    sent = [dev.next_batch(2) for _ in range(2)]
+    cfg = load_receiver_config(a)
+    central = load_central_key(cfg.receiver.key_file).public_key()
+    with Receiver(cfg) as rx_a, Receiver(load_receiver_config(b)) as rx_b:
+        agent.publish("batch", dev.dev, sent[1])
+        wait_for(lambda: rx_a.deferrals + rx_b.deferrals >= 1, what="seq 2 deferred")
+        agent.publish("batch", dev.dev, sent[0])
+        agent.wait_ack(central, dev.dev, 2)
+        assert rx_a.writer.held + rx_b.writer.held == 0
+    with ReceiverStore(cfg.receiver) as s:
+        st = s.device_state(dev.dev)
+        assert st["acked_seq"] == 2 and st["held_batches"] == 0 and st["chain_breaks"] == 0
+        check_chain(s.batch_bytes(dev.dev), sent)
