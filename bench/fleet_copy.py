@@ -2,7 +2,8 @@
 
 The same batches the fleet sealed are decoded up front (not timed) into the rows the receiver
 writes (the batch with its exact bytes; the record index: id, seq, position, kind, time, source),
-then COPYed into plain tables without keys or checks in a durable PostgreSQL (fsync on), one
+then COPYed into plain tables without keys or checks in a durable PostgreSQL (fsync on), the
+batch bytes compressed as the receiver's schema does (lz4, migration 5), one
 transaction per 20 batches as the receiver groups them. No verification, no chain, no
 idempotency: what PostgreSQL itself can take on this machine.
 """
@@ -22,7 +23,7 @@ from tests.peers.postgres import Postgres
 
 TABLES = """
 CREATE TABLE batches (did INTEGER, seq BIGINT, hash BYTEA, sealed BIGINT, n_records INTEGER, received_at BIGINT,
-                      cose BYTEA);
+                      cose BYTEA COMPRESSION lz4);
 CREATE TABLE records (did INTEGER, id TEXT, seq BIGINT, pos INTEGER, kind TEXT, at BIGINT, src TEXT);
 """
 
