@@ -203,7 +203,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (
         5,
         "signed bytes compressed with lz4, not pglz (new rows; ~4 us of PostgreSQL CPU a record less)",
-        # pglz cost 4.5-5.1 µs of server CPU a record on 500-record batches, lz4 1.0-1.1, for 27% more
+        # pglz cost 4.1-4.5 µs of server CPU a record on 500-record batches, lz4 0.9-1.0, for 26% more
         # disk (docs/benchmarks.md, "Ingest"). Only rows written from now on; old ones stay as they are.
         "ALTER TABLE batches ALTER COLUMN cose SET COMPRESSION lz4; "
         "ALTER TABLE pending ALTER COLUMN cose SET COMPRESSION lz4; "

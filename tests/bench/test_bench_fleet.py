@@ -58,3 +58,18 @@ def test_the_exactly_once_count_sees_a_lost_batch(tmp_path: Path) -> None:
     with sqlite3.connect(centre.work / "rx.sqlite3") as conn:
         conn.execute("DELETE FROM records WHERE seq = 2")
     assert centre.stored()[0] < 600
+
+
+def test_the_raw_copy_floor_and_the_compression_bench_count_every_row() -> None:
+    """The ingest floor (bench/fleet_copy.py) and bench_pg_compression on a real PostgreSQL: every row, both methods."""
+    from bench.bench_pg_compression import run
+    from bench.fleet_copy import raw_copy
+
+    branches = bench_fleet.make_branches(3, Policy())
+    bench_fleet.seal_backlog(branches, 300, 100)
+    r = raw_copy(branches)
+    assert r["records"] == 900 and r["postgres_cpu_us_per_record"] >= 0, r
+    rows = [(did, seq, b"\0" * 32, 1, 100, 1, cose) for did, b in enumerate(branches, 1)
+            for seq, cose in enumerate(b.batches, 1)]
+    runs = run(rows, 900, ["pglz", "lz4"], 2)
+    assert [x["method"] for x in runs] == ["pglz", "lz4"] and all(x["table_mb"] > 0 for x in runs), runs
