@@ -30,10 +30,10 @@ def test_database_full_holds_the_ack_and_resumes_when_space_returns(
     agent.wait_ack(central, dev.dev, 2, timeout=40)  # retried with backoff (0.5, 1, 2, ... s)
     assert receiver.last_error is None
 
-    def health() -> dict[str, object]:
-        with ReceiverStore(receiver.config.receiver) as s:
-            return s.health()
+    def last_error() -> object:
+        with ReceiverStore(receiver.config.receiver) as s:  # each receiver's own row, by client id
+            return s.health().get(receiver.config.receiver.client_id, {}).get("last_error", {}).get("value")
 
-    wait_for(lambda: health().get("last_error", {}).get("value") == "", what="the cleared error")  # type: ignore[union-attr]
+    wait_for(lambda: last_error() == "", what="the cleared error")
     with ReceiverStore(receiver.config.receiver) as s:
         assert s.record_count(dev.dev) == 402 and s.device_state(dev.dev)["rejections"] == 0
