@@ -27,7 +27,7 @@ from pathlib import Path
 from core.interfaces import Component, Health
 from drivers.camera.config import RecordingConfig
 from drivers.camera.onvif_client import CameraError
-from drivers.camera.recorder import Recorder, _die_with_parent, ffmpeg_record_args
+from drivers.camera.recorder import Recorder, _die_with_parent, ffmpeg_record_args, stop_ffmpeg
 from drivers.camera.ring import Ring
 from drivers.camera.secrets import scrub
 
@@ -259,11 +259,4 @@ class RecordingPool(Component):
 
     def _kill(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()  # ffmpeg closes every open segment cleanly on SIGTERM
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_ffmpeg(proc)

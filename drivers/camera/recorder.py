@@ -43,6 +43,18 @@ def _die_with_parent() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def stop_ffmpeg(proc: subprocess.Popen[str] | None, timeout_s: float = 5.0) -> None:
+    """SIGTERM first, so ffmpeg closes its open segments cleanly (playable to the end); SIGKILL if it hangs."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def ffmpeg_record_args(
     ffmpeg: str, url: str, part_pattern: Path, segment_s: float, io_timeout_s: float, transport: str = "tcp"
 ) -> list[str]:
@@ -228,11 +240,4 @@ class Recorder(Component):
 
     def _kill(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()  # ffmpeg closes the open segment cleanly on SIGTERM
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_ffmpeg(proc)
