@@ -30,6 +30,7 @@ import tomli_w
 
 from agent.demo import free_port, port_open, wait
 from bench import record
+from bench.procs import own_cpu_s
 from wire.keys import generate_key_file, load_private_key, public_pem
 
 DEVICE = "bench-soc/branch-1/agent-1"
@@ -60,14 +61,7 @@ def tree_pss_mb(pid: int) -> float:
 def cpu_s(pid: int) -> float:
     """User+system CPU seconds of a process and its living descendants so far (from /proc):
     the receiver's verifier and the agent's API workers are part of their cost."""
-    total = 0.0
-    for p in [pid, *descendants(pid)]:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return own_cpu_s(pid) + sum(own_cpu_s(p) for p in descendants(pid))
 
 
 def all_acked(site: Site) -> bool:

@@ -44,9 +44,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import record
-from bench.bench_fleet import Centre, cpu_s, make_branches, raise_fd_limit, reset, seal_backlog, tree_pids
+from bench.bench_fleet import Centre, make_branches, raise_fd_limit, reset, seal_backlog
 from bench.centre_stages import STAGES, attribute_dir
 from bench.fleet import Branch, Fleet, Policy
+from bench.procs import exited, live_cpu_s, own_cpu_s, tree
 from receiver.profiling import ENV
 from tests.peers.net import wait_for
 from wire.keys import generate_key_file
@@ -54,25 +55,9 @@ from wire.keys import generate_key_file
 STOP_TIMEOUT_S = 60.0
 
 
-def _exited(pid: int) -> bool:
-    """Whether pid is a zombie (exited, not yet reaped) or gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
-def _own_cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def roles_cpu_s(pid: int) -> dict[str, float]:
     """CPU so far of a receiver's main process and of its children (the verifier, the idle resource tracker)."""
-    return {"receiver": _own_cpu_s(pid), "verifier": sum(_own_cpu_s(p) for p in tree_pids(pid)[1:])}
+    return {"receiver": own_cpu_s(pid), "verifier": sum(own_cpu_s(p) for p in tree(pid)[1:])}
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> float:
@@ -81,7 +66,7 @@ def _reap(proc: subprocess.Popen[bytes]) -> float:
     wait4 rather than Popen.wait: only wait4 returns the resource usage of the child.
     """
     try:
-        wait_for(lambda: _exited(proc.pid), timeout=STOP_TIMEOUT_S, interval=0.05, what=f"receiver {proc.pid} to exit")
+        wait_for(lambda: exited(proc.pid), timeout=STOP_TIMEOUT_S, interval=0.05, what=f"receiver {proc.pid} to exit")
     except AssertionError:
         proc.kill()  # its CPU is still counted; the result says it did not stop in time
     _, status, ru = os.wait4(proc.pid, 0)
@@ -106,12 +91,12 @@ def drain(work: Path, setup: str, branches: list[Branch], policy: Policy, timeou
         os.environ.pop(ENV, None)
     fleet = Fleet(branches, "127.0.0.1", centre.broker.port if centre.broker else 0)
     try:
-        cpu0 = sum(cpu_s(p.pid) for p in centre.procs)
+        cpu0 = sum(live_cpu_s(p.pid) for p in centre.procs)
         t0 = time.monotonic()
         fleet.connect_all()
         ok = fleet.run_until(lambda: all(b.done for b in branches), timeout, None)
         elapsed = time.monotonic() - t0
-        window = sum(cpu_s(p.pid) for p in centre.procs) - cpu0
+        window = sum(live_cpu_s(p.pid) for p in centre.procs) - cpu0
         records, batches = centre.stored()
         roles: dict[str, float] = {}
         for p in centre.procs:

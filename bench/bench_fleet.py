@@ -40,6 +40,7 @@ from typing import Any
 
 from bench import record
 from bench.fleet import Branch, Fleet, Policy, write_device_keys
+from bench.procs import live_cpu_s, tree
 from receiver.keys import load_central_key
 from tests.peers.mosquitto import Mosquitto
 from tests.peers.net import wait_for
@@ -69,27 +70,6 @@ def proc_mem_mb(pid: int, field_name: str = "VmRSS") -> float:
     return 0.0
 
 
-def tree_pids(pid: int) -> list[int]:
-    out = [pid]
-    try:
-        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-            out += tree_pids(int(child))
-    except OSError:
-        pass
-    return out
-
-
-def cpu_s(pid: int) -> float:
-    total = 0.0
-    for p in tree_pids(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 class Sampler(threading.Thread):
     """Peak memory of the broker and of the receivers (each with its verifier child), every 0.5 s."""
 
@@ -107,7 +87,7 @@ class Sampler(threading.Thread):
             pid = self.broker()
             if pid:
                 self.broker_peak = max(self.broker_peak, proc_mem_mb(pid))
-            trees = [sum(proc_mem_mb(p) for p in tree_pids(r)) for r in self.receivers()]
+            trees = [sum(proc_mem_mb(p) for p in tree(r)) for r in self.receivers()]
             if trees:
                 self.receiver_peak = max(self.receiver_peak, max(trees))
                 self.receivers_peak = max(self.receivers_peak, sum(trees))
@@ -179,9 +159,9 @@ class Centre:
         """CPU seconds so far of the broker and of PostgreSQL (the postmaster and its backends)."""
         out = {}
         if self.broker is not None and self.broker.proc is not None:
-            out["broker"] = cpu_s(self.broker.proc.pid)
+            out["broker"] = live_cpu_s(self.broker.proc.pid)
         if self.pg is not None and self.pg.proc is not None:
-            out["postgres"] = cpu_s(self.pg.proc.pid)
+            out["postgres"] = live_cpu_s(self.pg.proc.pid)
         return out
 
     def central_public(self) -> Any:
@@ -279,7 +259,7 @@ def storm_once(work: Path, setup: str, branches: list[Branch], policy: Policy, t
     sampler.start()
     total_records = sum(b.total_records for b in branches)
     try:
-        cpu0 = sum(cpu_s(p.pid) for p in centre.procs)
+        cpu0 = sum(live_cpu_s(p.pid) for p in centre.procs)
         others0 = centre.peer_cpu()
         own0 = time.process_time()
         t0 = time.monotonic()
@@ -292,7 +272,7 @@ def storm_once(work: Path, setup: str, branches: list[Branch], policy: Policy, t
 
         ok = fleet.run_until(lambda: all(b.done for b in branches), timeout, tick)
         elapsed = time.monotonic() - t0
-        cpu = sum(cpu_s(p.pid) for p in centre.procs) - cpu0
+        cpu = sum(live_cpu_s(p.pid) for p in centre.procs) - cpu0
         fleet_cpu = time.process_time() - own0
         others = {k: v - others0.get(k, 0.0) for k, v in centre.peer_cpu().items()}
         sampler.stop()

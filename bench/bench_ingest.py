@@ -49,6 +49,7 @@ from prometheus_client import REGISTRY
 from agent.api.server import ApiComponent
 from agent.config.model import AgentConfig
 from bench import record
+from bench.procs import own_cpu_s
 from tests.peers.net import free_port, wait_for
 from wire.records import normalize_records
 
@@ -405,12 +406,6 @@ def server_saw_only_201(before: dict[str, float], ok: int, url: str) -> None:
                             "the run is void")
 
 
-def proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of another process (an API worker), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run_api(
     tmp: Path,
     fast_path: bool,
@@ -452,12 +447,12 @@ def run_api(
     try:
         wait_for(comp.started.is_set, what="api listening", timeout=60)
         pids = [w.proc.pid for w in comp._pool.workers.values()] if comp._pool else []
-        main0, workers0 = time.process_time(), sum(map(proc_cpu_s, pids))
+        main0, workers0 = time.process_time(), sum(map(own_cpu_s, pids))
         answers0 = ingest_answers()
         url = f"http://{cfg.api.listen}/v1/records"
         result: dict[str, Any] = wrk(url, body, sub, conns, seconds, threads)
         server_saw_only_201(answers0, result["ok"], url)
-        main_s, workers_s = time.process_time() - main0, sum(map(proc_cpu_s, pids)) - workers0
+        main_s, workers_s = time.process_time() - main0, sum(map(own_cpu_s, pids)) - workers0
         cpu_s = main_s + workers_s
         result["cpu_s"] = {"agent": round(main_s, 2), "workers": round(workers_s, 2)}
         result["workers"] = workers

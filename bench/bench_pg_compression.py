@@ -19,8 +19,9 @@ from typing import Any
 import psycopg
 
 from bench import record
-from bench.bench_fleet import cpu_s, make_branches, seal_backlog
+from bench.bench_fleet import make_branches, seal_backlog
 from bench.fleet import Policy
+from bench.procs import live_cpu_s
 from tests.peers.postgres import Postgres
 
 TYPES = ["int4", "int8", "bytea", "int8", "int4", "int8", "bytea"]
@@ -39,14 +40,14 @@ def run(rows: list[tuple[Any, ...]], records: int, methods: list[str], group: in
                 )
                 conn.execute(f"ALTER TABLE b ALTER COLUMN cose SET COMPRESSION {method}")  # a name from our list
                 conn.commit()
-                cpu0, t0 = cpu_s(pg.proc.pid), time.perf_counter()
+                cpu0, t0 = live_cpu_s(pg.proc.pid), time.perf_counter()
                 for i in range(0, len(rows), group):
                     with conn.cursor() as cur, cur.copy("COPY b FROM STDIN (FORMAT BINARY)") as cp:
                         cp.set_types(TYPES)
                         for r in rows[i : i + group]:
                             cp.write_row(r)
                     conn.commit()
-                seconds, cpu = time.perf_counter() - t0, cpu_s(pg.proc.pid) - cpu0
+                seconds, cpu = time.perf_counter() - t0, live_cpu_s(pg.proc.pid) - cpu0
                 size = conn.execute("SELECT pg_total_relation_size('b')").fetchone()
                 result = {
                     "method": method,

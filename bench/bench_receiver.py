@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import random
 import resource
 import shutil
@@ -36,6 +35,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench import record
+from bench.procs import children, own_cpu_s
 from wire.cose import dumps_deterministic, kid_for, protected_header, sign1
 from wire.keys import generate_key_file, public_pem
 
@@ -135,21 +135,9 @@ def bench_core(cfg_path: Path, batches: list[bytes], group: int) -> tuple[float,
     return elapsed, cpu
 
 
-def _own_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        out += [int(c) for c in (task / "children").read_text().split()]
-    return out
-
-
 def _cpu_s(pid: int) -> tuple[float, float]:
     """(utime + stime of the receiver process, of its live children: the verifier), from /proc."""
-    return _own_cpu_s(pid), sum(_own_cpu_s(c) for c in _children(pid))
+    return own_cpu_s(pid), sum(own_cpu_s(c) for c in children(pid))
 
 
 def bench_broker(

@@ -19,6 +19,7 @@ import cbor2
 import psycopg
 
 from bench.fleet import Branch
+from bench.procs import live_cpu_s
 from tests.peers.postgres import Postgres
 
 TABLES = """
@@ -36,15 +37,13 @@ def raw_copy(branches: list[Branch], group: int = 20) -> dict[str, Any]:
             payload = cbor2.loads(cbor2.loads(cose).value[2])
             recs = [(did, r["id"], seq, pos, r["kind"], r["at"], r["src"]) for pos, r in enumerate(payload["records"])]
             work.append(((did, seq, hashlib.sha256(cose).digest(), payload["sealed"], len(recs), now, cose), recs))
-    from bench.bench_fleet import cpu_s
-
     pg = Postgres(durable=True).start()
     try:
         assert pg.proc is not None
         with psycopg.connect(pg.url("postgres")) as conn:
             conn.execute(TABLES)
             conn.commit()
-            pg_cpu0, own0 = cpu_s(pg.proc.pid), time.process_time()
+            pg_cpu0, own0 = live_cpu_s(pg.proc.pid), time.process_time()
             t0 = time.perf_counter()
             for i in range(0, len(work), group):
                 with conn.cursor() as cur:
@@ -59,7 +58,7 @@ def raw_copy(branches: list[Branch], group: int = 20) -> dict[str, Any]:
                                 cp.write_row(r)
                 conn.commit()
             elapsed = time.perf_counter() - t0
-            pg_cpu, own = cpu_s(pg.proc.pid) - pg_cpu0, time.process_time() - own0
+            pg_cpu, own = live_cpu_s(pg.proc.pid) - pg_cpu0, time.process_time() - own0
         n = sum(len(r) for _, r in work)
     finally:
         pg.destroy()

@@ -40,13 +40,36 @@ def tree(pid: int) -> list[int]:
     return out
 
 
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (which may hold spaces); None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def cpu_total_s(pid: int) -> float:
     """utime+stime+cutime+cstime of one process in seconds; 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(x) for x in fields[11:15]) / TICK
+    fields = _stat(pid)
+    return sum(int(x) for x in fields[11:15]) / TICK if fields else 0.0
+
+
+def own_cpu_s(pid: int) -> float:
+    """utime+stime of one process in seconds (not its reaped children); 0 if it is gone."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / TICK if fields else 0.0
+
+
+def live_cpu_s(pid: int) -> float:
+    """utime+stime of a process and of its descendants alive now (a server and its backends, a receiver
+    and its verifier)."""
+    return sum(own_cpu_s(p) for p in tree(pid))
+
+
+def exited(pid: int) -> bool:
+    """Whether pid is a zombie (exited, not yet reaped) or gone."""
+    fields = _stat(pid)
+    return fields is None or fields[0] == "Z"
 
 
 def pss_mb(pid: int) -> float:
