@@ -4,7 +4,7 @@ Two implementations: `receiver.db.SqliteDatabase` (the embedded default: one fil
 synchronous=FULL) and `receiver.pg.PgDatabase` (PostgreSQL 15 through psycopg 3). The SQL
 the callers write is the dialect both accept (`?` placeholders, `ON CONFLICT`, `RETURNING`,
 savepoints); what differs lives behind this interface: opening a transaction, bulk insert
-of a batch's record index (binary COPY on PostgreSQL), and partitions made ahead of time.
+of a group's batches and record index (binary COPY on PostgreSQL), and partitions made ahead of time.
 """
 
 from __future__ import annotations
@@ -49,9 +49,6 @@ class Database(Protocol):
 
     def rollback(self) -> None:
         """Roll back if a transaction is open (the driver may have rolled back already)."""
-
-    def insert_records(self, rows: Sequence[RecordRow]) -> int:
-        """Insert a batch's record index, skipping (did, id) already stored; returns how many were new."""
 
     def insert_stored(self, batches: Sequence[StoredBatch], records: Sequence[Sequence[RecordRow]]) -> list[int]:
         """Insert a group's batches and each one's record index (records[i] belongs to batches[i]).

@@ -250,7 +250,7 @@ class SqliteDatabase:
         if self.conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL, SQLITE_IOERR)
             self.conn.execute("ROLLBACK")
 
-    def insert_records(self, rows: Sequence[tuple[int, str, int, int, str, int, str]]) -> int:
+    def _insert_records(self, rows: Sequence[tuple[int, str, int, int, str, int, str]]) -> int:
         before = self.conn.total_changes
         self.conn.executemany(
             "INSERT INTO records (did, id, seq, pos, kind, at, src) VALUES (?, ?, ?, ?, ?, ?, ?) "
@@ -268,7 +268,7 @@ class SqliteDatabase:
             "INSERT INTO batches (did, seq, hash, sealed, n_records, received_at, cose) VALUES (?, ?, ?, ?, ?, ?, ?)",
             batches,
         )
-        return [self.insert_records(rows) for rows in records]  # in-process: a statement costs no round trip
+        return [self._insert_records(rows) for rows in records]  # in-process: a statement costs no round trip
 
     def maintain(self, now_ms: int) -> None:
         """Nothing to prepare: SQLite's tables are not partitioned."""

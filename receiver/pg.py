@@ -337,6 +337,7 @@ class PgDatabase:
             self.conn.execute("ROLLBACK")
 
     def insert_records(self, rows: Sequence[tuple[int, str, int, int, str, int, str]]) -> int:
+        """One batch's record index alone: the writer uses insert_stored; bench/bench_pg_store.py measures this."""
         with self.conn.cursor() as cur:
             with cur.copy("COPY record_stage (did, id, seq, pos, kind, at, src) FROM STDIN (FORMAT BINARY)") as cp:
                 cp.set_types(_STAGE_TYPES)

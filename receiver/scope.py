@@ -67,10 +67,6 @@ class ScopedDatabase:
         self._before_write()
         self.inner.executemany(sql, rows)
 
-    def insert_records(self, rows: Sequence[RecordRow]) -> int:
-        self._before_write()
-        return self.inner.insert_records(rows)
-
     def insert_stored(self, batches: Sequence[StoredBatch], records: Sequence[Sequence[RecordRow]]) -> list[int]:
         self._before_write()
         return self.inner.insert_stored(batches, records)
