@@ -175,7 +175,6 @@ class Writer(threading.Thread):
         self.idle_hint: Callable[[], bool] = lambda: False
         self._sealed_in_group = 0
         self.full = False
-        self._stopping = False
         self.accepting = False  # a plain flag: Thread.is_alive() takes a lock on every request
         self._pending_committed: list[Encoded] = []
         # Op sources: read by this thread beside its queue (see OpSource). With any attached,
@@ -188,6 +187,11 @@ class Writer(threading.Thread):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._use_wake = False
+        # The pipe is closed by this thread when it ends, while other threads may still put():
+        # without the flag a late wake-up would fail with EBADF, or write into whatever file
+        # has since been given the same number.
+        self._wake_lock = threading.Lock()
+        self._wake_closed = False
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -197,7 +201,6 @@ class Writer(threading.Thread):
     def stop(self) -> None:
         """Seal what is left (a clean stop leaves no unsealed records), then close."""
         self.accepting = False
-        self._stopping = True
         self.put(None)
         self.join(timeout=30)
 
@@ -207,10 +210,13 @@ class Writer(threading.Thread):
             self._wake()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:  # the pipe is full of wake-ups already
-            pass
+        with self._wake_lock:
+            if self._wake_closed:  # the thread has ended: nobody is waiting to be woken
+                return
+            try:
+                os.write(self._wake_w, b"\0")
+            except BlockingIOError:  # the pipe is full of wake-ups already
+                pass
 
     def attach(self, source: OpSource) -> None:
         """Read `source` in this thread from now on (any thread may call this)."""
@@ -296,8 +302,10 @@ class Writer(threading.Thread):
                 self._selector.close()
             for source in self._sources.values():
                 source.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            with self._wake_lock:
+                self._wake_closed = True
+                os.close(self._wake_r)
+                os.close(self._wake_w)
 
     def _loop(self) -> None:
         while True:
@@ -309,9 +317,8 @@ class Writer(threading.Thread):
             try:
                 first = self._next(timeout)
             except queue.Empty:
-                first = None
-                if self._stopping:
-                    break
+                # Even when stop() has begun, its None is on the way: leaving here instead
+                # would skip the final seal (and close the pipe under stop()'s put).
                 if self._age_due():
                     self._group([], seal_due=True)
                 continue

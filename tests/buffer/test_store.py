@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import cbor2
 import pytest
 
 from buffer.store import Store
+from buffer.writer import IngestOp
 from core.interfaces import RecordConflict, RecordInvalid
 from tests.peers.net import wait_for
 from wire.cose import Signer, dumps_deterministic, verify1
@@ -220,3 +223,46 @@ def test_idle_uplink_seals_at_min_age_and_busy_uplink_waits_for_max_age(make_sto
     idle.set()
     wait_for(lambda: s.last_seq() == 1, timeout=5, what="seal once idle")
     assert time.monotonic() - t0 < 5
+
+
+class _SilentSource:
+    """An op source that never sends: attaching it makes the writer wait on its wake-up pipe."""
+
+    def __init__(self) -> None:
+        self.a, self.b = socket.socketpair()
+
+    def fileno(self) -> int:
+        return self.a.fileno()
+
+    def read_ops(self) -> list[IngestOp] | None:
+        return []
+
+    def close(self) -> None:
+        self.a.close()
+        self.b.close()
+
+
+@pytest.mark.parametrize("with_source", [False, True])
+def test_a_stop_that_meets_the_age_timer_still_seals_and_a_late_put_is_harmless(
+        make_store: Callable[..., Store], tmp_path: Path, with_source: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI once saw stop()'s put(None) fail with EBADF: the thread had woken on its age timer
+    between stop()'s first steps and its put(None), left without sealing and closed its pipe.
+    Here the stopping thread is held up just there while the timer fires."""
+    s = make_store(batch_max_age_s=0.2)
+    if with_source:
+        s.writer.attach(_SilentSource())
+    s.submit([rec(i) for i in range(10)])
+    put = s.writer.put
+
+    def slow_stop_put(op: IngestOp | None) -> None:
+        if op is None:
+            time.sleep(0.5)  # stop() descheduled after flagging the stop: the age timer fires
+        put(op)
+
+    monkeypatch.setattr(s.writer, "put", slow_stop_put)
+    s.close()  # must not raise
+    assert not s.writer.is_alive()
+    put(None)  # a late caller after the thread ended: no error, no stray write
+    s2 = make_store(batch_max_age_s=3600)
+    assert s2.last_seq() >= 1 and s2.backlog()["records"] == 10
