@@ -67,13 +67,23 @@ class AckOutbox:
         d.delay = min(max(ACK_RETRY_MIN_S, d.delay * 2), ACK_RETRY_MAX_S)
         d.retry_at = self._clock() + d.delay
 
-    def flush(self) -> None:
-        """Publish the newest owed ack of every device with none in flight and no refusal to wait out."""
+    def flush(self, final: bool = False) -> None:
+        """Publish the newest owed ack of every device with none in flight and no refusal to wait out.
+
+        final (the receiver is stopping): every owed ack goes out now, in flight or not. Waiting
+        for the older one's PUBACK would leave a committed head unacked: a flooded receiver's
+        MQTT thread may not have read that PUBACK yet, and the next receiver never sees the
+        device's batches again (they were PUBACKed), so the agent would learn of them only from
+        its own resend, minutes later. A second ack of a newer head is harmless: acks are
+        cumulative.
+        """
         now = self._clock()
         for dev, d in self._devs.items():
-            if not d.wanted or now < d.retry_at:
+            if not d.wanted:
                 continue
-            if d.inflight_at is not None and now - d.inflight_at < INFLIGHT_STALE_S:
+            if not final and now < d.retry_at:
+                continue
+            if not final and d.inflight_at is not None and now - d.inflight_at < INFLIGHT_STALE_S:
                 continue
             d.wanted = False
             d.inflight_at = now

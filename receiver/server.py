@@ -94,7 +94,10 @@ class Worker(Component):
                     log.exception("housekeeping failed; going on")
                     stop.wait(1.0)
         finally:
-            rx.writer.db.close()
+            try:
+                rx.final_acks()
+            finally:
+                rx.writer.db.close()
 
     def _process_until_done(self, group: list[Inbound], stop: threading.Event) -> None:
         """Retry a group whose commit failed (disk full, I/O error) with backoff until it succeeds.
@@ -390,11 +393,16 @@ class Receiver:
     def _publish_ack(self, dev: str, seq: int) -> None:
         self.link.publish(device_topic(self.prefix, dev, "ack"), seq_ack(self.signer, dev, seq), key=("ack", dev))
 
-    def _flush_acks(self) -> None:
+    def _flush_acks(self, final: bool = False) -> None:
         for key in self.link.take_done():
             if isinstance(key, tuple) and key[0] == "ack":
                 self.acks.accepted(key[1])
-        self.acks.flush()
+        self.acks.flush(final)
+
+    def final_acks(self) -> None:
+        """The worker's last act before stop() disconnects: every ack owed for what it committed."""
+        self._flush_acks(final=True)
+        self._publish_media_acks()
 
     def _publish_media_acks(self) -> None:
         for dev, media_id, missing in self.media.take_outbox().acks:
