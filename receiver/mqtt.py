@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +119,24 @@ class MqttLink:
             reason = self._error or f"no SUBACK within {timeout} s"
             self.stop()
             raise MqttError(f"broker {self.cfg.host}:{self.cfg.port}: {reason}")
+
+    def wait_published(self, timeout: float) -> bool:
+        """Until the broker has answered each of our publishes (PUBACK), or timeout; False if not.
+
+        Stopping under a flood, the socket still holds batches we will never read, and Linux
+        answers a close with unread data by a reset, on which the broker drops what it had
+        not yet read from us: the last acks, sent just before, were lost that way. Once the
+        broker has PUBACKed them they are its own. paho's thread reads on meanwhile: stopping,
+        our message callback drops each batch at once (unacked, the broker keeps it).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if not self._inflight:
+                    return True
+            if not self.connected or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
     def stop(self) -> None:
         self._client.disconnect()

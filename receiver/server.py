@@ -252,6 +252,9 @@ class Receiver:
                 if t.name != "receiver-worker":
                     t.join(timeout=STOP_THREAD_S)
             self._threads = []
+            if not self.link.wait_published(STOP_THREAD_S):
+                log.warning("stopping: the broker did not confirm our last acks within %.0f s; "
+                            "the agents' resends will be acked again", STOP_THREAD_S)
             self.link.stop()
             self.verifier.close()
             self.metrics.stop()
