@@ -7,8 +7,10 @@ of 500, one transaction per batch (as the receiver commits a group), in three wa
 * copy+merge: binary COPY into a temporary staging table, then one `INSERT ... SELECT ... ON
   CONFLICT DO NOTHING` (what idempotency needs: COPY itself cannot skip a duplicate);
 * copy (bare): binary COPY straight into the table, the upper bound that cannot be idempotent;
-* store: what the receiver runs, `receiver.pg.PgDatabase.insert_records` on the migrated schema
-  (binary COPY, then the ids new to `record_keys` into `records`, partitioned by month).
+* store: what the receiver runs, `receiver.pg.PgDatabase.insert_stored` on the migrated schema,
+  one batch row (with 1 KB standing in for its signed bytes) and its record index per
+  transaction (binary COPY of each, then the ids new to `record_keys` into `records`,
+  partitioned by month).
 
     .venv/bin/python -m bench.bench_pg_store --records 200000
 """
@@ -85,9 +87,9 @@ def run_store(url: str, data: list[list[Row]]) -> float:
     try:
         db.execute("INSERT INTO devices (did, dev) VALUES (1, 'bench/bench/bench')")
         t0 = time.perf_counter()
-        for rows in data:
+        for seq, rows in enumerate(data, start=1):  # batches() numbers the rows' seq from 1 too
             db.begin()
-            db.insert_records(rows)
+            db.insert_stored([(1, seq, seq.to_bytes(32, "big"), 0, len(rows), 0, b"\0" * 1024)], [rows])
             db.commit()
         dt = time.perf_counter() - t0
         n = db.execute("SELECT count(*) FROM records").fetchone()[0]
@@ -136,7 +138,7 @@ def main() -> None:
                 "executemany": round(run(url, "executemany", via_executemany, data)),
                 "copy+merge": round(run(url, "copy+merge", via_copy_merge, data)),
                 "copy (bare)": round(run(url, "copy (bare)", via_copy, data)),
-                "PgDatabase.insert_records": round(run_store(url, data)),
+                "PgDatabase.insert_stored": round(run_store(url, data)),
             })
     finally:
         pg.destroy()

@@ -218,14 +218,6 @@ _STAGE = (
 )
 _STAGE_TYPES = ["int4", "text", "int8", "int4", "text", "int8", "text"]
 _BATCH_TYPES = ["int4", "int8", "bytea", "int8", "int4", "int8", "bytea"]
-_MERGE = """
-WITH new AS (
-    INSERT INTO record_keys (did, id) SELECT did, id FROM record_stage
-    ON CONFLICT (did, id) DO NOTHING RETURNING did, id
-)
-INSERT INTO records (did, id, seq, pos, kind, at, src)
-SELECT s.did, s.id, s.seq, s.pos, s.kind, s.at, s.src FROM record_stage s JOIN new USING (did, id)
-"""
 _MERGE_COUNTED = """
 WITH new AS (
     INSERT INTO record_keys (did, id) SELECT did, id FROM record_stage
@@ -335,18 +327,6 @@ class PgDatabase:
             return  # the connection is gone, and with it the transaction (the server rolled it back)
         if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             self.conn.execute("ROLLBACK")
-
-    def insert_records(self, rows: Sequence[tuple[int, str, int, int, str, int, str]]) -> int:
-        """One batch's record index alone: the writer uses insert_stored; bench/bench_pg_store.py measures this."""
-        with self.conn.cursor() as cur:
-            with cur.copy("COPY record_stage (did, id, seq, pos, kind, at, src) FROM STDIN (FORMAT BINARY)") as cp:
-                cp.set_types(_STAGE_TYPES)
-                for r in rows:
-                    cp.write_row(r)
-            cur.execute(_MERGE)
-            inserted = cur.rowcount
-            cur.execute("DELETE FROM record_stage")  # the next batch of this transaction starts empty
-        return inserted
 
     def insert_stored(
         self,
