@@ -30,7 +30,7 @@ import tomli_w
 
 from agent.demo import free_port, port_open, wait
 from bench import record
-from bench.procs import own_cpu_s
+from bench.procs import live_cpu_s, pss_mb, tree
 from wire.keys import generate_key_file, load_private_key, public_pem
 
 DEVICE = "bench-soc/branch-1/agent-1"
@@ -46,43 +46,13 @@ def rss_mb(pid: int) -> float:
 
 def tree_pss_mb(pid: int) -> float:
     """Proportional set size of a process and its descendants (with [api] workers, the agent
-    and its worker processes), from /proc/PID/smaps_rollup."""
-    total = 0
-    for p in [pid, *descendants(pid)]:
-        try:
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
-
-
-def cpu_s(pid: int) -> float:
-    """User+system CPU seconds of a process and its living descendants so far (from /proc):
-    the receiver's verifier and the agent's API workers are part of their cost."""
-    return own_cpu_s(pid) + sum(own_cpu_s(p) for p in descendants(pid))
+    and its worker processes)."""
+    return sum(pss_mb(p) for p in tree(pid))
 
 
 def all_acked(site: Site) -> bool:
     acked, last = site.acked_and_last()
     return acked >= last
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def sale(i: int) -> dict[str, Any]:
@@ -213,7 +183,7 @@ def bench_drain(n: int) -> dict[str, Any]:
                 raise SystemExit("drain did not finish in 10 minutes")
             time.sleep(0.1)
         dt = time.perf_counter() - t0
-        cpu = {name: round(cpu_s(p.pid), 1) for name, p in site.procs.items()}
+        cpu = {name: round(live_cpu_s(p.pid), 1) for name, p in site.procs.items()}  # with their children
         rx = sqlite3.connect(f"file:{root / 'receiver.sqlite3'}?mode=ro", uri=True)
         stored = rx.execute("SELECT count(*) FROM records").fetchone()[0]
         rx.close()
